@@ -1,0 +1,278 @@
+"""The command line: fit, evaluate, predict and export, each a straight walk through the stages."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .config import FIELDS, Config, UserError, make_config, save_json
+
+
+def fit(cfg: Config) -> dict:
+    """Data -> preprocessing -> embeddings -> model -> training -> report -> SavedModel."""
+    import keras
+
+    from .data import load_splits
+    from .embeddings import embedding_matrix
+    from .evaluation import format_report, predict_rows, report
+    from .export import export_saved_model, library_versions
+    from .model import build_model
+    from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
+    from .training import compile_model, train
+
+    started = time.perf_counter()
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    resuming = (run_dir / "backup").is_dir() and (run_dir / "preprocessor.json").is_file()
+    if resuming:
+        previous = json.loads((run_dir / "config.json").read_text())
+        if previous != cfg.to_dict():
+            raise UserError(
+                f"{run_dir}: an interrupted run with a different config is there; rerun it "
+                f"with the same settings to resume, or pass another --name"
+            )
+        print(f"resuming the interrupted run in {run_dir}", flush=True)
+    else:
+        for stale in ["backup", "history.csv", "best.keras", "logs"]:
+            _remove(run_dir / stale)
+    save_json(run_dir / "config.json", cfg.to_dict())
+    print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir / 'logs'})", flush=True)
+
+    keras.utils.set_random_seed(cfg.seed)
+    splits = load_splits(cfg)
+    if resuming:
+        pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
+    else:
+        pre = adapt_preprocessor(cfg, splits.train.texts)
+        save_json(run_dir / "preprocessor.json", pre.get_config())
+    t = time.perf_counter()
+    rows = {name: vectorize(pre, getattr(splits, name).texts) for name in ("train", "val", "test")}
+    tokens = sum(len(r) for r in rows["train"])
+    print(
+        f"vectorized {sum(len(r) for r in rows.values())} texts "
+        f"({tokens / len(rows['train']):.0f} tokens per training text; "
+        f"{time.perf_counter() - t:.1f}s)",
+        flush=True,
+    )
+
+    matrix, glove = embedding_matrix(cfg, pre.vocabulary)
+    model = build_model(cfg, len(pre.vocabulary), len(splits.class_names), matrix)
+    compile_model(model, cfg)
+    model.summary(print_fn=lambda line, **_: print(line, flush=True))
+
+    history, timer = train(
+        model, cfg, (rows["train"], splits.train.labels), (rows["val"], splits.val.labels), run_dir
+    )
+    _save_model(model, run_dir / "model.keras")
+
+    # The test split is touched once, here, for the final report.
+    result = report(splits.test.labels, predict_rows(model, rows["test"]), splits.class_names)
+    print("\ntest report\n" + format_report(result), flush=True)
+    save_json(run_dir / "report.json", result)
+
+    val_acc = history.history.get("val_accuracy", [])
+    summary = {
+        "name": cfg.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "class_names": splits.class_names,
+        "vocabulary_size": len(pre.vocabulary),
+        "sequence_length": cfg.sequence_length,
+        "dataset": {
+            "source": splits.source,
+            "train": len(splits.train),
+            "validation": len(splits.val),
+            "test": len(splits.test),
+        },
+        "embeddings": glove,
+        "parameters": model.count_params(),
+        "training": {
+            "epochs_run": len(timer.seconds),
+            "best_epoch": int(max(range(len(val_acc)), key=val_acc.__getitem__)) + 1
+            if val_acc
+            else None,
+            "epoch_seconds": [round(s, 2) for s in timer.seconds],
+            "tokens_per_epoch": tokens,
+            "resumed": resuming,
+        },
+        "metrics": {k: result[k] for k in ("accuracy", "macro_f1")},
+        "test_report": result,
+        "config": cfg.to_dict(),
+        "versions": library_versions(),
+    }
+    summary["training"]["wall_seconds"] = round(time.perf_counter() - started, 1)
+    save_json(run_dir / "summary.json", summary)
+    path = export_saved_model(
+        pre,
+        model,
+        splits.class_names,
+        Path(cfg.output_dir) / cfg.name,
+        summary,
+        {
+            "config.json": json.dumps(cfg.to_dict(), indent=2),
+            "report.json": json.dumps(result, indent=2),
+        },
+    )
+    print(f"\nwrote: {path}  (SavedModel for TF Serving; metadata in {path / 'assets.extra'})")
+    print(f"wrote: {run_dir}  (config, history.csv, report.json, model.keras, logs)")
+    print(
+        f"test accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
+        f"{summary['training']['wall_seconds']:.0f}s",
+        flush=True,
+    )
+    return summary
+
+
+def _save_model(model, path: Path) -> None:
+    # Keras wants the .keras suffix; write a sibling, then rename over the old one.
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    tmp.replace(path)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def evaluate(model_dir: str, dataset: str, split: str, as_json: bool) -> dict:
+    """The same report for an exported model, on raw texts of a data set's split."""
+    from .data import load_test_split
+    from .evaluation import format_report, report
+    from .prediction import SavedModelPredictor
+
+    predictor = SavedModelPredictor(model_dir)
+    dataset = dataset or predictor.metadata.get("config", {}).get("dataset", "imdb_reviews")
+    data, names = load_test_split(dataset, split)
+    model_names = predictor.metadata.get("class_names", names)
+    if list(model_names) != list(names):
+        raise UserError(f"{dataset}: classes {names} differ from the model's {model_names}")
+    outputs = predictor(list(data.texts))
+    result = report(data.labels, outputs["probabilities"], names)
+    result.update({"model": str(predictor.path), "dataset": dataset, "split": split})
+    print(json.dumps(result) if as_json else format_report(result), flush=True)
+    return result
+
+
+def predict(model_dir: str, texts: list[str], server: str, model_name: str) -> None:
+    """One JSON line per text: label, label id and the probability of each class."""
+    from .prediction import SavedModelPredictor, rest_predict, to_records
+
+    if not texts:
+        texts = [line.rstrip("\n") for line in sys.stdin]
+    if server:
+        records = rest_predict(server, model_name or Path(model_dir or "").name, texts)
+    else:
+        if not model_dir:
+            raise UserError("predict: give MODEL_DIR, or --server URL with --model-name")
+        records = to_records(SavedModelPredictor(model_dir)(texts))
+    for text, record in zip(texts, records):
+        print(json.dumps({"text": text[:200], **record}, ensure_ascii=False), flush=True)
+
+
+def export(cfg: Config, models_config: str) -> Path:
+    """Export the last trained model of a run again, as the next version."""
+    import keras
+
+    from .config import write_atomic
+    from .export import export_saved_model
+    from .export import models_config as config_text
+    from .preprocessing import TextPreprocessor
+
+    run_dir = Path(cfg.runs_dir) / cfg.name
+    needed = [run_dir / "model.keras", run_dir / "preprocessor.json", run_dir / "summary.json"]
+    missing = [str(p) for p in needed if not p.is_file()]
+    if missing:
+        raise UserError(f"export: no finished run {cfg.name!r} (missing {', '.join(missing)})")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
+    model = keras.models.load_model(run_dir / "model.keras")
+    base = Path(cfg.output_dir) / cfg.name
+    path = export_saved_model(pre, model, summary["class_names"], base, summary)
+    print(f"wrote: {path}")
+    if models_config:
+        write_atomic(models_config, config_text({cfg.name: str(base.resolve())}))
+        print(f"wrote: {models_config}")
+    return path
+
+
+# --- argument parsing ------------------------------------------------------------------
+
+
+def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="TOML", help="TOML file of config keys")
+    for name, field in FIELDS.items():
+        flag = "--" + name.replace("_", "-")
+        kind = type(field.default)
+        help_text = f"{field.metadata.get('help', '')} (default: {field.default})"
+        if kind is bool:
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+        else:
+            parser.add_argument(
+                flag, type=kind, default=None, metavar=kind.__name__.upper(), help=help_text
+            )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `python -m keras_sentiment` parser with its subcommands."""
+    parser = argparse.ArgumentParser(
+        prog="python -m keras_sentiment",
+        description="Train, evaluate, export and serve an LSTM sentiment classifier.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("fit", help="train, report on the test split and export a SavedModel")
+    _add_config_flags(p)
+
+    p = sub.add_parser("evaluate", help="classification report of an exported model")
+    p.add_argument("model_dir", help="saved_models/NAME or saved_models/NAME/VERSION")
+    p.add_argument("--dataset", default="", help="data set (default: the one it was trained on)")
+    p.add_argument("--split", default="test", help="split to score (default: test)")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+    p = sub.add_parser("predict", help="label raw texts (arguments, or lines on stdin)")
+    p.add_argument("model_dir", nargs="?", default="", help="saved_models/NAME[/VERSION]")
+    p.add_argument("texts", nargs="*", help="texts to label (default: read lines from stdin)")
+    p.add_argument(
+        "--server", default="", help="TF Serving REST address, e.g. http://localhost:8501"
+    )
+    p.add_argument("--model-name", default="", help="model name on the server")
+
+    p = sub.add_parser("export", help="export a finished run again as the next version")
+    _add_config_flags(p)
+    p.add_argument("--models-config", default="", help="also write a TF Serving models.config here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run one command; user errors are one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command in ("fit", "export"):
+            overrides = {k: getattr(args, k) for k in FIELDS}
+            cfg = make_config(overrides, args.config)
+            if args.command == "fit":
+                fit(cfg)
+            else:
+                export(cfg, args.models_config)
+        elif args.command == "evaluate":
+            evaluate(args.model_dir, args.dataset, args.split, args.json)
+        elif args.command == "predict":
+            predict(args.model_dir, args.texts, args.server, args.model_name)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(
+            "\ninterrupted: the last checkpoint is kept; run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    return 0

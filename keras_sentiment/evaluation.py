@@ -1,0 +1,60 @@
+"""Stage 8, evaluation: the scikit-learn report (per class, macro, weighted) and confusion matrix."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+from .training import eval_dataset
+
+
+def predict_rows(model: keras.Model, rows: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """Class probabilities of token-id rows, in the rows' own order."""
+    ds, order = eval_dataset(rows, None, batch_size)
+    probs = np.zeros((len(rows), model.output_shape[-1]), np.float32)
+    probs[order] = model.predict(ds, verbose=0)
+    return probs
+
+
+def report(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:
+    """Accuracy, macro F1, per-class precision/recall/F1/support and the confusion matrix."""
+    predicted = probs.argmax(axis=1)
+    ids = list(range(len(class_names)))
+    table = classification_report(
+        labels, predicted, labels=ids, target_names=class_names, output_dict=True, zero_division=0
+    )
+    return {
+        "accuracy": float(accuracy_score(labels, predicted)),
+        "macro_f1": float(
+            f1_score(labels, predicted, labels=ids, average="macro", zero_division=0)
+        ),
+        "per_class": {name: table[name] for name in class_names},
+        "macro_avg": table["macro avg"],
+        "weighted_avg": table["weighted avg"],
+        "confusion_matrix": confusion_matrix(labels, predicted, labels=ids).tolist(),
+        "class_names": list(class_names),
+        "support": int(len(labels)),
+    }
+
+
+def format_report(result: dict) -> str:
+    """The report as the familiar text table, plus accuracy and the confusion matrix."""
+    names = result["class_names"]
+    width = max(12, *(len(n) for n in names))
+    lines = [f"{'':>{width}} precision    recall  f1-score   support", ""]
+    rows = [(n, result["per_class"][n]) for n in names]
+    rows += [("macro avg", result["macro_avg"]), ("weighted avg", result["weighted_avg"])]
+    for i, (name, row) in enumerate(rows):
+        if i == len(names):
+            lines.append("")
+        lines.append(
+            f"{name:>{width}} {row['precision']:>9.4f} {row['recall']:>9.4f} "
+            f"{row['f1-score']:>9.4f} {int(row['support']):>9d}"
+        )
+    lines += ["", f"{'accuracy':>{width}} {result['accuracy']:.4f} on {result['support']} texts"]
+    lines += ["", "confusion matrix (rows: true, columns: predicted)"]
+    lines.append(" " * (width + 1) + " ".join(f"{n:>10}" for n in names))
+    for name, row in zip(names, result["confusion_matrix"]):
+        lines.append(f"{name:>{width}} " + " ".join(f"{v:>10d}" for v in row))
+    return "\n".join(lines)

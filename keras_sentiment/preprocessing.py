@@ -1,0 +1,233 @@
+"""Stages 2-4: standardize, lemmatize (NLTK at adapt time only), vectorize, all as Keras layers.
+
+Every step is a Keras layer made of `tf.*` ops with a `get_config`, so the exported SavedModel
+takes raw strings and TF Serving runs exactly the preprocessing that training saw, with no
+Python. NLTK runs once, over the training vocabulary; its answers travel as a lookup table.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .config import Config, UserError
+
+PAD, OOV = 0, 1
+# Markers that cannot survive standardization, so they never collide with a real token.
+_APOSTROPHE = "\x01"
+_DROP = " "
+NEGATIONS = {"no", "not", "nor", "never", "n't", "none", "nobody", "nothing", "neither", "nowhere"}
+
+
+def standardize(texts: tf.Tensor) -> tf.Tensor:
+    """Clean raw reviews into space-separated tokens, keeping negations, '!' and '?'."""
+    # Invalid UTF-8 would make the ops below fail: replace bad bytes first.
+    x = tf.strings.unicode_transcode(
+        texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+    )
+    x = tf.strings.lower(x, encoding="utf-8")
+    x = tf.strings.regex_replace(x, r"<[^>]*>|&[a-z]+;", " ")  # IMDB's <br /> and entities
+    x = tf.strings.regex_replace(x, "[’‘`´]", "'")
+    # Split clitics as GloVe's tokenizer did ("don't" -> "do n't"), guarding their apostrophe.
+    x = tf.strings.regex_replace(x, r"n't\b", f" n{_APOSTROPHE}t")
+    x = tf.strings.regex_replace(x, r"(\pL)'(s|re|ve|ll|d|m)\b", rf"\1 {_APOSTROPHE}\2")
+    x = tf.strings.regex_replace(x, rf"[^\pL\pN{_APOSTROPHE}!?]+", " ")
+    x = tf.strings.regex_replace(x, r"([!?])", r" \1 ")
+    x = tf.strings.regex_replace(x, _APOSTROPHE, "'")
+    return tf.strings.strip(tf.strings.regex_replace(x, " +", " "))
+
+
+def _string_layer(layer: keras.layers.Layer) -> None:
+    # Keras would otherwise try to cast string inputs to the float compute dtype.
+    layer._convert_input_args = False
+    layer._allow_non_tensor_positional_args = True
+    layer.supports_jit = False
+
+
+@keras.saving.register_keras_serializable(package="keras_sentiment")
+class Standardize(keras.layers.Layer):
+    """Raw text -> lowercase tokens without HTML or punctuation (negations kept)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        _string_layer(self)
+
+    def call(self, texts):
+        return standardize(texts)
+
+
+@keras.saving.register_keras_serializable(package="keras_sentiment")
+class TokenMap(keras.layers.Layer):
+    """Maps each token through a fixed table (lemmas) and drops listed tokens (stopwords)."""
+
+    def __init__(self, mapping: dict[str, str] | None = None, drop=(), **kwargs):
+        super().__init__(**kwargs)
+        _string_layer(self)
+        self.mapping = dict(mapping or {})
+        self.drop = sorted(drop)
+        keys = list(self.mapping) + self.drop
+        values = list(self.mapping.values()) + [_DROP] * len(self.drop)
+        self.table = None
+        if keys:
+            init = tf.lookup.KeyValueTensorInitializer(
+                tf.constant(keys, tf.string), tf.constant(values, tf.string)
+            )
+            self.table = tf.lookup.StaticHashTable(init, default_value="")
+
+    def call(self, texts):
+        if self.table is None:
+            return texts
+        tokens = tf.strings.split(texts)
+        found = self.table.lookup(tokens.flat_values)
+        mapped = tf.where(tf.equal(found, ""), tokens.flat_values, found)
+        tokens = tokens.with_flat_values(mapped)
+        if self.drop:
+            tokens = tf.ragged.boolean_mask(tokens, tf.not_equal(tokens, _DROP))
+        return tf.strings.reduce_join(tokens, axis=-1, separator=" ")
+
+    def get_config(self):
+        return {**super().get_config(), "mapping": self.mapping, "drop": self.drop}
+
+
+@keras.saving.register_keras_serializable(package="keras_sentiment")
+class TextPreprocessor(keras.layers.Layer):
+    """Raw strings -> right-padded token ids [batch, time], never empty, cut to a length."""
+
+    def __init__(
+        self,
+        vocabulary: list[str],
+        sequence_length: int,
+        truncate: str = "pre",
+        mapping: dict[str, str] | None = None,
+        drop=(),
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        _string_layer(self)
+        self.sequence_length = sequence_length
+        self.truncate = truncate
+        self.standardize = Standardize()
+        self.token_map = TokenMap(mapping, drop)
+        self.vectorize = keras.layers.TextVectorization(
+            standardize=None, split="whitespace", vocabulary=vocabulary, ragged=True
+        )
+
+    def call(self, texts):
+        ids = self.vectorize(self.token_map(self.standardize(texts)))
+        n = self.sequence_length
+        ids = ids[:, -n:] if self.truncate == "pre" else ids[:, :n]
+        # Right padding only (cuDNN's condition), and at least one column.
+        dense = tf.cast(ids.to_tensor(default_value=PAD), tf.int32)
+        dense = tf.pad(dense, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(dense)[1])]])
+        # An empty review becomes one OOV token: a fully masked row breaks the LSTM on GPU.
+        first = tf.where(tf.equal(dense[:, :1], PAD), OOV, dense[:, :1])
+        return tf.concat([first, dense[:, 1:]], axis=1)
+
+    @property
+    def vocabulary(self) -> list[str]:
+        return [str(token) for token in self.vectorize.get_vocabulary()]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "vocabulary": self.vocabulary,
+            "sequence_length": self.sequence_length,
+            "truncate": self.truncate,
+            "mapping": self.token_map.mapping,
+            "drop": self.token_map.drop,
+        }
+
+
+def adapt_preprocessor(cfg: Config, train_texts: np.ndarray) -> TextPreprocessor:
+    """Learn the token map (NLTK) and the vocabulary from the training texts only."""
+    start = time.perf_counter()
+    texts = tf.data.Dataset.from_tensor_slices(train_texts.astype(bytes)).batch(1024)
+    standardized = texts.map(standardize, num_parallel_calls=tf.data.AUTOTUNE)
+    mapping, drop = {}, []
+    if cfg.lemmatize or cfg.remove_stopwords:
+        counter = keras.layers.TextVectorization(standardize=None, split="whitespace")
+        counter.adapt(standardized)
+        tokens = [str(t) for t in counter.get_vocabulary()[2:]]
+        stopwords = load_stopwords()
+        if cfg.lemmatize:
+            mapping = lemma_table(tokens, stopwords)
+        if cfg.remove_stopwords:
+            drop = sorted(set(tokens) & stopwords)
+        print(
+            f"preprocessing: {len(tokens)} distinct training tokens, {len(mapping)} lemmatized, "
+            f"{len(drop)} stopwords dropped ({time.perf_counter() - start:.1f}s)",
+            flush=True,
+        )
+    token_map = TokenMap(mapping, drop)
+    vectorizer = keras.layers.TextVectorization(
+        max_tokens=cfg.vocab_size, standardize=None, split="whitespace"
+    )
+    vectorizer.adapt(standardized.map(token_map, num_parallel_calls=tf.data.AUTOTUNE))
+    pre = TextPreprocessor(
+        [str(t) for t in vectorizer.get_vocabulary()],
+        cfg.sequence_length,
+        cfg.truncate,
+        mapping,
+        drop,
+    )
+    print(
+        f"preprocessing: vocabulary {len(pre.vocabulary)} (of max {cfg.vocab_size}), "
+        f"sequence length {cfg.sequence_length}, truncate {cfg.truncate!r} "
+        f"({time.perf_counter() - start:.1f}s)",
+        flush=True,
+    )
+    return pre
+
+
+def vectorize(pre: TextPreprocessor, texts: np.ndarray, batch_size: int = 512) -> list[np.ndarray]:
+    """Token ids of every text, unpadded, computed once in parallel batches."""
+    ds = tf.data.Dataset.from_tensor_slices(texts.astype(bytes)).batch(batch_size)
+    ds = ds.map(pre, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    rows = []
+    for batch in ds.as_numpy_iterator():
+        lengths = np.count_nonzero(batch, axis=1)
+        rows.extend(row[:n] for row, n in zip(batch, lengths))
+    return rows
+
+
+def load_stopwords() -> set[str]:
+    """NLTK's English stopwords minus every negation, which carries sentiment."""
+    from nltk.corpus import stopwords
+
+    try:
+        words = set(stopwords.words("english"))
+    except LookupError:
+        raise UserError(
+            "NLTK stopwords not found: run python -c \"import nltk; nltk.download('stopwords')\" "
+            "or set NLTK_DATA to a folder holding corpora/stopwords"
+        ) from None
+    negative = {w for w in words if w in NEGATIONS or w.endswith("n't") or f"{w}'t" in words}
+    return words - negative
+
+
+def lemma_table(tokens: list[str], stopwords: set[str]) -> dict[str, str]:
+    """token -> WordNet lemma for the tokens that change: verb form first, then noun."""
+    from nltk.stem import WordNetLemmatizer
+
+    lemmatizer = WordNetLemmatizer()
+    try:
+        lemmatizer.lemmatize("movies")
+    except LookupError:
+        raise UserError(
+            "NLTK WordNet not found: run python -c \"import nltk; nltk.download('wordnet')\" "
+            "or set NLTK_DATA to a folder holding corpora/wordnet"
+        ) from None
+    table = {}
+    for token in tokens:
+        # Short and function words are where WordNet's noun rules misfire ("as" -> "a").
+        if len(token) <= 3 or token in stopwords or not token.isalpha():
+            continue
+        lemma = lemmatizer.lemmatize(token, "v")
+        if lemma == token:
+            lemma = lemmatizer.lemmatize(token, "n")
+        if lemma != token:
+            table[token] = lemma
+    return table
