@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -251,9 +252,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_tensorflow_start() -> None:
+    # TensorFlow's native start-up lines (oneDNN, CUDA probing) bypass TF_CPP_MIN_LOG_LEVEL
+    # and bury our one-line messages; import it and probe devices with stderr muted.
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "2" or "tensorflow" in sys.modules:
+        return
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            import tensorflow as tf
+
+            tf.config.list_physical_devices()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one command; user errors are one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
+    _quiet_tensorflow_start()
     try:
         if args.command in ("fit", "export"):
             overrides = {k: getattr(args, k) for k in FIELDS}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import time
 from dataclasses import dataclass
@@ -203,12 +204,15 @@ def read_table(path: Path, class_names: list[str] | None = None) -> tuple[Split,
 
 
 def _csv_rows(path: Path, raw: str) -> list[tuple[int, dict]]:
-    reader = csv.DictReader(raw.splitlines(keepends=True))
+    reader = csv.DictReader(io.StringIO(raw, newline=""))  # quoted newlines stay in the text
     columns = reader.fieldnames or []
     missing = [c for c in ("text", "label") if c not in columns]
     if missing:
         raise UserError(f"{path}: CSV needs columns text and label, missing {missing}")
-    return [(i + 2, row) for i, row in enumerate(reader)]
+    try:
+        return [(reader.line_num, row) for row in reader]
+    except csv.Error as e:
+        raise UserError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
 
 
 def _jsonl_rows(path: Path, raw: str) -> list[tuple[int, dict]]:

@@ -1,4 +1,4 @@
-"""Stage 8, evaluation: the scikit-learn report (per class, macro, weighted) and confusion matrix."""
+"""Stage 8, evaluation: scikit-learn report (per class, macro, weighted), confusion matrix."""
 
 from __future__ import annotations
 

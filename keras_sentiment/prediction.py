@@ -1,4 +1,4 @@
-"""Prediction: score raw texts with an exported SavedModel, locally or through TF Serving's REST API."""
+"""Prediction: score raw texts with an exported SavedModel, locally or through TF Serving."""
 
 from __future__ import annotations
 

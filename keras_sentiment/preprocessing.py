@@ -45,6 +45,7 @@ def _string_layer(layer: keras.layers.Layer) -> None:
     layer._convert_input_args = False
     layer._allow_non_tensor_positional_args = True
     layer.supports_jit = False
+    layer.built = True  # all state is made in __init__; export refuses unbuilt layers
 
 
 @keras.saving.register_keras_serializable(package="keras_sentiment")

@@ -1,0 +1,110 @@
+"""The main job as a user runs it: fit a slice, export, reload elsewhere, predict, evaluate."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from keras_sentiment.data import load_test_split
+
+from .conftest import run_cli, write_csv
+
+# Loads the SavedModel in a process where keras_sentiment and NLTK cannot even be imported.
+STANDALONE = r"""
+import json, sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("keras_sentiment", "nltk"):
+            raise ImportError(f"{name} is blocked in this process")
+sys.meta_path.insert(0, Block())
+import tensorflow as tf
+serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
+texts = json.loads(sys.stdin.read())
+out = serve(text=tf.constant(texts))
+keep = ("probabilities", "label_id")
+print(json.dumps({k: v.numpy().tolist() for k, v in out.items() if k in keep}))
+print(json.dumps([x.decode() for x in out["label"].numpy()]))
+"""
+
+
+@pytest.fixture(scope="module")
+def reviews():
+    data, names = load_test_split("imdb_reviews", "test")
+    rng = np.random.default_rng(0)
+    pick = rng.choice(len(data), 400, replace=False)
+    return [data.texts[i].decode() for i in pick], data.labels[pick], names
+
+
+def test_fit_writes_everything(imdb_run):
+    version = imdb_run["version"]
+    assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
+    meta = json.loads((version / "assets.extra" / "metadata.json").read_text())
+    assert meta["class_names"] == ["neg", "pos"] and meta["version"] == 1
+    assert meta["dataset"]["train"] + meta["dataset"]["validation"] == 2000
+    assert meta["dataset"]["test"] == 500 and 0 <= meta["metrics"]["accuracy"] <= 1
+    assert meta["config"]["max_train"] == 2000 and "tensorflow" in meta["versions"]
+    assert meta["embeddings"]["coverage"] > 0.8
+    for name in ["config.json", "report.json", "history.csv", "model.keras", "preprocessor.json"]:
+        assert (imdb_run["run_dir"] / name).is_file(), name
+
+
+def test_savedmodel_scores_raw_reviews_without_the_package(imdb_run, reviews):
+    texts, labels, names = reviews
+    done = subprocess.run(
+        [sys.executable, "-c", STANDALONE, str(imdb_run["version"])],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    outputs, label_names = json.loads(lines[-2]), json.loads(lines[-1])
+    probs = np.array(outputs["probabilities"])
+    assert probs.shape == (400, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    accuracy = (probs.argmax(1) == labels).mean()
+    assert accuracy > 0.58, accuracy  # one epoch on 1,800 reviews: well above chance
+    assert label_names == [names[i] for i in outputs["label_id"]]
+
+
+def test_predict_cli_arguments_and_stdin(imdb_run):
+    done = run_cli("predict", str(imdb_run["base"]), "A wonderful film.", "")
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stdout.splitlines()]
+    assert len(records) == 2 and records[0]["text"] == "A wonderful film."
+    for r in records:
+        assert r["label"] in ("neg", "pos") and set(r["probabilities"]) == {"neg", "pos"}
+        assert abs(sum(r["probabilities"].values()) - 1) < 1e-4
+    piped = run_cli("predict", str(imdb_run["version"]), stdin="A wonderful film.\nawful\n")
+    lines = [json.loads(x) for x in piped.stdout.splitlines()]
+    assert len(lines) == 2 and lines[0]["probabilities"] == records[0]["probabilities"]
+
+
+def test_evaluate_json(imdb_run, reviews, tmp_path):
+    texts, labels, names = reviews
+    path = write_csv(tmp_path / "held.csv", [(t, names[y]) for t, y in zip(texts, labels)])
+    done = run_cli("evaluate", str(imdb_run["base"]), "--dataset", str(path), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    for key in ["accuracy", "macro_f1", "per_class", "confusion_matrix"]:
+        assert key in result
+    assert sum(map(sum, result["confusion_matrix"])) == 400
+    assert set(result["per_class"]) == {"neg", "pos"}
+    text = run_cli("evaluate", str(imdb_run["base"]), "--dataset", str(path))
+    assert "precision" in text.stdout and "confusion matrix" in text.stdout
+
+
+@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["predict"], ["export"]])
+def test_help_everywhere(command):
+    done = run_cli(*command, "--help")
+    assert done.returncode == 0 and "usage:" in done.stdout
+
+
+def test_user_errors_are_one_line_and_exit_2(tmp_path):
+    done = run_cli("predict", str(tmp_path / "nothing"), "hi")
+    assert done.returncode == 2
+    assert done.stderr.strip().startswith("error:") and "Traceback" not in done.stderr
+    bad = run_cli("fit", "--lstm-units", "0")
+    assert bad.returncode == 2 and "lstm_units" in bad.stderr

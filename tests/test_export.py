@@ -1,0 +1,108 @@
+"""TF Serving layout: versions, atomic writes, warm-up records, models.config, signature."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import tensorflow as tf
+
+from keras_sentiment.export import models_config, versions
+
+from .conftest import ROOT, run_cli
+
+SAVED_MODEL_CLI = shutil.which("saved_model_cli") or os.path.join(
+    os.path.dirname(sys.executable), "saved_model_cli"
+)
+
+
+def test_signature_via_saved_model_cli(imdb_run):
+    shown = subprocess.run(
+        [SAVED_MODEL_CLI, "show", "--dir", str(imdb_run["version"]), "--all"],
+        capture_output=True,
+        text=True,
+    )
+    assert shown.returncode == 0, shown.stderr[-1000:]
+    out = shown.stdout
+    serving = out[out.index("signature_def['serving_default']") :]
+    assert re.search(r"inputs\['text'\].*?dtype: DT_STRING.*?shape: \(-1\)", serving, re.S)
+    assert re.search(r"outputs\['probabilities'\].*?DT_FLOAT.*?shape: \(-1, 2\)", serving, re.S)
+    assert re.search(r"outputs\['label'\].*?DT_STRING.*?shape: \(-1\)", serving, re.S)
+    assert re.search(r"outputs\['label_id'\].*?DT_INT32", serving, re.S)
+    assert "CudnnRNN" not in out
+    ran = subprocess.run(
+        [SAVED_MODEL_CLI, "run", "--dir", str(imdb_run["version"]), "--tag_set", "serve",
+         "--signature_def", "serving_default",
+         "--input_exprs", "text=['a great film', 'a dreadful bore', '']"],
+        capture_output=True,
+        text=True,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr[-1000:]
+    assert "probabilities" in ran.stdout and re.search(r"b'(neg|pos)'", ran.stdout)
+
+
+def test_warmup_file_parses_with_serving_protos(imdb_run):
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    path = imdb_run["version"] / "assets.extra" / "tf_serving_warmup_requests"
+    records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
+    assert len(records) == 1
+    log = prediction_log_pb2.PredictionLog.FromString(records[0])
+    request = log.predict_log.request
+    assert request.model_spec.signature_name == "serving_default"
+    texts = tf.make_ndarray(request.inputs["text"])
+    assert len(texts) == 3 and texts[-1] == b""
+
+
+def test_second_export_is_version_2_and_models_config(imdb_run, tmp_path):
+    first = sorted(p.name for p in imdb_run["version"].rglob("*"))
+    config_path = tmp_path / "models.config"
+    args = [a for a in imdb_run["argv"][1:]]
+    done = run_cli("export", *args, "--models-config", str(config_path))
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert versions(imdb_run["base"]) == [1, 2]
+    assert sorted(p.name for p in imdb_run["version"].rglob("*")) == first  # v1 untouched
+    text = config_path.read_text()
+    assert "model_config_list" in text and "name: 'tiny'" in text
+    assert f"base_path: '{imdb_run['base'].resolve()}'" in text
+    meta = json.loads((imdb_run["base"] / "2" / "assets.extra" / "metadata.json").read_text())
+    assert meta["version"] == 2
+
+
+def test_models_config_several_models():
+    text = models_config({"a": "/models/a", "b": "/models/b"})
+    assert text.count("config {") == 2 and "model_platform: 'tensorflow'" in text
+
+
+KILLED_EXPORT = r"""
+import json, os, signal, sys
+import keras
+from keras_sentiment import export
+from keras_sentiment.preprocessing import TextPreprocessor
+run = sys.argv[1]
+pre = TextPreprocessor.from_config(json.load(open(run + "/preprocessor.json")))
+model = keras.models.load_model(run + "/model.keras")
+# Die the hard way after the SavedModel is written but before it is renamed into place.
+export.write_warmup = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+export.export_saved_model(pre, model, ["neg", "pos"], sys.argv[2], {})
+"""
+
+
+def test_export_killed_half_way_leaves_no_partial_version(imdb_run, tmp_path):
+    base = tmp_path / "models" / "tiny"
+    done = subprocess.run(
+        [sys.executable, "-c", KILLED_EXPORT, str(imdb_run["run_dir"]), str(base)],
+        capture_output=True, text=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == -9
+    assert versions(base) == []
+    leftovers = [p for p in base.iterdir() if p.name.startswith(".tmp-")]
+    assert leftovers and (leftovers[0] / "saved_model.pb").is_file()  # it was killed mid-way
+    # The next export cleans the dead exporter's folder and takes version 1.
+    args = [a for a in imdb_run["argv"][1:]]
+    args[args.index("--output-dir") + 1] = str(tmp_path / "models")
+    again = run_cli("export", *args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert versions(base) == [1] and not list(base.glob(".tmp-*"))

@@ -1,0 +1,83 @@
+import keras
+import numpy as np
+import pytest
+
+from keras_sentiment.config import Config
+from keras_sentiment.evaluation import format_report, predict_rows, report
+from keras_sentiment.model import build_model
+from keras_sentiment.training import compile_model, eval_dataset, train, train_dataset
+
+
+def tiny(**kw) -> Config:
+    return Config(**{"lstm_units": 8, "embeddings": "none", "embedding_dim": 8, **kw})
+
+
+@pytest.mark.parametrize("pooling", ["max", "mean", "last"])
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_padding_never_changes_the_answer(pooling, bidirectional):
+    cfg = tiny(pooling=pooling, bidirectional=bidirectional, lstm_layers=2, dropout=0.0)
+    model = build_model(cfg, 20, 3, None)
+    ids = np.array([[5, 6, 7]], np.int32)
+    padded = np.array([[5, 6, 7, 0, 0, 0, 0]], np.int32)
+    a, b = model.predict(ids, verbose=0), model.predict(padded, verbose=0)
+    assert a.shape == (1, 3) and np.allclose(a.sum(), 1)
+    assert np.allclose(a, b, atol=1e-5)
+
+
+def test_glove_matrix_is_the_starting_embedding():
+    matrix = np.random.default_rng(0).normal(size=(12, 4)).astype(np.float32)
+    model = build_model(tiny(train_embeddings=False), 12, 2, matrix)
+    layer = model.get_layer("embedding")
+    assert np.allclose(layer.get_weights()[0], matrix) and not layer.trainable
+
+
+def test_length_buckets_are_right_padded_and_similar():
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(2, 50, size=n).astype(np.int32) for n in rng.integers(1, 300, 500)]
+    labels = rng.integers(0, 2, 500)
+    cfg = tiny(batch_size=16, sequence_length=300)
+    for ids, y in train_dataset(rows, labels, cfg).take(20):
+        ids = ids.numpy()
+        lengths = (ids > 0).sum(1)
+        assert ids.shape[0] == 16 and len(y) == 16
+        assert lengths.max() - lengths.min() < 32  # one bucket
+        for row, n in zip(ids, lengths):
+            assert (row[:n] > 0).all() and not row[n:].any()
+    ds, order = eval_dataset(rows, labels, 64)
+    seen = sum(int(x.shape[0]) for x, _ in ds)
+    assert seen == 500 and sorted(order.tolist()) == list(range(500))
+
+
+def test_tiny_model_learns_a_separable_task(tmp_path):
+    rng = np.random.default_rng(1)
+    # Class 1 texts contain token 3, class 0 texts token 4: trivially learnable.
+    rows, labels = [], []
+    for i in range(400):
+        row = rng.integers(5, 30, size=rng.integers(3, 40)).astype(np.int32)
+        row[rng.integers(0, len(row))] = 3 if i % 2 else 4
+        rows.append(row)
+        labels.append(i % 2)
+    labels = np.array(labels)
+    cfg = tiny(epochs=6, batch_size=32, learning_rate=1e-2, patience=6, seed=3)
+    model = build_model(cfg, 30, 2, None)
+    compile_model(model, cfg)
+    history, timer = train(
+        model, cfg, (rows[:320], labels[:320]), (rows[320:], labels[320:]), tmp_path
+    )
+    assert len(timer.seconds) == len(history.history["loss"])
+    assert (tmp_path / "history.csv").is_file() and (tmp_path / "best.keras").is_file()
+    probs = predict_rows(model, rows[320:])
+    result = report(labels[320:], probs, ["zero", "one"])
+    assert result["accuracy"] > 0.9
+    assert "confusion matrix" in format_report(result)
+
+
+def test_report_matches_sklearn():
+    labels = np.array([0, 0, 1, 1, 1])
+    probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4]])
+    result = report(labels, probs, ["neg", "pos"])
+    assert result["accuracy"] == pytest.approx(0.6)
+    assert result["confusion_matrix"] == [[1, 1], [1, 2]]
+    assert result["per_class"]["pos"]["precision"] == pytest.approx(2 / 3)
+    assert result["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
+    keras.backend.clear_session()

@@ -1,0 +1,104 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_sentiment.config import Config
+from keras_sentiment.preprocessing import (
+    OOV,
+    TextPreprocessor,
+    adapt_preprocessor,
+    lemma_table,
+    load_stopwords,
+    standardize,
+    vectorize,
+)
+
+from .conftest import NEGATIVE, POSITIVE
+
+
+def clean(text) -> str:
+    return standardize(tf.constant([text])).numpy()[0].decode()
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("Great<br /><br />movie", "great movie"),
+        ("I didn't like it", "i did n't like it"),
+        ("It's NOT good!!", "it 's not good ! !"),
+        ("can't won't", "ca n't wo n't"),
+        ("Well... ok, fine.", "well ok fine"),
+        ("'quoted' words", "quoted words"),
+        ("&amp; <i>italic</i>", "italic"),
+        ("Was it good?", "was it good ?"),
+        ("Café übel", "café übel"),
+    ],
+)
+def test_standardize(raw, expected):
+    assert clean(raw) == expected
+
+
+def test_standardize_survives_hostile_input():
+    texts = ["", "   ", "<br/>", "!!!", "😀🎬", "日本語", "\x00", "x" * 100_000]
+    out = standardize(tf.constant(texts)).numpy()
+    assert len(out) == len(texts)
+    assert clean(b"bad\xff\xfebytes") == "bad bytes"
+
+
+def test_stopwords_never_drop_negations():
+    words = load_stopwords()
+    assert "the" in words and "and" in words
+    for negation in ["not", "no", "nor", "n't", "don't", "didn", "wasn", "never"]:
+        assert negation not in words
+
+
+def test_lemma_table_rule():
+    table = lemma_table(["movies", "loved", "running", "films", "as", "was", "better"], set())
+    assert table["movies"] == "movie" and table["loved"] == "love" and table["running"] == "run"
+    assert "as" not in table and "was" not in table  # short words are left alone
+    assert "better" not in table  # comparatives keep their degree
+
+
+@pytest.fixture(scope="module")
+def pre() -> TextPreprocessor:
+    texts = np.array([t.encode() for t in POSITIVE + NEGATIVE], dtype=object)
+    return adapt_preprocessor(Config(vocab_size=60, sequence_length=6), texts)
+
+
+def test_vocabulary_layout_and_lemmas(pre):
+    vocab = pre.vocabulary
+    assert vocab[:2] == ["", "[UNK]"] and len(vocab) <= 60
+    assert "movie" in vocab and "movies" not in vocab  # lemmatized before counting
+    assert pre.token_map.mapping["movies"] == "movie"
+
+
+def test_ids_right_padded_truncated_and_never_empty(pre):
+    ids = pre(tf.constant(["", "great", "a b c d e f g h great"])).numpy()
+    assert ids.shape == (3, 6)
+    assert ids[0].tolist() == [OOV, 0, 0, 0, 0, 0]  # empty -> one OOV token
+    assert ids[1][0] == pre.vocabulary.index("great") and ids[1][1:].sum() == 0
+    assert ids[2][-1] == pre.vocabulary.index("great")  # "pre": the end is kept
+
+
+def test_truncate_post_keeps_the_start(pre):
+    post = TextPreprocessor.from_config({**pre.get_config(), "truncate": "post"})
+    ids = post(tf.constant(["great a b c d e f g h"])).numpy()
+    assert ids[0][0] == pre.vocabulary.index("great")
+
+
+def test_config_round_trip_and_vectorize(pre):
+    again = TextPreprocessor.from_config(pre.get_config())
+    texts = np.array([b"I loved these movies", b"", b"awful"], dtype=object)
+    assert np.array_equal(again(tf.constant(list(texts))), pre(tf.constant(list(texts))))
+    rows = vectorize(pre, texts)
+    assert [len(r) for r in rows] == [4, 1, 1]
+    assert all((r > 0).all() for r in rows)
+
+
+def test_stopword_removal_in_graph():
+    texts = np.array([b"the movie was not good and the end", b"a film"] * 3, dtype=object)
+    pre = adapt_preprocessor(
+        Config(vocab_size=50, sequence_length=10, remove_stopwords=True, lemmatize=False), texts
+    )
+    words = pre.vocabulary
+    assert "the" not in words and "not" in words
