@@ -17,6 +17,7 @@ from .config import FIELDS, Config, UserError, make_config, save_json
 def fit(cfg: Config) -> dict:
     """Data -> preprocessing -> embeddings -> model -> training -> report -> SavedModel."""
     import keras
+    import numpy as np
 
     from .data import load_splits
     from .embeddings import embedding_matrix
@@ -75,7 +76,7 @@ def fit(cfg: Config) -> dict:
     print("\ntest report\n" + format_report(result), flush=True)
     save_json(run_dir / "report.json", result)
 
-    val_acc = history.history.get("val_accuracy", [])
+    val_acc = [row["val_accuracy"] for row in history]
     summary = {
         "name": cfg.name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -91,10 +92,9 @@ def fit(cfg: Config) -> dict:
         "embeddings": glove,
         "parameters": model.count_params(),
         "training": {
-            "epochs_run": len(timer.seconds),
-            "best_epoch": int(max(range(len(val_acc)), key=val_acc.__getitem__)) + 1
-            if val_acc
-            else None,
+            "epochs_run": len(history),
+            "best_epoch": int(np.argmax(val_acc)) + 1 if val_acc else None,
+            "history": history,
             "epoch_seconds": [round(s, 2) for s in timer.seconds],
             "tokens_per_epoch": tokens,
             "resumed": resuming,
@@ -160,18 +160,25 @@ def evaluate(model_dir: str, dataset: str, split: str, as_json: bool) -> dict:
     return result
 
 
-def predict(model_dir: str, texts: list[str], server: str, model_name: str) -> None:
+def predict(
+    model_dir: str, texts: list[str], server: str, model_name: str, timeout: float = 30.0
+) -> None:
     """One JSON line per text: label, label id and the probability of each class."""
     from .prediction import SavedModelPredictor, rest_predict, to_records
 
-    if not texts:
-        texts = [line.rstrip("\n") for line in sys.stdin]
+    # Bytes end to end: invalid UTF-8 on stdin or in argv reaches the model, not a decoder.
+    data = [t.encode("utf-8", "surrogateescape") for t in texts] or [
+        line.rstrip(b"\r\n") for line in sys.stdin.buffer
+    ]
+    texts = [t.decode("utf-8", "replace") for t in data]
     if server:
-        records = rest_predict(server, model_name or Path(model_dir or "").name, texts)
+        if not model_name:
+            raise UserError("predict: --server needs --model-name (the name TF Serving serves)")
+        records = rest_predict(server, model_name, texts, timeout)
     else:
         if not model_dir:
             raise UserError("predict: give MODEL_DIR, or --server URL with --model-name")
-        records = to_records(SavedModelPredictor(model_dir)(texts))
+        records = to_records(SavedModelPredictor(model_dir)(data))
     for text, record in zip(texts, records):
         print(json.dumps({"text": text[:200], **record}, ensure_ascii=False), flush=True)
 
@@ -245,6 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--server", default="", help="TF Serving REST address, e.g. http://localhost:8501"
     )
     p.add_argument("--model-name", default="", help="model name on the server")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
 
     p = sub.add_parser("export", help="export a finished run again as the next version")
     _add_config_flags(p)
@@ -284,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "evaluate":
             evaluate(args.model_dir, args.dataset, args.split, args.json)
         elif args.command == "predict":
-            predict(args.model_dir, args.texts, args.server, args.model_name)
+            # With --server there is no MODEL_DIR: the first positional is a text.
+            texts = [args.model_dir, *args.texts] if args.server and args.model_dir else args.texts
+            predict(args.model_dir, texts, args.server, args.model_name, args.timeout)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ def standardize(texts: tf.Tensor) -> tf.Tensor:
     x = tf.strings.unicode_transcode(
         texts, "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
     )
+    x = tf.strings.regex_replace(x, "\x00", " ")  # lower() would stop at a NUL byte
     x = tf.strings.lower(x, encoding="utf-8")
     x = tf.strings.regex_replace(x, r"<[^>]*>|&[a-z]+;", " ")  # IMDB's <br /> and entities
     x = tf.strings.regex_replace(x, "[’‘`´]", "'")

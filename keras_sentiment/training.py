@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import math
 import time
 from pathlib import Path
@@ -61,6 +62,53 @@ def _no_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
     return ds.with_options(options)
 
 
+def read_history(path: Path) -> list[dict[str, float]]:
+    """The epochs logged so far (the last row per epoch wins), for resuming."""
+    if not path.is_file():
+        return []
+    rows = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            try:
+                rows[int(row["epoch"])] = {k: float(v) for k, v in row.items()}
+            except (KeyError, ValueError):
+                continue  # a line cut by a crash
+    return [rows[e] for e in sorted(rows)]
+
+
+class Backup(keras.callbacks.BackupAndRestore):
+    """BackupAndRestore that, saving every N steps, also saves at each epoch's end.
+
+    Keras alone would leave the last step backup of a finished epoch, so a restart would run
+    that whole epoch again.
+    """
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        if self.save_freq != "epoch":
+            self._save_model()
+
+
+class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
+    """EarlyStopping (restoring the best weights) whose state survives a restart."""
+
+    def __init__(self, history: list[dict[str, float]], best_path: Path, **kwargs):
+        super().__init__(restore_best_weights=True, **kwargs)
+        self.history, self.best_path = history, best_path
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        scores = [row[self.monitor] for row in self.history if self.monitor in row]
+        if scores and self.best_path.is_file():
+            best = int(np.argmax(scores))
+            self.best, self.best_epoch = scores[best], best
+            self.wait = len(scores) - 1 - best
+            try:
+                self.best_weights = keras.models.load_model(self.best_path).get_weights()
+            except (OSError, ValueError):  # cut short by the crash: keep the current weights
+                self.best_weights = None
+
+
 class EpochTimer(keras.callbacks.Callback):
     """Wall time of every epoch, for the report and the throughput numbers."""
 
@@ -90,27 +138,36 @@ def train(
     train: tuple[list[np.ndarray], np.ndarray],
     val: tuple[list[np.ndarray], np.ndarray],
     run_dir: Path,
-) -> tuple[keras.callbacks.History, EpochTimer]:
-    """Fit with early stopping on validation accuracy, checkpoints and a CSV history."""
+) -> tuple[list[dict[str, float]], EpochTimer]:
+    """Fit with early stopping on validation accuracy; returns every epoch's logged metrics.
+
+    Interrupted runs resume from `run_dir/backup`: Keras restores the weights, optimizer and
+    epoch; the early-stopping and best-checkpoint state are rebuilt from history.csv.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     timer = EpochTimer()
+    history = read_history(run_dir / "history.csv")
+    monitor = "val_accuracy"
     callbacks = [
+        # Row first, then backup: a kill between them repeats an epoch, never loses its row.
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         # Resume after any interruption, SIGKILL included: same command, same run folder.
-        keras.callbacks.BackupAndRestore(
-            str(run_dir / "backup"), save_freq=cfg.checkpoint_steps or "epoch"
-        ),
-        keras.callbacks.EarlyStopping(
-            monitor="val_accuracy", patience=cfg.patience, restore_best_weights=True, verbose=1
+        Backup(str(run_dir / "backup"), save_freq=cfg.checkpoint_steps or "epoch"),
+        ResumableEarlyStopping(
+            history, run_dir / "best.keras", monitor=monitor, patience=cfg.patience, verbose=1
         ),
         keras.callbacks.ModelCheckpoint(
-            str(run_dir / "best.keras"), monitor="val_accuracy", save_best_only=True
+            str(run_dir / "best.keras"),
+            monitor=monitor,
+            save_best_only=True,
+            # A resumed run: only a better model than the best so far replaces it.
+            initial_value_threshold=max((row[monitor] for row in history), default=None),
         ),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         timer,
     ]
     val_ds, _ = eval_dataset(*val, cfg.batch_size)
-    history = model.fit(
+    model.fit(
         train_dataset(*train, cfg),
         steps_per_epoch=math.ceil(len(train[1]) / cfg.batch_size),
         validation_data=val_ds,
@@ -119,7 +176,7 @@ def train(
         callbacks=callbacks,
         verbose=1 if _interactive() else 2,
     )
-    return history, timer
+    return read_history(run_dir / "history.csv"), timer
 
 
 def _interactive() -> bool:

@@ -1,0 +1,65 @@
+"""The REST client against a local server that keeps TF Serving's REST contract."""
+
+import json
+import socket
+import urllib.request
+
+import pytest
+
+from .conftest import run_cli
+from .tf_serving_stub import StubServer
+
+
+def post(url: str, body: dict) -> tuple[int, dict]:
+    request = urllib.request.Request(url, json.dumps(body).encode(), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+@pytest.fixture(scope="module")
+def server(imdb_run):
+    with StubServer("tiny", imdb_run["base"]) as stub:
+        yield stub
+
+
+def test_rest_row_and_columnar_formats(server):
+    url = f"{server.url}/v1/models/tiny:predict"
+    status, rows = post(url, {"instances": ["a great film", ""]})
+    assert status == 200 and len(rows["predictions"]) == 2
+    first = rows["predictions"][0]
+    assert set(first) == {"probabilities", "label", "label_id", "classes"}
+    assert first["classes"] == ["neg", "pos"] and first["label"] in ("neg", "pos")
+    status, cols = post(url, {"inputs": {"text": ["a great film", ""]}})
+    assert status == 200 and cols["outputs"]["label"] == [p["label"] for p in rows["predictions"]]
+    status, error = post(url, {"instances": ["x"], "inputs": ["x"]})
+    assert status == 400 and "error" in error
+
+
+def test_cli_client_matches_local_prediction(server, imdb_run):
+    texts = ["A wonderful film.", "Dreadful.", ""]
+    remote = run_cli("predict", "--server", server.url, "--model-name", "tiny", *texts)
+    local = run_cli("predict", str(imdb_run["base"]), *texts)
+    assert remote.returncode == 0, remote.stderr
+    assert remote.stdout == local.stdout and len(remote.stdout.splitlines()) == 3
+
+
+def test_server_error_is_one_line(server):
+    done = run_cli("predict", "--server", server.url, "--model-name", "nope", "hi")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert "Servable not found" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_refused_connection_and_timeout(imdb_run):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: nothing listens there
+    done = run_cli("predict", "--server", f"http://127.0.0.1:{port}", "--model-name", "m", "hi")
+    assert done.returncode == 2 and "cannot reach TF Serving" in done.stderr
+    with StubServer("tiny", imdb_run["base"], delay=5) as slow:
+        args = ["--server", slow.url, "--model-name", "tiny", "--timeout", "1", "hi"]
+        done = run_cli("predict", *args)
+    assert done.returncode == 2 and "timed out" in done.stderr
