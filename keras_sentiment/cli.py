@@ -25,10 +25,14 @@ def fit(cfg: Config) -> dict:
     from .export import export_saved_model, library_versions
     from .model import build_model
     from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-    from .training import compile_model, train
+    from .training import compile_model, is_chief, make_strategy, set_precision, train
 
     started = time.perf_counter()
+    strategy = make_strategy(cfg.strategy)  # first: multi-worker must precede other TF ops
+    chief = is_chief(strategy)
     run_dir = Path(cfg.runs_dir) / cfg.name
+    if not chief:  # workers keep their own backups; only the chief writes what users read
+        run_dir = run_dir / f".worker-{strategy.cluster_resolver.task_id}"
     resuming = (run_dir / "backup").is_dir() and (run_dir / "preprocessor.json").is_file()
     if resuming:
         previous = json.loads((run_dir / "config.json").read_text())
@@ -62,13 +66,30 @@ def fit(cfg: Config) -> dict:
     )
 
     matrix, glove = embedding_matrix(cfg, pre.vocabulary)
-    model = build_model(cfg, len(pre.vocabulary), len(splits.class_names), matrix)
-    compile_model(model, cfg)
+    precision = set_precision(cfg.mixed_precision)
+    shape = (len(pre.vocabulary), len(splits.class_names))
+    with strategy.scope():
+        model = build_model(cfg, *shape, matrix)
+        compile_model(model, cfg)
     model.summary(print_fn=lambda line, **_: print(line, flush=True))
+    print(
+        f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s), "
+        f"global batch {cfg.batch_size}, {precision}",
+        flush=True,
+    )
 
     history, timer = train(
         model, cfg, (rows["train"], splits.train.labels), (rows["val"], splits.val.labels), run_dir
     )
+    if not chief:
+        _remove(run_dir)
+        print("worker done: the chief writes the report and the SavedModel", flush=True)
+        return {}
+    if strategy.num_replicas_in_sync > 1:
+        # Report and export from a plain copy: no distributed variables in the served graph.
+        plain = build_model(cfg, *shape, None)
+        plain.set_weights(model.get_weights())
+        model = plain
     _save_model(model, run_dir / "model.keras")
 
     # The test split is touched once, here, for the final report.

@@ -78,6 +78,12 @@ class Config:
         default=0, metadata={"help": "also back up every N steps for resume (0: each epoch)"}
     )
 
+    # Hardware.
+    strategy: str = field(
+        default="auto", metadata={"help": "auto, default, mirrored or multi-worker (TF_CONFIG)"}
+    )
+    mixed_precision: bool = field(default=False, metadata={"help": "float16 compute on GPU"})
+
     def validate(self) -> Config:
         """Refuse impossible values before any work starts, naming the key."""
         positive = [
@@ -104,7 +110,11 @@ class Config:
             raise UserError("config: learning_rate and clipnorm must be > 0")
         if self.vocab_size < 3:
             raise UserError("config: vocab_size must be >= 3 (padding, OOV and one token)")
-        choices = {"truncate": ("pre", "post"), "pooling": ("max", "mean", "last")}
+        choices = {
+            "truncate": ("pre", "post"),
+            "pooling": ("max", "mean", "last"),
+            "strategy": ("auto", "default", "mirrored", "multi-worker"),
+        }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:
                 raise UserError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import time
 from pathlib import Path
 
@@ -11,7 +12,42 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .config import Config
+from .config import Config, UserError
+
+
+def make_strategy(name: str) -> tf.distribute.Strategy:
+    """TensorFlow's own distribution: one device, mirrored devices, or workers from TF_CONFIG."""
+    if name == "multi-worker":
+        if "TF_CONFIG" not in os.environ:
+            raise UserError("--strategy multi-worker needs the TF_CONFIG environment variable")
+        # Created before any other TensorFlow op, as TensorFlow requires.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(
+            gpus or [d.name for d in tf.config.list_logical_devices("CPU")]
+        )
+    if name == "auto" and len(gpus) > 1:
+        return tf.distribute.MirroredStrategy(gpus)
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes checkpoints, reports and exports (worker 0 or the chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return resolver.task_type == "chief" or (not has_chief and resolver.task_id == 0)
+
+
+def set_precision(mixed: bool) -> str:
+    """mixed_float16 on a GPU when asked; float32 otherwise (CPUs gain nothing from float16)."""
+    policy = "mixed_float16" if mixed and tf.config.list_logical_devices("GPU") else "float32"
+    if mixed and policy == "float32":
+        print("mixed precision needs a GPU: training in float32", flush=True)
+    keras.mixed_precision.set_global_policy(policy)
+    return policy
 
 
 def rows_dataset(rows: list[np.ndarray], *columns: np.ndarray) -> tf.data.Dataset:
@@ -167,8 +203,20 @@ def train(
         timer,
     ]
     val_ds, _ = eval_dataset(*val, cfg.batch_size)
+    train_ds = train_dataset(*train, cfg)
+    strategy = model.distribute_strategy
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # keras-team/keras#20585: fit() builds the model from a batch reduced across workers,
+        # which fails for an (x, y) batch; build it from one local batch instead.
+        with strategy.scope():
+            model._symbolic_build(data_batch=next(iter(train_ds)))
+        model._maybe_symbolic_build = lambda *args, **kwargs: None
+        # It then averages each step's logs across workers along axis 0, which scalars lack:
+        # give them that axis (the mean of equal global values is the value itself).
+        model.train_step = _logs_with_axis(model.train_step)
+        model.test_step = _logs_with_axis(model.test_step)
     model.fit(
-        train_dataset(*train, cfg),
+        train_ds,
         steps_per_epoch=math.ceil(len(train[1]) / cfg.batch_size),
         validation_data=val_ds,
         epochs=cfg.epochs,
@@ -177,6 +225,13 @@ def train(
         verbose=1 if _interactive() else 2,
     )
     return read_history(run_dir / "history.csv"), timer
+
+
+def _logs_with_axis(step):
+    def step_with_axis(data):
+        return {name: tf.reshape(value, [1]) for name, value in step(data).items()}
+
+    return step_with_axis
 
 
 def _interactive() -> bool:

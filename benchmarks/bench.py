@@ -1,0 +1,626 @@
+"""Benchmarks: matmul peak, input pipeline, training tokens/s and serving speed on this machine.
+
+Run `python -m benchmarks.bench --quick` (a few minutes) or `python -m benchmarks.bench --runs 3`
+(the full numbers). Every row is printed as it finishes and the JSON file is rewritten after each
+row, so a long run shows progress and keeps what it measured if it is stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_sentiment.config import Config, UserError, save_json
+from keras_sentiment.data import Splits, load_splits
+from keras_sentiment.embeddings import embedding_matrix
+from keras_sentiment.export import export_saved_model
+from keras_sentiment.model import build_model
+from keras_sentiment.prediction import SavedModelPredictor, resolve_version
+from keras_sentiment.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
+from keras_sentiment.training import EpochTimer, compile_model, train_dataset
+
+QUICK_TRAIN = 2000  # training reviews in --quick (after the validation hold-out)
+SERVE_REVIEWS = {"quick": 1024, "full": 2048}  # test reviews pushed through the batch runs
+SERVE_BATCHES = (32, 256)
+SINGLE_CALLS = 200  # single-review calls for batch-1 throughput and p50/p99 latency
+WARMUP_STEPS = 5  # training steps before timing, so tf.function tracing is not counted
+MATMUL_N = 4096
+# Published in the issue for the PyTorch/torchtext version of config (b), not measured here.
+PUBLISHED = {"tokens_per_s": (80_000, 86_000), "epoch_s": 75.0, "reviews": 22_500}
+
+
+def machine_info() -> dict[str, Any]:
+    """CPU model, cores, SIMD flags, library versions and GPUs: what the numbers depend on."""
+    info: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())  # the first processor's entries
+    except OSError:
+        pass
+    flags = set(info.get("flags", "").split())
+    gpus = tf.config.list_physical_devices("GPU")
+    return {
+        "cpu": info.get("model name", "unknown"),
+        # A vague model name ("AMD EPYC" under a hypervisor) still has family/model/MHz.
+        "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}",
+        "cpu_mhz": info.get("cpu MHz", "unknown"),
+        "cores": os.cpu_count(),
+        "simd": [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile") if f in flags],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "python": platform.python_version(),
+        "gpu_visible": bool(gpus),
+        "gpus": [g.name for g in gpus],
+        "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "default",
+    }
+
+
+class Report:
+    """Rows of results: printed as they finish, kept in a JSON file rewritten after each row."""
+
+    def __init__(self, path: Path, machine: dict[str, Any], mode: str):
+        self.path, self.machine, self.rows = path, machine, []
+        self.head = {
+            "benchmark": "keras_sentiment",
+            "started": datetime.now(UTC).isoformat(timespec="seconds"),
+            "command": " ".join(
+                [Path(sys.executable).name, "-m", "benchmarks.bench", *sys.argv[1:]]
+            ),
+            "mode": mode,
+            "machine": machine,
+        }
+
+    def add(
+        self,
+        measurement: str,
+        data: str,
+        settings: dict[str, Any],
+        seconds: float | None,
+        result: dict[str, Any],
+        summary: str,
+        brief: str = "",
+    ) -> dict[str, Any]:
+        """Record one row, print it at once and save the JSON so far."""
+        row = {
+            "id": len(self.rows) + 1,
+            "measurement": measurement,
+            "data": data,
+            "settings": settings,
+            "settings_brief": brief or ", ".join(f"{k}={v}" for k, v in settings.items()),
+            "seconds": None if seconds is None else round(seconds, 4),
+            "result": result,
+            "summary": summary,
+            # Load from the other work on the machine, to judge how disturbed a number is.
+            "load_avg_1m": round(os.getloadavg()[0], 2),
+            "machine": self.machine,
+        }
+        self.rows.append(row)
+        secs = "-" if seconds is None else f"{seconds:.3f}s"
+        print(
+            f"\n[{row['id']}] {measurement}: {summary}\n"
+            f"    data: {data}\n    settings: {row['settings_brief']}\n"
+            f"    seconds: {secs}   load avg: {row['load_avg_1m']}",
+            flush=True,
+        )
+        save_json(self.path, {**self.head, "rows": self.rows})
+        return row
+
+    def table(self) -> str:
+        """All rows as one Markdown table, with the machine above it."""
+        m = self.machine
+        lines = [
+            f"machine: {m['cpu']} (family/model {m['cpu_family_model']}, {m['cpu_mhz']} MHz), "
+            f"{m['cores']} cores ({' '.join(m['simd'])}), "
+            f"TF {m['tensorflow']}, Keras {m['keras']}, GPU visible: {m['gpu_visible']}",
+            "",
+            "| # | measurement | data | settings | seconds | result |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for r in self.rows:
+            secs = "-" if r["seconds"] is None else f"{r['seconds']:.3f}"
+            cells = [str(r["id"]), r["measurement"], r["data"], r["settings_brief"], secs]
+            lines.append("| " + " | ".join([*cells, r["summary"]]) + " |")
+        return "\n".join(lines)
+
+
+def bench_matmul(report: Report, n: int, repeats: int) -> float:
+    """Float32 tf.matmul GFLOP/s (median of repeats): the ceiling for the LSTM numbers below."""
+    a = tf.random.normal((n, n), seed=1)
+    b = tf.random.normal((n, n), seed=2)
+    tf.matmul(a, b)[0, 0].numpy()  # warm-up: thread pool and oneDNN primitive creation
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        tf.matmul(a, b)[0, 0].numpy()  # reading one value waits for the product
+        seconds.append(time.perf_counter() - start)
+    median = statistics.median(seconds)
+    gflops = 2 * n**3 / median / 1e9
+    report.add(
+        "float32 matmul peak",
+        f"random {n}x{n} @ {n}x{n}",
+        {"n": n, "repeats": repeats, "warmup": 1, "dtype": "float32"},
+        median,
+        {"gflops": round(gflops, 1), "run_seconds": [round(s, 4) for s in seconds]},
+        f"{gflops:.1f} GFLOP/s (2n^3/s, median of {repeats})",
+    )
+    return gflops
+
+
+def model_brief(cfg: Config) -> str:
+    """The settings that shape the work per token, for the table (the JSON has all of them)."""
+    kind = "biLSTM" if cfg.bidirectional else "LSTM"
+    return (
+        f"{cfg.lstm_layers}x{kind} {cfg.lstm_units}, glove {cfg.embeddings}, "
+        f"vocab {cfg.vocab_size}, seq {cfg.sequence_length}, batch {cfg.batch_size}, "
+        f"pool {cfg.pooling}, dropout {cfg.dropout}, lemmatize {cfg.lemmatize}, "
+        f"stopwords {cfg.remove_stopwords}, lr {cfg.learning_rate}"
+    )
+
+
+def lstm_flops_per_token(cfg: Config, input_dim: int) -> int:
+    """Forward FLOPs per token of the LSTM stack: 2*4*u*(d+u) per layer and direction."""
+    directions = 2 if cfg.bidirectional else 1
+    total, d = 0, input_dim
+    for _ in range(cfg.lstm_layers):
+        total += directions * 2 * 4 * cfg.lstm_units * (d + cfg.lstm_units)
+        d = directions * cfg.lstm_units
+    return total
+
+
+def bench_pipeline(
+    report: Report, label: str, cfg: Config, pre: TextPreprocessor, texts: np.ndarray, data: str
+) -> tuple[list[np.ndarray], float]:
+    """Raw texts -> token-id rows with the package's vectorize; returns the rows and examples/s."""
+    start = time.perf_counter()
+    rows = vectorize(pre, texts)  # includes tracing the map function once, as fit pays it too
+    seconds = time.perf_counter() - start
+    lengths = np.array([len(r) for r in rows])
+    cut = int(np.sum(lengths >= cfg.sequence_length))
+    rate = len(rows) / seconds
+    report.add(
+        f"input pipeline {label}: raw text -> token ids (preprocessing.vectorize)",
+        data,
+        {
+            "lemmatize": cfg.lemmatize,
+            "remove_stopwords": cfg.remove_stopwords,
+            "vocabulary": len(pre.vocabulary),
+            "sequence_length": cfg.sequence_length,
+            "truncate": cfg.truncate,
+            "map_batch": 512,
+            "num_parallel_calls": "AUTOTUNE",
+        },
+        seconds,
+        {
+            "examples_per_s": round(rate, 1),
+            "tokens_per_s": round(lengths.sum() / seconds),
+            "tokens": int(lengths.sum()),
+            "mean_tokens": round(float(lengths.mean()), 1),
+            "max_tokens": int(lengths.max()),
+            "rows_at_sequence_length": cut,
+        },
+        f"{rate:,.0f} examples/s, {lengths.sum() / seconds:,.0f} tokens/s; "
+        f"mean {lengths.mean():.0f} tokens, longest {lengths.max()}, "
+        f"{cut} rows cut at {cfg.sequence_length}",
+        f"lemmatize {cfg.lemmatize}, vocab {len(pre.vocabulary)}, seq {cfg.sequence_length}, "
+        "batches of 512 mapped with AUTOTUNE",
+    )
+    return rows, rate
+
+
+def bench_dataset(
+    report: Report, label: str, cfg: Config, rows: list[np.ndarray], labels: np.ndarray, data: str
+) -> dict[str, Any]:
+    """One epoch of training.train_dataset batches, iterated with no model."""
+    steps = math.ceil(len(labels) / cfg.batch_size)
+    start = time.perf_counter()
+    ds = train_dataset(rows, labels, cfg)
+    built = time.perf_counter()
+    iterator = iter(ds)
+    examples = tokens = slots = 0
+    first = 0.0
+    for step in range(steps):
+        ids, _ = next(iterator)
+        if step == 0:
+            first = time.perf_counter() - built  # iterator start and the shuffle buffer fill
+        examples += int(ids.shape[0])
+        slots += int(ids.shape[0] * ids.shape[1])
+        tokens += int(tf.math.count_nonzero(ids))  # PAD is 0, every real token is > 0
+    seconds = time.perf_counter() - built
+    steady = (steps - 1) / (seconds - first) if steps > 1 else float("nan")
+    result = {
+        "steps": steps,
+        "build_seconds": round(built - start, 3),
+        "first_batch_seconds": round(first, 3),
+        "batches_per_s": round(steps / seconds, 1),
+        "steady_batches_per_s": round(steady, 1),
+        "examples_per_s": round(examples / seconds, 1),
+        "examples": examples,
+        "real_tokens": tokens,
+        "padded_slots": slots,
+        "padding_overhead": round(slots / tokens - 1, 4),
+    }
+    report.add(
+        f"training dataset {label} alone (training.train_dataset)",
+        data,
+        {
+            "batch_size": cfg.batch_size,
+            "bucket_width": 32,
+            "sequence_length": cfg.sequence_length,
+            "shuffle": len(labels),
+            "prefetch": 4,
+            "steps": steps,
+        },
+        seconds,
+        result,
+        f"{steps / seconds:,.1f} batches/s, {examples / seconds:,.0f} examples/s "
+        f"(first batch {first:.2f}s, then {steady:,.1f} batches/s); "
+        f"padding adds {slots / tokens - 1:.1%} steps",
+        f"batch {cfg.batch_size}, length buckets of 32 up to {cfg.sequence_length}, "
+        f"one epoch = {steps} batches, build {built - start:.2f}s not counted",
+    )
+    return result
+
+
+class EpochTokens(EpochTimer):
+    """EpochTimer that also reads how many real tokens and examples each epoch consumed."""
+
+    def __init__(self, counter: tf.Variable, examples: tf.Variable):
+        super().__init__()
+        self.counter, self.examples = counter, examples
+        self.tokens: list[int] = []
+        self.batches: list[int] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._at = int(self.counter.numpy()), int(self.examples.numpy())
+        super().on_epoch_begin(epoch, logs)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
+        self.tokens.append(int(self.counter.numpy()) - self._at[0])
+        self.batches.append(int(self.examples.numpy()) - self._at[1])
+
+
+def counted(ds: tf.data.Dataset, tokens: tf.Variable, examples: tf.Variable) -> tf.data.Dataset:
+    """The same batches, adding each one's real tokens to a counter as fit takes it."""
+
+    # A stateful map after the prefetch runs when fit pulls the batch (one per step), so the
+    # counter holds what was consumed, not what was prefetched.
+    def count(ids, labels):
+        with tf.control_dependencies(
+            [
+                tokens.assign_add(tf.math.count_nonzero(ids, dtype=tf.int64)),
+                examples.assign_add(tf.cast(tf.shape(ids)[0], tf.int64)),
+            ]
+        ):
+            return tf.identity(ids), labels
+
+    return ds.map(count)
+
+
+def bench_training(
+    report: Report,
+    label: str,
+    cfg: Config,
+    pre: TextPreprocessor,
+    rows: list[np.ndarray],
+    splits: Splits,
+    runs: int,
+    peak: float,
+    data: str,
+) -> tuple[keras.Model, float]:
+    """Epoch time and real tokens/s of model.fit on the package's model and dataset."""
+    keras.utils.set_random_seed(cfg.seed)
+    labels = splits.train.labels
+    matrix, _ = embedding_matrix(cfg, pre.vocabulary)
+    dim = cfg.embedding_dim if matrix is None else matrix.shape[1]
+    model = build_model(cfg, len(pre.vocabulary), len(splits.class_names), matrix)
+    compile_model(model, cfg)
+    tokens_seen = tf.Variable(0, dtype=tf.int64, trainable=False)
+    examples_seen = tf.Variable(0, dtype=tf.int64, trainable=False)
+    ds = counted(train_dataset(rows, labels, cfg), tokens_seen, examples_seen)
+    steps = math.ceil(len(labels) / cfg.batch_size)
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=WARMUP_STEPS, epochs=1, shuffle=False, verbose=0)
+    warmup = time.perf_counter() - start
+    traces_before = tracing_count(model)
+    timer = EpochTokens(tokens_seen, examples_seen)
+    start = time.perf_counter()
+    model.fit(ds, steps_per_epoch=steps, epochs=runs, shuffle=False, verbose=0, callbacks=[timer])
+    wall = time.perf_counter() - start
+    traces_after = tracing_count(model)
+
+    # Real tokens are counted per epoch. The sum of the n rows' lengths is what an epoch holds
+    # on average, but a fresh bucketing iterator first emits the common (short) lengths while
+    # long reviews wait in part-filled buckets, so a short run consumes fewer tokens than that.
+    rates = [t / s for t, s in zip(timer.tokens, timer.seconds)]
+    rate = statistics.median(rates)
+    median = statistics.median(timer.seconds)
+    row_tokens = sum(len(r) for r in rows)
+    flops = 3 * lstm_flops_per_token(cfg, dim)  # forward + backward ~ 3x forward
+    gflops = rate * flops / 1e9
+    consumed = steps * cfg.batch_size
+    result = {
+        "tokens_per_s": round(rate),
+        "examples_per_s": round(consumed / median, 1),
+        "epoch_seconds": [round(s, 3) for s in timer.seconds],
+        "median_epoch_seconds": round(median, 3),
+        "tokens_per_epoch": timer.tokens,
+        "examples_per_epoch": timer.batches,
+        "sum_of_row_lengths": row_tokens,
+        "tokens_per_s_from_row_lengths": round(row_tokens / median),
+        "steps_per_epoch": steps,
+        "warmup_seconds": round(warmup, 2),
+        "fit_seconds_outside_epochs": round(wall - sum(timer.seconds), 3),
+        "tf_function_traces": [traces_before, traces_after],
+        "lstm_train_flops_per_token": flops,
+        "achieved_gflops": round(gflops, 2),
+        "fraction_of_matmul_peak": round(gflops / peak, 4),
+        "parameters": model.count_params(),
+    }
+    warnings = ""
+    if traces_before != traces_after:
+        warnings += f"; RETRACED {traces_after - traces_before}x while timed"
+    if any(b != consumed for b in timer.batches):  # the counter would be reading ahead
+        warnings += f"; COUNTED {timer.batches} examples, expected {consumed} per epoch"
+    report.add(
+        f"training {label}: model.fit, one epoch",
+        data,
+        {
+            **cfg.to_dict(),
+            "vocabulary": len(pre.vocabulary),
+            "embedding_dim": dim,
+            "runs": runs,
+            "warmup_steps": WARMUP_STEPS,
+            "steps_per_epoch": steps,
+        },
+        median,
+        result,
+        f"{rate:,.0f} real tokens/s, median of {runs} epoch(s) of {median:.1f}s "
+        f"({consumed / median:,.1f} reviews/s; sum of row lengths / epoch would say "
+        f"{row_tokens / median:,.0f}); {flops / 1e6:.2f} MFLOP/token -> {gflops:.1f} GFLOP/s = "
+        f"{gflops / peak:.1%} of matmul peak{warnings}",
+        model_brief(cfg) + f"; {runs} epoch(s) of {steps} steps of {cfg.batch_size} after "
+        f"{WARMUP_STEPS} warm-up steps; tokens = unpadded tokens of the batches fit consumed",
+    )
+    return model, consumed / median
+
+
+def tracing_count(model: keras.Model) -> int | None:
+    """How often Keras traced its train step, to show the timed epochs did not retrace."""
+    fn = getattr(model, "train_function", None)
+    inner = getattr(fn, "__closure__", None) or ()
+    for cell in inner:  # train_function wraps the tf.function that does the tracing
+        count = getattr(cell.cell_contents, "experimental_get_tracing_count", None)
+        if count:
+            return count()
+    return None
+
+
+def published_row(report: Report, peak: float, seed_cfg: Config, full_tokens: int | None) -> None:
+    """The PyTorch/torchtext figure from the issue, for reference only."""
+    low, high = PUBLISHED["tokens_per_s"]
+    flops = 3 * lstm_flops_per_token(seed_cfg, 50)
+    implied = (low + high) / 2 * flops / 1e9
+    result = {
+        "tokens_per_s": [low, high],
+        "epoch_seconds": PUBLISHED["epoch_s"],
+        "implied_gflops": round(implied, 1),
+        "implied_fraction_of_matmul_peak_here": round(implied / peak, 3),
+    }
+    summary = (
+        f"{low:,}-{high:,} tokens/s, {PUBLISHED['epoch_s']:.0f}s per epoch; at "
+        f"{flops / 1e6:.2f} MFLOP/token that is {implied:.0f} GFLOP/s = {implied / peak:.0%} "
+        "of the matmul peak measured here"
+    )
+    if full_tokens:  # our tokenization differs from torchtext's; show what 75 s would mean
+        ours = full_tokens / PUBLISHED["epoch_s"]
+        result["our_tokens_per_epoch"] = full_tokens
+        result["our_tokens_in_75s_epoch_per_s"] = round(ours)
+        summary += f"; our tokenization gives {full_tokens:,} tokens/epoch = {ours:,.0f}/s in 75s"
+    report.add(
+        "training (b) PyTorch/torchtext: PUBLISHED IN THE ISSUE, NOT MEASURED HERE",
+        f"IMDB train, {PUBLISHED['reviews']:,} reviews, full length",
+        {"source": "issue", "model": "1xLSTM 256, GloVe 50d, vocab 25000, batch 64"},
+        PUBLISHED["epoch_s"],
+        result,
+        summary,
+        "same model as (b), PyTorch on these 2 cores (as reported)",
+    )
+
+
+def bench_serving(report: Report, path: Path, texts: np.ndarray, data: str, origin: str) -> None:
+    """Reviews/s at batch 1, 32 and 256 and single-review latency of serving_default."""
+    predictor = SavedModelPredictor(path)  # loads with tf.saved_model.load, keeps the object
+    serve = predictor.signature
+    reviews = [bytes(t) for t in texts]
+    arch = predictor.metadata.get("config", {})
+    settings = {
+        "model": str(predictor.path),
+        "origin": origin,
+        "signature": "serving_default",
+        "order": "test-split order (not length-sorted, like independent requests)",
+        **{
+            k: arch[k]
+            for k in ("lstm_layers", "lstm_units", "bidirectional", "sequence_length")
+            if k in arch
+        },
+    }
+    brief = f"{origin}; raw strings through signatures['serving_default'], arrival order"
+
+    for size in (1, *SERVE_BATCHES):  # warm-up: first calls of a new shape are slow
+        for _ in range(2):
+            serve(text=tf.constant(reviews[:size]))["label_id"].numpy()
+
+    singles = [
+        tf.constant(reviews[i % len(reviews) : i % len(reviews) + 1]) for i in range(SINGLE_CALLS)
+    ]
+    latencies = []
+    for batch in singles:
+        start = time.perf_counter()
+        serve(text=batch)["label_id"].numpy()  # reading the answer waits for it
+        latencies.append(time.perf_counter() - start)
+    total = sum(latencies)
+    p50, p99 = np.percentile(latencies, [50, 99])
+    report.add(
+        "serving throughput, batch 1",
+        f"IMDB test, first {SINGLE_CALLS} of the {len(reviews)} reviews below, one per call",
+        {**settings, "batch": 1, "calls": SINGLE_CALLS},
+        total,
+        {"reviews_per_s": round(SINGLE_CALLS / total, 1)},
+        f"{SINGLE_CALLS / total:,.1f} reviews/s",
+        brief,
+    )
+    report.add(
+        "serving latency, single review",
+        f"IMDB test, {SINGLE_CALLS} single-review calls after warm-up",
+        {**settings, "batch": 1, "calls": SINGLE_CALLS},
+        float(p50),
+        {
+            "p50_ms": round(p50 * 1e3, 2),
+            "p99_ms": round(p99 * 1e3, 2),
+            "max_ms": round(max(latencies) * 1e3, 2),
+        },
+        f"p50 {p50 * 1e3:.1f} ms, p99 {p99 * 1e3:.1f} ms, max {max(latencies) * 1e3:.1f} ms",
+        brief,
+    )
+    for size in SERVE_BATCHES:
+        batches = [tf.constant(reviews[i : i + size]) for i in range(0, len(reviews), size)]
+        start = time.perf_counter()
+        for batch in batches:
+            serve(text=batch)["label_id"].numpy()
+        seconds = time.perf_counter() - start
+        report.add(
+            f"serving throughput, batch {size}",
+            data,
+            {**settings, "batch": size, "calls": len(batches)},
+            seconds,
+            {"reviews_per_s": round(len(reviews) / seconds, 1), "calls": len(batches)},
+            f"{len(reviews) / seconds:,.1f} reviews/s ({len(batches)} calls)",
+            brief,
+        )
+
+
+def configs(quick: bool) -> dict[str, Config]:
+    """(a) the package defaults and (b) the PyTorch "seed" model, on the same data slice."""
+    data: dict[str, Any] = {"max_test": SERVE_REVIEWS["quick" if quick else "full"]}
+    if quick:  # max_train is cut before the validation hold-out: ask for enough to keep 2000
+        data["max_train"] = math.ceil(QUICK_TRAIN / (1 - Config().validation_fraction))
+    seed = Config(
+        **data,
+        lstm_layers=1,
+        lstm_units=256,
+        bidirectional=False,
+        embeddings="glove-6b-50d",
+        vocab_size=25000,
+        batch_size=64,
+        pooling="last",
+        sequence_length=3000,  # longer than any IMDB review: nothing is cut
+        lemmatize=False,
+        dropout=0.0,
+    )
+    return {"a": Config(**data).validate(), "b": seed.validate()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every measurement in order, printing each row, then the table."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="2000 training reviews, 1 run")
+    parser.add_argument("--runs", type=int, help="timed epochs per training config (3; quick 1)")
+    parser.add_argument("--json", default="bench_results/bench.json", help="results file")
+    parser.add_argument(
+        "--model", help="saved_models/NAME or NAME/VERSION to serve (default: export model (a))"
+    )
+    args = parser.parse_args(argv)
+    runs = args.runs or (1 if args.quick else 3)
+    if runs < 1:
+        parser.error("--runs must be >= 1")
+    try:
+        model_path = resolve_version(args.model) if args.model else None  # fail before the work
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    machine = machine_info()
+    report = Report(Path(args.json), machine, "quick" if args.quick else "full")
+    print(f"machine: {machine}", flush=True)
+    if os.getloadavg()[0] > 0.5:
+        print(f"note: load average {os.getloadavg()[0]:.2f}: timings will be disturbed", flush=True)
+
+    peak = bench_matmul(report, MATMUL_N, 3 if args.quick else 5)
+
+    cfgs = configs(args.quick)
+    splits = load_splits(cfgs["a"])  # same dataset, seed and cuts for both configs
+    n_train, n_test = len(splits.train), len(splits.test)
+    slice_text = "all" if not args.quick else f"slice of {n_train:,}"
+    train_data = f"IMDB train ({slice_text}: {n_train:,} reviews, seed {cfgs['a'].seed})"
+
+    trained: dict[str, keras.Model] = {}
+    pres: dict[str, TextPreprocessor] = {}
+    full_tokens = None
+    for label, cfg in cfgs.items():
+        name = f"({label}) {'Config() defaults' if label == 'a' else 'seed model'}"
+        start = time.perf_counter()
+        pre = adapt_preprocessor(cfg, splits.train.texts)  # setup, not a measurement
+        print(f"adapted preprocessor {name} in {time.perf_counter() - start:.1f}s", flush=True)
+        rows, pipeline_rate = bench_pipeline(report, name, cfg, pre, splits.train.texts, train_data)
+        bench_dataset(report, name, cfg, rows, splits.train.labels, train_data)
+        model, train_rate = bench_training(
+            report, name, cfg, pre, rows, splits, runs, peak, train_data
+        )
+        report.add(
+            f"pipeline / training speed {name}",
+            train_data,
+            {"pipeline_row": "input pipeline", "training_row": "training"},
+            None,
+            {"ratio": round(pipeline_rate / train_rate, 2)},
+            f"pipeline {pipeline_rate:,.0f} examples/s / training {train_rate:,.1f} examples/s "
+            f"= {pipeline_rate / train_rate:,.1f}x",
+            "ratio of the two rows above",
+        )
+        if label == "b" and not args.quick:
+            full_tokens = sum(len(r) for r in rows)
+        trained[label], pres[label] = model, pre
+    published_row(report, peak, cfgs["b"], full_tokens)
+
+    serve_data = f"IMDB test, {n_test:,} reviews (max_test {cfgs['a'].max_test}, seed stratified)"
+    with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
+        if model_path:
+            origin = f"given model {model_path}"
+        else:
+            # Serving speed depends on the architecture, not the weights: model (a), trained
+            # above on the slice, stands for any default-architecture model.
+            cfg = cfgs["a"]
+            model_path = export_saved_model(
+                pres["a"],
+                trained["a"],
+                splits.class_names,
+                Path(tmp) / "bench_default",
+                {"name": "bench_default", "config": cfg.to_dict()},
+            )
+            origin = (
+                f"default Config architecture, model (a) trained above ({WARMUP_STEPS} steps + "
+                f"{runs} epoch(s) on {n_train:,} reviews), exported to a temp folder"
+            )
+        bench_serving(report, model_path, splits.test.texts, serve_data, origin)
+
+    print("\n" + report.table(), flush=True)
+    print(f"\nwrote {report.path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
