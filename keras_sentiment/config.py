@@ -43,12 +43,14 @@ class Config:
     validation_fraction: float = field(default=0.1, metadata={"help": "share of train held out"})
 
     # Preprocessing.
-    lemmatize: bool = field(default=True, metadata={"help": "NLTK WordNet lemmatization"})
+    lemmatize: bool = field(
+        default=False, metadata={"help": "NLTK WordNet lemmatization (measured: no gain)"}
+    )
     remove_stopwords: bool = field(
         default=False, metadata={"help": "drop stopwords (not negations)"}
     )
-    vocab_size: int = field(default=30000, metadata={"help": "vocabulary incl. padding and OOV"})
-    sequence_length: int = field(default=400, metadata={"help": "tokens kept per text"})
+    vocab_size: int = field(default=50000, metadata={"help": "vocabulary incl. padding and OOV"})
+    sequence_length: int = field(default=800, metadata={"help": "tokens kept per text"})
     truncate: str = field(
         default="pre", metadata={"help": "pre: keep the end; post: keep the start"}
     )
@@ -66,13 +68,17 @@ class Config:
     lstm_layers: int = field(default=1, metadata={"help": "stacked LSTM layers"})
     bidirectional: bool = field(default=True, metadata={"help": "bidirectional LSTMs"})
     pooling: str = field(default="max", metadata={"help": "max, mean or last (over time)"})
-    dropout: float = field(default=0.3, metadata={"help": "dropout on embeddings and features"})
+    dropout: float = field(default=0.4, metadata={"help": "dropout on embeddings and features"})
 
     # Training.
     batch_size: int = field(default=64, metadata={"help": "batch size"})
     epochs: int = field(default=8, metadata={"help": "maximum epochs"})
     learning_rate: float = field(default=2e-3, metadata={"help": "Adam learning rate"})
     clipnorm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    lr_decay: float = field(
+        default=0.5,
+        metadata={"help": "multiply the learning rate by this when val. stalls (1: off)"},
+    )
     patience: int = field(default=2, metadata={"help": "early-stopping patience (epochs)"})
     checkpoint_steps: int = field(
         default=0, metadata={"help": "also back up every N steps for resume (0: each epoch)"}
@@ -106,6 +112,8 @@ class Config:
             )
         if not 0 <= self.dropout < 1:
             raise UserError(f"config: dropout must be in [0, 1), got {self.dropout}")
+        if not 0 < self.lr_decay <= 1:
+            raise UserError(f"config: lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.learning_rate <= 0 or self.clipnorm <= 0:
             raise UserError("config: learning_rate and clipnorm must be > 0")
         if self.vocab_size < 3:

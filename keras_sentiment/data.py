@@ -94,8 +94,14 @@ def _read_tfds(name: str, split: str) -> tuple[Split, list[str]]:
         builder = tfds.builder(name)
     except Exception as e:  # TFDS raises several types for unknown names
         raise UserError(f"unknown TFDS data set {name!r}: {str(e).splitlines()[0]}") from None
+    if not builder.is_prepared():
+        print(
+            f"data: {name} is not under {builder.data_dir_root}: downloading it with TFDS "
+            "(offline, set TFDS_DATA_DIR to a folder holding it prepared)",
+            flush=True,
+        )
     try:
-        builder.download_and_prepare()  # a no-op when the data set is already prepared
+        builder.download_and_prepare()
     except Exception as e:
         raise UserError(
             f"TFDS {name}: not found under {builder.data_dir_root} and could not be downloaded "

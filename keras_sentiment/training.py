@@ -202,6 +202,18 @@ def train(
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         timer,
     ]
+    if cfg.lr_decay < 1:
+        # Smaller steps once validation accuracy stalls: the optimizer keeps the rate, so a
+        # resumed run continues with it.
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor=monitor,
+                factor=cfg.lr_decay,
+                patience=0,
+                min_lr=cfg.learning_rate / 16,
+                verbose=1,
+            )
+        )
     val_ds, _ = eval_dataset(*val, cfg.batch_size)
     train_ds = train_dataset(*train, cfg)
     strategy = model.distribute_strategy

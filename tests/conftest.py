@@ -65,6 +65,7 @@ def imdb_run(tmp_path_factory) -> dict:
         "--sequence-length", "160",
         "--lstm-units", "32",
         "--batch-size", "32",
+        "--lemmatize",  # the lemma table must travel in the graph too
         "--output-dir", str(work / "saved_models"),
         "--runs-dir", str(work / "runs"),
     ]  # fmt: skip

@@ -6,7 +6,7 @@ from keras_sentiment.config import Config, UserError, make_config
 def test_defaults_are_valid():
     cfg = make_config({})
     assert cfg == Config()
-    assert cfg.lemmatize and cfg.embeddings == "glove-6b-50d"
+    assert not cfg.lemmatize and cfg.embeddings == "glove-6b-50d"
 
 
 def test_toml_then_flags(tmp_path):

@@ -62,7 +62,7 @@ def test_lemma_table_rule():
 @pytest.fixture(scope="module")
 def pre() -> TextPreprocessor:
     texts = np.array([t.encode() for t in POSITIVE + NEGATIVE], dtype=object)
-    return adapt_preprocessor(Config(vocab_size=60, sequence_length=6), texts)
+    return adapt_preprocessor(Config(vocab_size=60, sequence_length=6, lemmatize=True), texts)
 
 
 def test_vocabulary_layout_and_lemmas(pre):

@@ -196,12 +196,22 @@ def test_bad_model_folders(tmp_path, imdb_run):
 # --- missing resources ------------------------------------------------------------------
 
 
+NO_RETRIES = """
+import sys
+from tensorflow_datasets.core.download import downloader
+downloader.MAX_RETRIES = 0  # fail at once offline: TFDS would retry for about 3 minutes
+from keras_sentiment.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def test_no_tfds_data_and_no_network(tmp_path):
     env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-m", "keras_sentiment", "fit", "--runs-dir", str(tmp_path / "r")],
+        [sys.executable, "-c", NO_RETRIES, "fit", "--runs-dir", str(tmp_path / "r")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+    assert "downloading it with TFDS" in done.stdout
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "TFDS imdb_reviews: not found" in done.stderr and "TFDS_DATA_DIR" in done.stderr
 
