@@ -568,6 +568,11 @@ def main(argv: list[str] | None = None) -> int:
     slice_text = "all" if not args.quick else f"slice of {n_train:,}"
     train_data = f"IMDB train ({slice_text}: {n_train:,} reviews, seed {cfgs['a'].seed})"
 
+    # Lemmatization is off by default; its in-graph table is measured here for the pipeline.
+    lemma_cfg = Config(**{**cfgs["a"].to_dict(), "lemmatize": True})
+    lemma_pre = adapt_preprocessor(lemma_cfg, splits.train.texts)
+    bench_pipeline(report, "(a) + lemmatize", lemma_cfg, lemma_pre, splits.train.texts, train_data)
+
     trained: dict[str, keras.Model] = {}
     pres: dict[str, TextPreprocessor] = {}
     full_tokens = None
