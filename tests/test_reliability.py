@@ -208,7 +208,8 @@ sys.exit(main(sys.argv[1:]))
 def test_no_tfds_data_and_no_network(tmp_path):
     env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path)}
     done = subprocess.run(
-        [sys.executable, "-c", NO_RETRIES, "fit", "--runs-dir", str(tmp_path / "r")],
+        [sys.executable, "-c", NO_RETRIES, "fit", "--runs-dir", str(tmp_path / "r"),
+         "--output-dir", str(tmp_path / "m")],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert "downloading it with TFDS" in done.stdout
@@ -218,7 +219,8 @@ def test_no_tfds_data_and_no_network(tmp_path):
 
 def test_no_wordnet_data(tmp_path, toy_csv):
     env = {**os.environ, "NLTK_DATA": str(tmp_path)}
-    args = ["fit", "--dataset", str(toy_csv), "--runs-dir", str(tmp_path / "r")]
+    args = ["fit", "--dataset", str(toy_csv), "--lemmatize", "--runs-dir", str(tmp_path / "r")]
+    args += ["--output-dir", str(tmp_path / "m")]
     done = subprocess.run(
         [sys.executable, "-m", "keras_sentiment", *args],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
