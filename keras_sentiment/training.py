@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -247,6 +248,4 @@ def _logs_with_axis(step):
 
 
 def _interactive() -> bool:
-    import sys
-
     return sys.stdout.isatty()
