@@ -5,9 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -669,19 +667,3 @@ def find_run(output_dir: Path, spec: str) -> dict:
         if meta is not None:
             return meta
     raise UserError(f"{name}: no version in {base} has a readable assets.extra/metadata.json")
-
-
-# --- progress ----------------------------------------------------------------------------
-
-
-@contextmanager
-def timed(label: str) -> Iterator[None]:
-    """Print "label ... done (N.Ns)" around a long step that is not training."""
-    print(f"{label} ...", end=" ", flush=True)
-    start = time.perf_counter()
-    try:
-        yield
-    except BaseException:
-        print("failed", flush=True)
-        raise
-    print(f"done ({time.perf_counter() - start:.1f}s)", flush=True)

@@ -17,7 +17,6 @@ from keras_sentiment.reporting import (
     model_card,
     most_confident_errors,
     shorten,
-    timed,
     write_plots,
 )
 
@@ -311,16 +310,6 @@ def test_find_run_resolves_and_refuses(output_dir):
     for bad in ["", "alpha/x", "../alpha"]:
         with pytest.raises(UserError):
             find_run(output_dir, bad)
-
-
-def test_timed_prints_one_line(capsys):
-    with timed("loading"):
-        pass
-    out = capsys.readouterr().out
-    assert out.startswith("loading ... done (") and out.endswith("s)\n")
-    with pytest.raises(RuntimeError), timed("breaking"):
-        raise RuntimeError("boom")
-    assert capsys.readouterr().out == "breaking ... failed\n"
 
 
 def test_summary_is_not_mutated():
