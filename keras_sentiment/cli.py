@@ -25,7 +25,7 @@ def fit(cfg: Config) -> dict:
     from .export import export_saved_model, library_versions
     from .model import build_model
     from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-    from .reporting import model_card, most_confident_errors, write_plots
+    from .reporting import most_confident_errors, write_plots
     from .training import compile_model, is_chief, make_strategy, set_precision, train
 
     started = time.perf_counter()
@@ -127,6 +127,7 @@ def fit(cfg: Config) -> dict:
         },
         "metrics": {k: result[k] for k in ("accuracy", "macro_f1")},
         "test_report": result,
+        "most_confident_errors": errors,
         "config": cfg.to_dict(),
         "versions": library_versions(),
     }
@@ -138,11 +139,7 @@ def fit(cfg: Config) -> dict:
         splits.class_names,
         Path(cfg.output_dir) / cfg.name,
         summary,
-        {
-            "config.json": json.dumps(cfg.to_dict(), indent=2),
-            "report.json": json.dumps(result, indent=2),
-            "MODEL_CARD.md": lambda metadata: model_card(metadata, errors),
-        },
+        _version_files(summary),
     )
     write_atomic(run_dir / "MODEL_CARD.md", (path / "assets.extra" / "MODEL_CARD.md").read_text())
     print(f"\nwrote: {path}  (SavedModel for TF Serving; metadata in {path / 'assets.extra'})")
@@ -154,6 +151,18 @@ def fit(cfg: Config) -> dict:
         flush=True,
     )
     return summary
+
+
+def _version_files(summary: dict) -> dict:
+    """What assets.extra/ holds beside metadata.json, the same for `fit` and `export`."""
+    from .reporting import model_card
+
+    return {
+        "config.json": json.dumps(summary["config"], indent=2),
+        "report.json": json.dumps(summary["test_report"], indent=2),
+        # Called with the final metadata, so the card names its own version.
+        "MODEL_CARD.md": lambda meta: model_card(meta, summary.get("most_confident_errors", [])),
+    }
 
 
 def _save_model(model, path: Path) -> None:
@@ -216,7 +225,6 @@ def export(cfg: Config, models_config: str) -> Path:
     """Export the last trained model of a run again, as the next version."""
     import keras
 
-    from .config import write_atomic
     from .export import export_saved_model
     from .export import models_config as config_text
     from .preprocessing import TextPreprocessor
@@ -230,7 +238,9 @@ def export(cfg: Config, models_config: str) -> Path:
     pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
     model = keras.models.load_model(run_dir / "model.keras")
     base = Path(cfg.output_dir) / cfg.name
-    path = export_saved_model(pre, model, summary["class_names"], base, summary)
+    path = export_saved_model(
+        pre, model, summary["class_names"], base, summary, _version_files(summary)
+    )
     print(f"wrote: {path}")
     if models_config:
         write_atomic(models_config, config_text({cfg.name: str(base.resolve())}))

@@ -67,8 +67,11 @@ def test_second_export_is_version_2_and_models_config(imdb_run, tmp_path):
     text = config_path.read_text()
     assert "model_config_list" in text and "name: 'tiny'" in text
     assert f"base_path: '{imdb_run['base'].resolve()}'" in text
-    meta = json.loads((imdb_run["base"] / "2" / "assets.extra" / "metadata.json").read_text())
+    extra = imdb_run["base"] / "2" / "assets.extra"
+    meta = json.loads((extra / "metadata.json").read_text())
     assert meta["version"] == 2
+    assert "version 2" in (extra / "MODEL_CARD.md").read_text()
+    assert json.loads((extra / "config.json").read_text())["name"] == "tiny"
 
 
 def test_models_config_several_models():
