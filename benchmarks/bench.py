@@ -8,10 +8,12 @@ row, so a long run shows progress and keeps what it measured if it is stopped.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -30,12 +32,14 @@ from keras_sentiment.export import export_saved_model
 from keras_sentiment.model import build_model
 from keras_sentiment.prediction import SavedModelPredictor, resolve_version
 from keras_sentiment.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-from keras_sentiment.training import EpochTimer, compile_model, train_dataset
+from keras_sentiment.training import EpochTimer, bucket_boundaries, compile_model, train_dataset
 
 QUICK_TRAIN = 2000  # training reviews in --quick (after the validation hold-out)
 SERVE_REVIEWS = {"quick": 1024, "full": 2048}  # test reviews pushed through the batch runs
 SERVE_BATCHES = (32, 256)
 SINGLE_CALLS = 200  # single-review calls for batch-1 throughput and p50/p99 latency
+# Batches per timed PyTorch run: packed sequences train ~20x slower on CPU (measured), so fewer.
+TORCH_BATCHES = {"packed": 20, "padded": 120}
 WARMUP_STEPS = 5  # training steps before timing, so tf.function tracing is not counted
 MATMUL_N = 4096
 # Published in the issue for the PyTorch/torchtext version of config (b), not measured here.
@@ -269,7 +273,8 @@ def bench_dataset(
         f"{steps / seconds:,.1f} batches/s, {examples / seconds:,.0f} examples/s "
         f"(first batch {first:.2f}s, then {steady:,.1f} batches/s); "
         f"padding adds {slots / tokens - 1:.1%} steps",
-        f"batch {cfg.batch_size}, length buckets of 32 up to {cfg.sequence_length}, "
+        f"batch {cfg.batch_size}, {len(bucket_boundaries(cfg.sequence_length))} length "
+        f"buckets up to {cfg.sequence_length} (padded to their bound), "
         f"one epoch = {steps} batches, build {built - start:.2f}s not counted",
     )
     return result
@@ -321,8 +326,8 @@ def bench_training(
     runs: int,
     peak: float,
     data: str,
-) -> tuple[keras.Model, float]:
-    """Epoch time and real tokens/s of model.fit on the package's model and dataset."""
+) -> tuple[keras.Model, float, float]:
+    """Epoch time and real tokens/s of model.fit: the model, examples/s and tokens/s."""
     keras.utils.set_random_seed(cfg.seed)
     labels = splits.train.labels
     matrix, _ = embedding_matrix(cfg, pre.vocabulary)
@@ -396,7 +401,7 @@ def bench_training(
         model_brief(cfg) + f"; {runs} epoch(s) of {steps} steps of {cfg.batch_size} after "
         f"{WARMUP_STEPS} warm-up steps; tokens = unpadded tokens of the batches fit consumed",
     )
-    return model, consumed / median
+    return model, consumed / median, rate
 
 
 def tracing_count(model: keras.Model) -> int | None:
@@ -440,6 +445,68 @@ def published_row(report: Report, peak: float, seed_cfg: Config, full_tokens: in
         summary,
         "same model as (b), PyTorch on these 2 cores (as reported)",
     )
+
+
+def bench_torch_peer(
+    report: Report,
+    python: str,
+    cfg: Config,
+    pre: TextPreprocessor,
+    rows: list[np.ndarray],
+    labels: np.ndarray,
+    runs: int,
+    ours: float,
+    data: str,
+) -> None:
+    """The same seed model in PyTorch (benchmarks/torch_peer.py), on the same token ids."""
+    matrix, _ = embedding_matrix(cfg, pre.vocabulary)
+    with tempfile.TemporaryDirectory(prefix="bench-torch-") as tmp:
+        path = Path(tmp) / "rows.npz"
+        np.savez(
+            path,
+            ids=np.concatenate(rows),
+            lengths=np.array([len(r) for r in rows], np.int64),
+            labels=labels,
+            embeddings=matrix,
+        )
+        script = Path(__file__).with_name("torch_peer.py")
+        for mode in ("packed", "padded"):
+            command = [python, str(script), str(path), "--epochs", str(runs)]
+            command += ["--max-batches", str(TORCH_BATCHES[mode])] + (
+                ["--padded"] if mode == "padded" else []
+            )
+            start = time.perf_counter()
+            done = subprocess.run(command, capture_output=True, text=True)
+            wall = time.perf_counter() - start
+            if done.returncode != 0:
+                tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+                print(f"PyTorch peer failed ({python}): {tail}", flush=True)
+                return
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            rate = result["median_tokens_per_s"]
+            seconds = statistics.median(e["seconds"] for e in result["epochs"])
+            result["ours_over_torch"] = round(ours / rate, 3)
+            how = "packed sequences (the tutorial's)" if mode == "packed" else "padded batches"
+            report.add(
+                f"training (b) PyTorch peer, {mode}: same model, same token ids, measured here",
+                data,
+                {
+                    "script": "benchmarks/torch_peer.py",
+                    "torch": result["torch"],
+                    "threads": result["threads"],
+                    "model": f"Embedding 50 (GloVe) -> nn.LSTM 256 over {how} -> Linear",
+                    "batch": 64,
+                    "epochs": runs,
+                    "batches_per_epoch": result["batches_per_epoch"],
+                    "wall_seconds_with_start": round(wall, 1),
+                },
+                seconds,
+                result,
+                f"{rate:,.0f} real tokens/s, median of {runs} run(s) of "
+                f"{result['batches_per_epoch']} batches ({seconds:.1f}s); "
+                f"ours (b) / PyTorch = {ours / rate:.2f}x",
+                f"torchtext tutorial model in PyTorch, {how}, Adam, same machine, same run",
+            )
 
 
 def bench_serving(report: Report, path: Path, texts: np.ndarray, data: str, origin: str) -> None:
@@ -544,6 +611,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", help="saved_models/NAME or NAME/VERSION to serve (default: export model (a))"
     )
+    parser.add_argument(
+        "--torch-python",
+        help="a Python with torch installed: also time the PyTorch peer of model (b)",
+    )
     args = parser.parse_args(argv)
     runs = args.runs or (1 if args.quick else 3)
     if runs < 1:
@@ -583,7 +654,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"adapted preprocessor {name} in {time.perf_counter() - start:.1f}s", flush=True)
         rows, pipeline_rate = bench_pipeline(report, name, cfg, pre, splits.train.texts, train_data)
         bench_dataset(report, name, cfg, rows, splits.train.labels, train_data)
-        model, train_rate = bench_training(
+        model, train_rate, tokens_per_s = bench_training(
             report, name, cfg, pre, rows, splits, runs, peak, train_data
         )
         report.add(
@@ -598,6 +669,18 @@ def main(argv: list[str] | None = None) -> int:
         )
         if label == "b" and not args.quick:
             full_tokens = sum(len(r) for r in rows)
+        if label == "b" and args.torch_python:
+            bench_torch_peer(
+                report,
+                args.torch_python,
+                cfg,
+                pre,
+                rows,
+                splits.train.labels,
+                runs,
+                tokens_per_s,
+                train_data,
+            )
         trained[label], pres[label] = model, pre
     published_row(report, peak, cfgs["b"], full_tokens)
 

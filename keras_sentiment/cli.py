@@ -17,7 +17,6 @@ from .config import FIELDS, Config, UserError, make_config, save_json, write_ato
 def fit(cfg: Config) -> dict:
     """Data -> preprocessing -> embeddings -> model -> training -> report -> SavedModel."""
     import keras
-    import numpy as np
 
     from .data import load_splits
     from .embeddings import embedding_matrix
@@ -26,7 +25,14 @@ def fit(cfg: Config) -> dict:
     from .model import build_model
     from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
     from .reporting import most_confident_errors, write_plots
-    from .training import compile_model, is_chief, make_strategy, set_precision, train
+    from .training import (
+        best_epoch_index,
+        compile_model,
+        is_chief,
+        make_strategy,
+        set_precision,
+        train,
+    )
 
     started = time.perf_counter()
     strategy = make_strategy(cfg.strategy)  # first: multi-worker must precede other TF ops
@@ -99,8 +105,8 @@ def fit(cfg: Config) -> dict:
     print("\ntest report\n" + format_report(result), flush=True)
     save_json(run_dir / "report.json", result)
 
-    val_acc = [row["val_accuracy"] for row in history]
-    best_epoch = int(np.argmax(val_acc)) + 1 if val_acc else None
+    scores = [row[cfg.monitor] for row in history if cfg.monitor in row]
+    best_epoch = best_epoch_index(scores, cfg.monitor) + 1 if scores else None
     plots = write_plots(run_dir, history, splits.test.labels, probs, splits.class_names, best_epoch)
     errors = most_confident_errors(splits.test.texts, splits.test.labels, probs, splits.class_names)
     summary = {

@@ -64,11 +64,11 @@ class Config:
     embedding_dim: int = field(default=50, metadata={"help": "dimension when --embeddings none"})
 
     # Model.
-    lstm_units: int = field(default=64, metadata={"help": "units per LSTM (per direction)"})
+    lstm_units: int = field(default=128, metadata={"help": "units per LSTM (per direction)"})
     lstm_layers: int = field(default=1, metadata={"help": "stacked LSTM layers"})
     bidirectional: bool = field(default=True, metadata={"help": "bidirectional LSTMs"})
     pooling: str = field(default="max", metadata={"help": "max, mean or last (over time)"})
-    dropout: float = field(default=0.4, metadata={"help": "dropout on embeddings and features"})
+    dropout: float = field(default=0.5, metadata={"help": "dropout on embeddings and features"})
 
     # Training.
     batch_size: int = field(default=64, metadata={"help": "batch size"})
@@ -78,6 +78,10 @@ class Config:
     lr_decay: float = field(
         default=0.5,
         metadata={"help": "multiply the learning rate by this when val. stalls (1: off)"},
+    )
+    monitor: str = field(
+        default="val_loss",
+        metadata={"help": "val_loss or val_accuracy: picks the best epoch, drives LR decay"},
     )
     patience: int = field(default=2, metadata={"help": "early-stopping patience (epochs)"})
     checkpoint_steps: int = field(
@@ -114,6 +118,10 @@ class Config:
             raise UserError(f"config: dropout must be in [0, 1), got {self.dropout}")
         if not 0 < self.lr_decay <= 1:
             raise UserError(f"config: lr_decay must be in (0, 1], got {self.lr_decay}")
+        if self.monitor not in ("val_loss", "val_accuracy"):
+            raise UserError(
+                f"config: monitor must be val_loss or val_accuracy, got {self.monitor!r}"
+            )
         if self.learning_rate <= 0 or self.clipnorm <= 0:
             raise UserError("config: learning_rate and clipnorm must be > 0")
         if self.vocab_size < 3:

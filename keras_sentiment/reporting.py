@@ -336,7 +336,8 @@ def _card_training(summary: dict) -> str:
         lines.append(f"- Epochs run: {train['epochs_run']}{limit} (early stopping on validation)")
     if train.get("best_epoch"):
         lines.append(
-            f"- Best epoch (highest validation accuracy, weights kept): {train['best_epoch']}"
+            f"- Best epoch (by {cfg.get('monitor', 'val_accuracy')}, weights kept): "
+            f"{train['best_epoch']}"
         )
     settings = [
         f"{label} {cfg[key]}"

@@ -62,12 +62,19 @@ def rows_dataset(rows: list[np.ndarray], *columns: np.ndarray) -> tf.data.Datase
 
 
 def bucket_boundaries(max_length: int) -> list[int]:
-    """Length buckets every 32 tokens up to the sequence length."""
-    return list(range(32, max_length, 32)) or [max_length]
+    """Length buckets 32 tokens wide up to 512, then 1/8 of the length: few distinct shapes."""
+    bounds = [32]
+    while bounds[-1] <= max_length:
+        bounds.append(bounds[-1] + max(32, 2 ** (bounds[-1].bit_length() - 1) // 8))
+    return bounds
 
 
 def train_dataset(rows: list[np.ndarray], labels: np.ndarray, cfg: Config) -> tf.data.Dataset:
-    """An endless shuffled stream of batches of similar length (torchtext's BucketIterator)."""
+    """An endless shuffled stream of batches of similar length (torchtext's BucketIterator).
+
+    Batches are padded to their bucket's bound, so training sees a few dozen shapes at most:
+    CompiledLSTM compiles each shape once.
+    """
     ds = rows_dataset(rows, labels.astype(np.int32))
     ds = ds.shuffle(len(labels), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
     boundaries = bucket_boundaries(cfg.sequence_length)
@@ -75,6 +82,7 @@ def train_dataset(rows: list[np.ndarray], labels: np.ndarray, cfg: Config) -> tf
         lambda ids, _: tf.shape(ids)[0],
         bucket_boundaries=boundaries,
         bucket_batch_sizes=[cfg.batch_size] * (len(boundaries) + 1),
+        pad_to_bucket_boundary=True,
     )
     return _no_autotune(ds.prefetch(4))
 
@@ -126,6 +134,11 @@ class Backup(keras.callbacks.BackupAndRestore):
             self._save_model()
 
 
+def best_epoch_index(scores: list[float], monitor: str) -> int:
+    """Index of the best epoch: lowest loss or highest accuracy."""
+    return int(np.argmin(scores) if monitor.endswith("loss") else np.argmax(scores))
+
+
 class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
     """EarlyStopping (restoring the best weights) whose state survives a restart."""
 
@@ -137,7 +150,7 @@ class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
         super().on_train_begin(logs)
         scores = [row[self.monitor] for row in self.history if self.monitor in row]
         if scores and self.best_path.is_file():
-            best = int(np.argmax(scores))
+            best = best_epoch_index(scores, self.monitor)
             self.best, self.best_epoch = scores[best], best
             self.wait = len(scores) - 1 - best
             try:
@@ -176,7 +189,7 @@ def train(
     val: tuple[list[np.ndarray], np.ndarray],
     run_dir: Path,
 ) -> tuple[list[dict[str, float]], EpochTimer]:
-    """Fit with early stopping on validation accuracy; returns every epoch's logged metrics.
+    """Fit with early stopping on `cfg.monitor`; returns every epoch's logged metrics.
 
     Interrupted runs resume from `run_dir/backup`: Keras restores the weights, optimizer and
     epoch; the early-stopping and best-checkpoint state are rebuilt from history.csv.
@@ -184,7 +197,8 @@ def train(
     run_dir.mkdir(parents=True, exist_ok=True)
     timer = EpochTimer()
     history = read_history(run_dir / "history.csv")
-    monitor = "val_accuracy"
+    monitor = cfg.monitor
+    scores = [row[monitor] for row in history if monitor in row]
     callbacks = [
         # Row first, then backup: a kill between them repeats an epoch, never loses its row.
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
@@ -198,13 +212,13 @@ def train(
             monitor=monitor,
             save_best_only=True,
             # A resumed run: only a better model than the best so far replaces it.
-            initial_value_threshold=max((row[monitor] for row in history), default=None),
+            initial_value_threshold=scores[best_epoch_index(scores, monitor)] if scores else None,
         ),
         keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
         timer,
     ]
     if cfg.lr_decay < 1:
-        # Smaller steps once validation accuracy stalls: the optimizer keeps the rate, so a
+        # Smaller steps once the validation score stalls: the optimizer keeps the rate, so a
         # resumed run continues with it.
         callbacks.append(
             keras.callbacks.ReduceLROnPlateau(

@@ -49,6 +49,7 @@ def test_toml_unknown_keys_and_wrong_types_name_the_key(tmp_path, text, key):
         ("truncate", "middle"),
         ("pooling", "sum"),
         ("batch_size", 0),
+        ("monitor", "accuracy"),
     ],
 )
 def test_impossible_values_are_refused_naming_the_key(key, value):

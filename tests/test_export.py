@@ -18,6 +18,13 @@ SAVED_MODEL_CLI = shutil.which("saved_model_cli") or os.path.join(
 )
 
 
+def test_served_graph_is_plain_tensorflow(imdb_run):
+    # Training compiles the LSTM with XLA; serving must not need XLA or cuDNN kernels.
+    graph = (imdb_run["version"] / "saved_model.pb").read_bytes()
+    assert b"_XlaMustCompile" not in graph and b"XlaLaunch" not in graph
+    assert b"CudnnRNN" not in graph and b"While" in graph
+
+
 def test_signature_via_saved_model_cli(imdb_run):
     shown = subprocess.run(
         [SAVED_MODEL_CLI, "show", "--dir", str(imdb_run["version"]), "--all"],

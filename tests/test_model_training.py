@@ -1,11 +1,19 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from keras_sentiment.config import Config
 from keras_sentiment.evaluation import format_report, predict_rows, report
-from keras_sentiment.model import build_model
-from keras_sentiment.training import compile_model, eval_dataset, train, train_dataset
+from keras_sentiment.model import CompiledLSTM, build_model
+from keras_sentiment.training import (
+    best_epoch_index,
+    bucket_boundaries,
+    compile_model,
+    eval_dataset,
+    train,
+    train_dataset,
+)
 
 
 def tiny(**kw) -> Config:
@@ -22,6 +30,38 @@ def test_padding_never_changes_the_answer(pooling, bidirectional):
     a, b = model.predict(ids, verbose=0), model.predict(padded, verbose=0)
     assert a.shape == (1, 3) and np.allclose(a.sum(), 1)
     assert np.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_compiled_lstm_trains_exactly_like_keras_lstm(bidirectional, return_sequences):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 11, 5)).astype(np.float32)
+    mask = np.arange(11)[None, :] < np.array([11, 1, 4, 7, 9, 2])[:, None]
+
+    def wrap(layer):
+        return keras.layers.Bidirectional(layer) if bidirectional else layer
+
+    ours = wrap(CompiledLSTM(7, return_sequences=return_sequences))
+    ref = wrap(keras.layers.LSTM(7, return_sequences=return_sequences))
+    ours.build(x.shape), ref.build(x.shape)
+    weights = [w + rng.normal(size=w.shape).astype(np.float32) for w in ours.get_weights()]
+    ours.set_weights(weights), ref.set_weights(weights)
+    results = []
+    for layer in (ours, ref):
+        with tf.GradientTape() as tape:
+            inputs = tf.constant(x)
+            tape.watch(inputs)
+            out = layer(inputs, mask=tf.constant(mask), training=True)
+            # Padded outputs are masked downstream, so only real steps carry a loss.
+            real = out if not return_sequences else tf.where(mask[..., None], out, 0.0)
+            loss = tf.reduce_sum(real * np.linspace(-1, 1, real.shape[-1]))
+        grads = tape.gradient(loss, [inputs, *layer.trainable_weights])
+        results.append([out.numpy()] + [g.numpy() for g in grads])
+    inner = [ours.forward_layer, ours.backward_layer] if bidirectional else [ours]
+    assert all(layer._compiled(True) for layer in inner)  # the compiled path was tested
+    for a, b in zip(*results):
+        assert np.allclose(a, b, atol=1e-5)
 
 
 def test_glove_matrix_is_the_starting_embedding():
@@ -41,6 +81,7 @@ def test_length_buckets_are_right_padded_and_similar():
         lengths = (ids > 0).sum(1)
         assert ids.shape[0] == 16 and len(y) == 16
         assert lengths.max() - lengths.min() < 32  # one bucket
+        assert ids.shape[1] + 1 in bucket_boundaries(300)  # padded to its bound: few shapes
         for row, n in zip(ids, lengths):
             assert (row[:n] > 0).all() and not row[n:].any()
     ds, order = eval_dataset(rows, labels, 64)
@@ -70,6 +111,11 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
     result = report(labels[320:], probs, ["zero", "one"])
     assert result["accuracy"] > 0.9
     assert "confusion matrix" in format_report(result)
+
+
+def test_best_epoch_is_lowest_loss_or_highest_accuracy():
+    assert best_epoch_index([0.5, 0.3, 0.4], "val_loss") == 1
+    assert best_epoch_index([0.8, 0.9, 0.85], "val_accuracy") == 1
 
 
 def test_report_matches_sklearn():
