@@ -472,9 +472,9 @@ def bench_torch_peer(
         script = Path(__file__).with_name("torch_peer.py")
         for mode in ("packed", "padded"):
             command = [python, str(script), str(path), "--epochs", str(runs)]
-            command += ["--max-batches", str(TORCH_BATCHES[mode])] + (
-                ["--padded"] if mode == "padded" else []
-            )
+            command += ["--batch-size", str(cfg.batch_size), "--units", str(cfg.lstm_units)]
+            command += ["--max-batches", str(TORCH_BATCHES[mode])]
+            command += ["--padded"] if mode == "padded" else []
             start = time.perf_counter()
             done = subprocess.run(command, capture_output=True, text=True)
             wall = time.perf_counter() - start
@@ -494,8 +494,9 @@ def bench_torch_peer(
                     "script": "benchmarks/torch_peer.py",
                     "torch": result["torch"],
                     "threads": result["threads"],
-                    "model": f"Embedding 50 (GloVe) -> nn.LSTM 256 over {how} -> Linear",
-                    "batch": 64,
+                    "model": f"Embedding {matrix.shape[1]} (GloVe) -> nn.LSTM "
+                    f"{cfg.lstm_units} over {how} -> Linear",
+                    "batch": cfg.batch_size,
                     "epochs": runs,
                     "batches_per_epoch": result["batches_per_epoch"],
                     "wall_seconds_with_start": round(wall, 1),
