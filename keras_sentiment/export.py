@@ -13,7 +13,7 @@ import keras
 import tensorflow as tf
 
 from .config import save_json, write_atomic
-from .model import disable_cudnn
+from .model import ServingNetwork
 from .preprocessing import TextPreprocessor
 
 WARMUP_TEXTS = [
@@ -23,12 +23,12 @@ WARMUP_TEXTS = [
 ]
 
 
-def serving_function(pre: TextPreprocessor, model: keras.Model, class_names: list[str]):
+def serving_function(pre: TextPreprocessor, network: ServingNetwork, class_names: list[str]):
     """raw strings `text` -> probabilities, label, label_id and classes, all graph ops."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(text):
-        probabilities = model(pre(text), training=False)
+        probabilities = network(pre(text))
         label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         names = tf.constant(class_names)  # class names live in the graph
         return {
@@ -57,11 +57,11 @@ def export_saved_model(
     tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{os.getpid()}-"))
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the version from a server's user
-        disable_cudnn(model)
+        network = ServingNetwork(model)  # the served graph: no cuDNN, no XLA, no Keras loop
         archive = keras.export.ExportArchive()
         archive.track(pre)
-        archive.track(model)
-        archive.add_endpoint("serving_default", serving_function(pre, model, class_names))
+        archive.track(network)
+        archive.add_endpoint("serving_default", serving_function(pre, network, class_names))
         archive.write_out(str(tmp), verbose=False)
         extra = tmp / "assets.extra"
         extra.mkdir()

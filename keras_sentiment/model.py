@@ -204,8 +204,177 @@ def build_model(
     return keras.Sequential(stack, name="sentiment_lstm")
 
 
-def disable_cudnn(model: keras.Model) -> None:
-    """Trace LSTMs with the generic kernel, so a graph exported on a GPU still serves on CPU."""
-    for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, layers.LSTM):
-            layer.use_cudnn = False
+# --- serving -----------------------------------------------------------------------------
+# TF Serving runs the exported graph with TensorFlow's stock kernels, no XLA. Keras' generic
+# LSTM runs a dozen executor ops per step and projects the input at every step; ServingNetwork
+# computes the same function the way a server should (benchmarks/README.md has the profile):
+# - a few rows: TensorFlow's fused CPU kernel BlockLSTMV2 runs the whole sequence in one op
+#   (about 7 us a step at batch 1 against 23 us for the leanest while-loop);
+# - more rows: the rows are sorted by length and packed, as PyTorch's PackedSequence: step t
+#   runs only the rows still going, so no step is spent on padding, the input projection is
+#   one matmul, and each step is one matmul plus the gate arithmetic.
+# The backward direction reads each row reversed within its own length, so padding never
+# reaches a real step, and the two directions are independent ops the executor runs at once.
+
+SMALL_BATCH = 4  # rows up to which BlockLSTMV2 beats the packed loop (benchmarks/README.md)
+
+
+def _lstm_weights(cell) -> tuple[tf.Variable, tf.Variable]:
+    # BlockLSTMV2 wants [kernel; recurrent_kernel] and uses Keras' gate order (i, f, c, o).
+    if (cell.activation, cell.recurrent_activation) != (activations.tanh, activations.sigmoid):
+        raise ValueError("ServingNetwork needs LSTMs with tanh and sigmoid activations")
+    w = np.concatenate([np.asarray(cell.kernel), np.asarray(cell.recurrent_kernel)])
+    b = np.asarray(cell.bias) if cell.use_bias else np.zeros(w.shape[1], np.float32)
+    return tf.Variable(w.astype(np.float32), trainable=False), tf.Variable(b.astype(np.float32))
+
+
+def _block_lstm(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Hidden states [time, batch, units] of a time-major batch, all steps in one op."""
+    units = tf.shape(b)[0] // 4
+    zeros, no_peephole = tf.zeros([tf.shape(x)[1], units]), tf.zeros([units])
+    return tf.raw_ops.BlockLSTMV2(
+        seq_len_max=tf.cast(tf.shape(x)[0], tf.int64),
+        x=x,
+        cs_prev=zeros,
+        h_prev=zeros,
+        w=w,
+        wci=no_peephole,
+        wcf=no_peephole,
+        wco=no_peephole,
+        b=b,
+    ).h
+
+
+def _packed_lstm(x: tf.Tensor, sizes: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Hidden states of packed steps [steps, features] (rows by time, then by row)."""
+    dim, units = tf.shape(x)[1], tf.shape(b)[0] // 4
+    kernel, recurrent = w[:dim], w[dim:]
+    steps = tf.shape(sizes)[0]
+    inputs = tf.TensorArray(x.dtype, steps, infer_shape=False, element_shape=[None, None])
+    inputs = inputs.split(tf.matmul(x, kernel) + b, sizes)  # step t: the rows still going
+    outputs = tf.TensorArray(x.dtype, steps, infer_shape=False, element_shape=[None, None])
+
+    def step(t, h, c, outputs):
+        z = inputs.read(t)
+        rows = tf.shape(z)[0]
+        i, f, g, o = tf.split(z + tf.matmul(h[:rows], recurrent), 4, axis=1)
+        c = tf.sigmoid(f) * c[:rows] + tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        return t + 1, h, c, outputs.write(t, h)
+
+    zeros = tf.zeros([sizes[0], units], x.dtype)
+    _, _, _, outputs = tf.while_loop(
+        lambda t, *_: t < steps, step, (0, zeros, zeros, outputs), parallel_iterations=1
+    )
+    return outputs.concat()
+
+
+class ServingNetwork(tf.Module):
+    """The trained network for inference in plain TensorFlow ops: token ids -> probabilities.
+
+    Same function as the Keras model with `training=False` (to float rounding), for every
+    configuration `build_model` makes: stacked, uni- or bidirectional, max/mean/last pooling.
+    Holds its own copy of the weights, laid out for the kernels it runs.
+    """
+
+    def __init__(self, model: keras.Model, small_batch: int = SMALL_BATCH):
+        super().__init__(name="serving_network")
+        self.small_batch = small_batch
+        self.lstms: list[tuple] = []
+        self.pooling = "last"
+        for layer in model.layers:
+            if isinstance(layer, layers.Embedding):
+                self.embeddings = tf.Variable(np.asarray(layer.embeddings), trainable=False)
+            elif isinstance(layer, layers.Bidirectional):
+                forward, backward = layer.forward_layer.cell, layer.backward_layer.cell
+                self.lstms.append((_lstm_weights(forward), _lstm_weights(backward)))
+            elif isinstance(layer, layers.LSTM):
+                self.lstms.append((_lstm_weights(layer.cell), None))
+            elif isinstance(layer, MaskedGlobalMaxPooling1D):
+                self.pooling = "max"
+            elif isinstance(layer, layers.GlobalAveragePooling1D):
+                self.pooling = "mean"
+            elif isinstance(layer, layers.Dense):
+                self.dense = tuple(
+                    tf.Variable(np.asarray(v), trainable=False) for v in layer.weights
+                )
+            elif not isinstance(layer, (layers.Dropout, layers.SpatialDropout1D)):
+                raise ValueError(f"ServingNetwork: no serving path for layer {layer.name!r}")
+
+    def __call__(self, ids: tf.Tensor) -> tf.Tensor:
+        """Right-padded token ids [batch, time], every row non-empty -> [batch, classes]."""
+        lengths = tf.math.count_nonzero(ids, axis=1, dtype=tf.int32)
+        return tf.cond(
+            tf.shape(ids)[0] <= self.small_batch,
+            lambda: self._padded(ids, lengths),
+            lambda: self._packed(ids, lengths),
+        )
+
+    def _padded(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        steps = tf.reduce_max(lengths)
+        x = tf.gather(self.embeddings, tf.transpose(ids[:, :steps]))  # [time, batch, dim]
+
+        def backwards(seq: tf.Tensor) -> tf.Tensor:
+            return tf.reverse_sequence(seq, lengths, seq_axis=0, batch_axis=1)
+
+        for i, (forward, backward) in enumerate(self.lstms):
+            outputs = [_block_lstm(x, *forward)]
+            if backward:
+                h = _block_lstm(backwards(x), *backward)
+                outputs.append(h if self._order_free(i) else backwards(h))
+            x = tf.concat(outputs, -1)
+        real = tf.transpose(tf.sequence_mask(lengths, steps))[:, :, None]
+        if self.pooling == "max":
+            pooled = tf.reduce_max(tf.where(real, x, -1e9), 0)
+        elif self.pooling == "mean":
+            pooled = tf.reduce_sum(tf.where(real, x, 0.0), 0) / tf.cast(lengths, x.dtype)[:, None]
+        else:
+            last = tf.gather_nd(x, tf.stack([lengths - 1, tf.range(tf.shape(ids)[0])], 1))
+            pooled = self._last(last, x[0])
+        return self._classify(pooled)
+
+    def _packed(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        order = tf.argsort(lengths, direction="DESCENDING", stable=True)
+        lengths = tf.gather(lengths, order)
+        rows, steps = tf.shape(ids)[0], lengths[0]
+        real = tf.transpose(tf.sequence_mask(lengths, steps))  # [time, batch]
+        sizes = tf.reduce_sum(tf.cast(real, tf.int32), 1)  # rows still going at each step
+        # Packed position of step (t, row), and of its mirror (length - 1 - t, row).
+        position = tf.reshape(
+            tf.cumsum(tf.reshape(tf.cast(real, tf.int32), [-1]), exclusive=True), tf.shape(real)
+        )
+        mirror = tf.boolean_mask(tf.reverse_sequence(position, lengths, 0, 1), real)
+        ids = tf.transpose(tf.gather(ids, order)[:, :steps])
+        x = tf.gather(self.embeddings, tf.boolean_mask(ids, real))  # [packed steps, dim]
+        for i, (forward, backward) in enumerate(self.lstms):
+            outputs = [_packed_lstm(x, sizes, *forward)]
+            if backward:
+                h = _packed_lstm(tf.gather(x, mirror), sizes, *backward)
+                outputs.append(h if self._order_free(i) else tf.gather(h, mirror))
+            x = tf.concat(outputs, -1)
+        row = tf.boolean_mask(tf.broadcast_to(tf.range(rows), tf.shape(real)), real)
+        if self.pooling == "max":
+            pooled = tf.math.unsorted_segment_max(x, row, rows)
+        elif self.pooling == "mean":
+            pooled = tf.math.unsorted_segment_sum(x, row, rows) / tf.cast(lengths, x.dtype)[:, None]
+        else:
+            last = tf.gather_nd(position, tf.stack([lengths - 1, tf.range(rows)], 1))
+            pooled = self._last(tf.gather(x, last), x[:rows])  # x[:rows]: every row's step 0
+        return tf.scatter_nd(order[:, None], self._classify(pooled), [rows, self.dense[0].shape[1]])
+
+    def _order_free(self, layer: int) -> bool:
+        # Max and mean over a row's steps do not care in which order the backward states
+        # come, so the last layer's are pooled as computed, never put back in time order.
+        return layer == len(self.lstms) - 1 and self.pooling != "last"
+
+    def _last(self, at_end: tf.Tensor, at_start: tf.Tensor) -> tf.Tensor:
+        # Keras' last output: the forward state after the last token; the backward state,
+        # having read the row backwards, sits at the first token.
+        if self.lstms[-1][1] is None:
+            return at_end
+        units = tf.shape(at_end)[1] // 2
+        return tf.concat([at_end[:, :units], at_start[:, units:]], 1)
+
+    def _classify(self, pooled: tf.Tensor) -> tf.Tensor:
+        kernel, bias = self.dense
+        return tf.nn.softmax(tf.matmul(pooled, kernel) + bias)

@@ -1,0 +1,124 @@
+"""The served graph: the same answers as the Keras model, in plain TensorFlow ops only."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_sentiment.config import Config
+from keras_sentiment.data import load_test_split
+from keras_sentiment.model import ServingNetwork, build_model
+from keras_sentiment.prediction import SavedModelPredictor
+from keras_sentiment.preprocessing import TextPreprocessor
+
+from .test_reliability import HOSTILE
+
+HOSTILE_BYTES = [t.encode("utf-8") for t in HOSTILE] + [b"\xff\xfe bad \x80", b"\xc3\x28", b"\x00"]
+
+# Every op type the exported graph may hold: TensorFlow's standard kernels, all in the stock
+# tensorflow/serving image. A new op type must be added here on purpose, after checking that
+# it is neither XLA (XlaLaunch, _XlaCompile), cuDNN (CudnnRNN*), Python (PyFunc) nor custom.
+ALLOWED_OPS = {
+    # the network: fused LSTM kernel for a few rows, a packed while-loop for more
+    "BlockLSTMV2", "StatelessWhile", "While", "If", "StatelessIf", "TensorListConcatV2",
+    "TensorListGetItem", "TensorListReserve", "TensorListSetItem", "TensorListSplit",
+    "MatMul", "Sigmoid", "Tanh", "Softmax", "AddV2", "Sub", "Mul", "Maximum", "Minimum",
+    "Max", "Sum", "Prod", "Cumsum", "UnsortedSegmentMax", "UnsortedSegmentSum", "RealDiv",
+    "ArgMax", "TopKV2", "ReverseSequence", "ScatterNd", "GatherV2", "GatherNd",
+    "ResourceGather", "Split", "ConcatV2", "Transpose", "Reshape", "Squeeze", "ExpandDims",
+    "BroadcastTo", "Tile", "Pad", "Fill", "Range", "Shape", "Size", "Pack", "StridedSlice",
+    "Where", "Select", "SelectV2", "Cast", "Equal", "NotEqual", "Less", "LessEqual", "Greater",
+    "GreaterEqual", "FloorDiv", "Identity", "NoOp", "Const", "Placeholder",
+    "StatefulPartitionedCall", "PartitionedCall",
+    # preprocessing: string ops and the vocabulary / lemma tables
+    "UnicodeTranscode", "StaticRegexReplace", "StaticRegexFullMatch", "StringLower",
+    "StringStrip", "StringSplitV2", "StringJoin", "ReduceJoin", "UnsortedSegmentJoin", "HashTableV2",
+    "LookupTableFindV2", "LookupTableImportV2", "RaggedRange", "RaggedTensorToTensor",
+    "DenseBincount",
+    # variables, saving and restoring
+    "VarHandleOp", "ReadVariableOp", "AssignVariableOp", "DisableCopyOnRead", "SaveV2",
+    "RestoreV2", "MergeV2Checkpoints", "ShardedFilename", "StringFormat",
+}  # fmt: skip
+
+
+def graph_op_types(version_dir) -> set[str]:
+    """Op types of a SavedModel's graph and of every function in its library."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+    ops = set()
+    for graph in saved.meta_graphs:
+        ops |= {node.op for node in graph.graph_def.node}
+        for function in graph.graph_def.library.function:
+            ops |= {node.op for node in function.node_def}
+            assert "_XlaMustCompile" not in function.attr  # no jit_compile=True function
+    return ops
+
+
+def test_exported_graph_uses_only_allowed_ops(imdb_run):
+    ops = graph_op_types(imdb_run["version"])
+    assert not ops - ALLOWED_OPS, f"op types outside the allowed set: {sorted(ops - ALLOWED_OPS)}"
+    assert "BlockLSTMV2" in ops and "StatelessWhile" in ops  # both paths are in the graph
+
+
+@pytest.fixture(scope="module")
+def reviews() -> list[bytes]:
+    data, _ = load_test_split("imdb_reviews", "test")
+    return [t if isinstance(t, bytes) else t.encode() for t in data.texts[:300]]
+
+
+@pytest.fixture(scope="module")
+def trained(imdb_run):
+    """The tiny run's Keras model and preprocessor, as `fit` left them."""
+    run_dir = imdb_run["run_dir"]
+    pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
+    return keras.models.load_model(run_dir / "model.keras"), pre
+
+
+def keras_probabilities(model, pre, texts) -> np.ndarray:
+    return model(pre(tf.constant(texts)), training=False).numpy()
+
+
+def test_savedmodel_answers_as_the_keras_model(imdb_run, trained, reviews):
+    model, pre = trained
+    served = SavedModelPredictor(imdb_run["version"])
+    texts = reviews + HOSTILE_BYTES
+    # The predictor's batches (length-sorted, 128) and single-review requests, both paths.
+    got = served(texts)["probabilities"]
+    np.testing.assert_allclose(got, keras_probabilities(model, pre, texts), rtol=0, atol=1e-5)
+    for text in reviews[:5] + HOSTILE_BYTES:
+        one = served.signature(text=tf.constant([text]))["probabilities"].numpy()
+        np.testing.assert_allclose(one, keras_probabilities(model, pre, [text]), atol=1e-5)
+    # One request of 10,000 texts, in arrival order.
+    many = (reviews * 34)[:10_000]
+    got = served.signature(text=tf.constant(many))["probabilities"].numpy()
+    np.testing.assert_allclose(got, keras_probabilities(model, pre, many), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {},  # the defaults: one bidirectional layer, max pooling
+        {"lstm_layers": 2, "bidirectional": False, "pooling": "last"},
+        {"lstm_layers": 2, "pooling": "mean"},
+        {"pooling": "last"},
+        {"bidirectional": False, "pooling": "max"},
+    ],
+)
+def test_every_trainable_configuration_serves_the_same(settings, trained, reviews):
+    _, pre = trained
+    keras.utils.set_random_seed(3)
+    model = build_model(Config(lstm_units=16, **settings), len(pre.vocabulary), 2, None)
+    # Random weights scaled up, so the answers spread out and a wrong step shows.
+    weights = model.get_weights()
+    rng = np.random.default_rng(0)
+    model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in weights])
+    network = tf.function(ServingNetwork(model))
+    # 1 and 3 rows take the fused-kernel path, 64 and the hostile batch the packed one.
+    for texts in (reviews[:1], reviews[5:8], reviews[:64], HOSTILE_BYTES, HOSTILE_BYTES[-4:]):
+        ids = pre(tf.constant(texts))
+        expected = model(ids, training=False).numpy()
+        assert expected[:, 1].std() > 1e-3 or len(texts) == 1  # not a constant answer
+        np.testing.assert_allclose(network(ids).numpy(), expected, rtol=0, atol=1e-5)
