@@ -34,9 +34,9 @@ ALLOWED_OPS = {
     "StatefulPartitionedCall", "PartitionedCall",
     # preprocessing: string ops and the vocabulary / lemma tables
     "UnicodeTranscode", "StaticRegexReplace", "StaticRegexFullMatch", "StringLower",
-    "StringStrip", "StringSplitV2", "StringJoin", "ReduceJoin", "UnsortedSegmentJoin", "HashTableV2",
-    "LookupTableFindV2", "LookupTableImportV2", "RaggedRange", "RaggedTensorToTensor",
-    "DenseBincount",
+    "StringStrip", "StringSplitV2", "StringJoin", "ReduceJoin", "UnsortedSegmentJoin",
+    "HashTableV2", "LookupTableFindV2", "LookupTableImportV2", "RaggedRange",
+    "RaggedTensorToTensor", "DenseBincount",
     # variables, saving and restoring
     "VarHandleOp", "ReadVariableOp", "AssignVariableOp", "DisableCopyOnRead", "SaveV2",
     "RestoreV2", "MergeV2Checkpoints", "ShardedFilename", "StringFormat",
