@@ -29,7 +29,7 @@ from keras_sentiment.config import Config, UserError, save_json
 from keras_sentiment.data import Splits, load_splits
 from keras_sentiment.embeddings import embedding_matrix
 from keras_sentiment.export import export_saved_model
-from keras_sentiment.model import build_model
+from keras_sentiment.model import MaskedGlobalMaxPooling1D, build_model
 from keras_sentiment.prediction import SavedModelPredictor, resolve_version
 from keras_sentiment.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
 from keras_sentiment.training import EpochTimer, bucket_boundaries, compile_model, train_dataset
@@ -510,7 +510,9 @@ def bench_torch_peer(
             )
 
 
-def bench_serving(report: Report, path: Path, texts: np.ndarray, data: str, origin: str) -> None:
+def bench_serving(
+    report: Report, path: Path, texts: np.ndarray, data: str, origin: str
+) -> dict[str, float]:
     """Reviews/s at batch 1, 32 and 256 and single-review latency of serving_default."""
     predictor = SavedModelPredictor(path)  # loads with tf.saved_model.load, keeps the object
     serve = predictor.signature
@@ -543,6 +545,7 @@ def bench_serving(report: Report, path: Path, texts: np.ndarray, data: str, orig
         latencies.append(time.perf_counter() - start)
     total = sum(latencies)
     p50, p99 = np.percentile(latencies, [50, 99])
+    rates = {"batch_1": SINGLE_CALLS / total, "p50_ms": p50 * 1e3, "p99_ms": p99 * 1e3}
     report.add(
         "serving throughput, batch 1",
         f"IMDB test, first {SINGLE_CALLS} of the {len(reviews)} reviews below, one per call",
@@ -571,6 +574,7 @@ def bench_serving(report: Report, path: Path, texts: np.ndarray, data: str, orig
         for batch in batches:
             serve(text=batch)["label_id"].numpy()
         seconds = time.perf_counter() - start
+        rates[f"batch_{size}"] = len(reviews) / seconds
         report.add(
             f"serving throughput, batch {size}",
             data,
@@ -578,6 +582,97 @@ def bench_serving(report: Report, path: Path, texts: np.ndarray, data: str, orig
             seconds,
             {"reviews_per_s": round(len(reviews) / seconds, 1), "calls": len(batches)},
             f"{len(reviews) / seconds:,.1f} reviews/s ({len(batches)} calls)",
+            brief,
+        )
+    return rates
+
+
+def trained_network(path: Path) -> tuple[keras.Model, TextPreprocessor] | None:
+    """The Keras model and preprocessor of the run that exported `path`, if still there."""
+    meta = json.loads((path / "assets.extra" / "metadata.json").read_text())
+    run_dir = Path(meta["config"]["runs_dir"]) / meta["name"]
+    if not (run_dir / "model.keras").is_file():
+        return None
+    pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
+    return keras.models.load_model(run_dir / "model.keras"), pre
+
+
+def bench_torch_serving(
+    report: Report,
+    python: str,
+    path: Path,
+    network: tuple[keras.Model, TextPreprocessor],
+    texts: np.ndarray,
+    ours: dict[str, float],
+    data: str,
+) -> None:
+    """The same network and weights served by PyTorch (benchmarks/torch_serving.py)."""
+    model, pre = network
+    lstms = [layer for layer in model.layers if isinstance(layer, keras.layers.Bidirectional)]
+    pooling = [layer for layer in model.layers if isinstance(layer, MaskedGlobalMaxPooling1D)]
+    if len(lstms) != 1 or not pooling or len(model.layers) != 6:
+        print("PyTorch serving peer: only for the default network (BiLSTM, max pool)", flush=True)
+        return
+    reviews = [bytes(t) for t in texts]
+    ids = pre(tf.constant(reviews)).numpy()
+    lengths = np.count_nonzero(ids, axis=1)
+    served = SavedModelPredictor(path).signature(text=tf.constant(reviews[:256]))
+    forward, backward = lstms[0].forward_layer.cell, lstms[0].backward_layer.cell
+    dense = model.layers[-1]
+    arrays = {
+        "ids": np.concatenate([row[:n] for row, n in zip(ids, lengths)]).astype(np.int64),
+        "lengths": lengths.astype(np.int64),
+        "embedding": np.asarray(model.layers[0].embeddings),
+        "dense_kernel": np.asarray(dense.kernel),
+        "dense_bias": np.asarray(dense.bias),
+        "probabilities": served["probabilities"].numpy(),
+    }
+    for side, cell in (("fw", forward), ("bw", backward)):
+        arrays[f"{side}_kernel"] = np.asarray(cell.kernel)
+        arrays[f"{side}_recurrent"] = np.asarray(cell.recurrent_kernel)
+        arrays[f"{side}_bias"] = np.asarray(cell.bias)
+    with tempfile.TemporaryDirectory(prefix="bench-torch-serving-") as tmp:
+        npz = Path(tmp) / "net.npz"
+        np.savez(npz, **arrays)
+        script = Path(__file__).with_name("torch_serving.py")
+        command = [python, str(script), str(npz), "--singles", str(SINGLE_CALLS)]
+        command += ["--batches", ",".join(str(b) for b in SERVE_BATCHES)]
+        done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"PyTorch serving peer failed ({python}): {tail}", flush=True)
+        return
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    settings = {
+        "script": "benchmarks/torch_serving.py",
+        "torch": result["torch"],
+        "threads": result["threads"],
+        "model": "the same network and weights, fed our token ids",
+        "max_abs_diff_vs_ours": max(
+            result["max_abs_diff_vs_ours_packed"], result["max_abs_diff_vs_ours_chunked"]
+        ),
+    }
+    brief = "PyTorch, same network, weights and token ids; faster of packed / sorted chunks of 64"
+    for size in (1, *SERVE_BATCHES):
+        modes = {m: result[f"batch_{size}_{m}"] for m in ("packed", "chunked")}
+        mode = max(modes, key=lambda m: modes[m]["reviews_per_s"])
+        rate = modes[mode]["reviews_per_s"]
+        extra = ""
+        if size == 1:
+            extra = f", p50 {modes[mode]['p50_ms']:.2f} ms, p99 {modes[mode]['p99_ms']:.2f} ms"
+            extra += f" (ours p50 {ours['p50_ms']:.2f}, p99 {ours['p99_ms']:.2f})"
+        report.add(
+            f"serving throughput, batch {size}, PyTorch peer",
+            data if size > 1 else f"IMDB test, first {SINGLE_CALLS} reviews, one per call",
+            {**settings, "batch": size, "mode": mode, "both_modes": modes},
+            None,
+            {
+                **modes[mode],
+                "mode": mode,
+                "ours_over_torch": round(ours[f"batch_{size}"] / rate, 3),
+            },
+            f"{rate:,.1f} reviews/s ({mode}){extra}; ours / PyTorch = "
+            f"{ours[f'batch_{size}'] / rate:.2f}x",
             brief,
         )
 
@@ -616,7 +711,14 @@ def main(argv: list[str] | None = None) -> int:
         "--torch-python",
         help="a Python with torch installed: also time the PyTorch peer of model (b)",
     )
+    parser.add_argument(
+        "--only",
+        choices=["serving"],
+        help="only the matmul peak and the serving rows (needs --model)",
+    )
     args = parser.parse_args(argv)
+    if args.only and not args.model:
+        parser.error("--only serving needs --model saved_models/NAME[/VERSION]")
     runs = args.runs or (1 if args.quick else 3)
     if runs < 1:
         parser.error("--runs must be >= 1")
@@ -637,6 +739,21 @@ def main(argv: list[str] | None = None) -> int:
     cfgs = configs(args.quick)
     splits = load_splits(cfgs["a"])  # same dataset, seed and cuts for both configs
     n_train, n_test = len(splits.train), len(splits.test)
+    serve_data = f"IMDB test, {n_test:,} reviews (max_test {cfgs['a'].max_test}, seed stratified)"
+    if args.only == "serving":
+        rates = bench_serving(
+            report, model_path, splits.test.texts, serve_data, f"given model {model_path}"
+        )
+        network = trained_network(model_path)
+        if args.torch_python and network:
+            bench_torch_serving(
+                report, args.torch_python, model_path, network, splits.test.texts, rates, serve_data
+            )
+        elif args.torch_python:
+            print(f"PyTorch serving peer: no run folder with model.keras for {model_path}")
+        print("\n" + report.table(), flush=True)
+        print(f"\nwrote {report.path}", flush=True)
+        return 0
     slice_text = "all" if not args.quick else f"slice of {n_train:,}"
     train_data = f"IMDB train ({slice_text}: {n_train:,} reviews, seed {cfgs['a'].seed})"
 
@@ -685,7 +802,6 @@ def main(argv: list[str] | None = None) -> int:
         trained[label], pres[label] = model, pre
     published_row(report, peak, cfgs["b"], full_tokens)
 
-    serve_data = f"IMDB test, {n_test:,} reviews (max_test {cfgs['a'].max_test}, seed stratified)"
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
         if model_path:
             origin = f"given model {model_path}"
@@ -704,7 +820,12 @@ def main(argv: list[str] | None = None) -> int:
                 f"default Config architecture, model (a) trained above ({WARMUP_STEPS} steps + "
                 f"{runs} epoch(s) on {n_train:,} reviews), exported to a temp folder"
             )
-        bench_serving(report, model_path, splits.test.texts, serve_data, origin)
+        rates = bench_serving(report, model_path, splits.test.texts, serve_data, origin)
+        network = trained_network(model_path) if args.model else (trained["a"], pres["a"])
+        if args.torch_python and network:
+            bench_torch_serving(
+                report, args.torch_python, model_path, network, splits.test.texts, rates, serve_data
+            )
 
     print("\n" + report.table(), flush=True)
     print(f"\nwrote {report.path}", flush=True)

@@ -247,22 +247,27 @@ def _block_lstm(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 
 def _packed_lstm(x: tf.Tensor, sizes: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """Hidden states of packed steps [steps, features] (rows by time, then by row)."""
-    dim, units = tf.shape(x)[1], tf.shape(b)[0] // 4
-    kernel, recurrent = w[:dim], w[dim:]
+    dim = tf.shape(x)[1]
+    # One matmul per gate: each gate's block then starts contiguous, so no step splits a copy.
+    kernels = tf.split(w[:dim], 4, axis=1)
+    recurrents = tf.split(w[dim:], 4, axis=1)
+    biases = tf.split(b, 4)
+    xws = [tf.matmul(x, k) + bias for k, bias in zip(kernels, biases)]  # every step at once
+    starts = tf.cumsum(sizes, exclusive=True)
     steps = tf.shape(sizes)[0]
-    inputs = tf.TensorArray(x.dtype, steps, infer_shape=False, element_shape=[None, None])
-    inputs = inputs.split(tf.matmul(x, kernel) + b, sizes)  # step t: the rows still going
     outputs = tf.TensorArray(x.dtype, steps, infer_shape=False, element_shape=[None, None])
 
     def step(t, h, c, outputs):
-        z = inputs.read(t)
-        rows = tf.shape(z)[0]
-        i, f, g, o = tf.split(z + tf.matmul(h[:rows], recurrent), 4, axis=1)
+        rows = sizes[t]  # the rows still going: a prefix, since rows are sorted by length
+        h = h[:rows]
+        i, f, g, o = (
+            xw[starts[t] : starts[t] + rows] + tf.matmul(h, r) for xw, r in zip(xws, recurrents)
+        )
         c = tf.sigmoid(f) * c[:rows] + tf.sigmoid(i) * tf.tanh(g)
         h = tf.sigmoid(o) * tf.tanh(c)
         return t + 1, h, c, outputs.write(t, h)
 
-    zeros = tf.zeros([sizes[0], units], x.dtype)
+    zeros = tf.zeros([sizes[0], tf.shape(recurrents[0])[0]], x.dtype)
     _, _, _, outputs = tf.while_loop(
         lambda t, *_: t < steps, step, (0, zeros, zeros, outputs), parallel_iterations=1
     )
