@@ -227,11 +227,11 @@ def predict(
         print(json.dumps({"text": text[:200], **record}, ensure_ascii=False), flush=True)
 
 
-def export(cfg: Config, models_config: str) -> Path:
+def export(cfg: Config, models_config: str, batching: bool = False) -> Path:
     """Export the last trained model of a run again, as the next version."""
     import keras
 
-    from .export import export_saved_model
+    from .export import batching_parameters, export_saved_model
     from .export import models_config as config_text
     from .preprocessing import TextPreprocessor
 
@@ -248,6 +248,13 @@ def export(cfg: Config, models_config: str) -> Path:
         pre, model, summary["class_names"], base, summary, _version_files(summary)
     )
     print(f"wrote: {path}")
+    if batching:
+        from .data import load_test_split
+
+        data, _ = load_test_split(cfg.dataset)
+        texts = [t if isinstance(t, bytes) else str(t).encode() for t in data.texts[:1024]]
+        write_atomic(base / "batching_parameters.txt", batching_parameters(path, texts))
+        print(f"wrote: {base / 'batching_parameters.txt'}  (measured on {len(texts)} test texts)")
     if models_config:
         write_atomic(models_config, config_text({cfg.name: str(base.resolve())}))
         print(f"wrote: {models_config}")
@@ -317,6 +324,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("export", help="export a finished run again as the next version")
     _add_config_flags(p)
     p.add_argument("--models-config", default="", help="also write a TF Serving models.config here")
+    p.add_argument(
+        "--batching-parameters",
+        action="store_true",
+        help="time the new version and write NAME/batching_parameters.txt for TF Serving",
+    )
     return parser
 
 
@@ -348,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "fit":
                 fit(cfg)
             else:
-                export(cfg, args.models_config)
+                export(cfg, args.models_config, args.batching_parameters)
         elif args.command == "runs":
             runs(args.output_dir, args.compare)
         elif args.command == "evaluate":

@@ -67,9 +67,18 @@ def test_second_export_is_version_2_and_models_config(imdb_run, tmp_path):
     first = sorted(p.name for p in imdb_run["version"].rglob("*"))
     config_path = tmp_path / "models.config"
     args = [a for a in imdb_run["argv"][1:]]
-    done = run_cli("export", *args, "--models-config", str(config_path))
+    done = run_cli("export", *args, "--models-config", str(config_path), "--batching-parameters")
     assert done.returncode == 0, done.stderr[-2000:]
     assert versions(imdb_run["base"]) == [1, 2]
+    # TF Serving's BatchingParameters text format, with values from timing version 2.
+    batching = (imdb_run["base"] / "batching_parameters.txt").read_text()
+    values = dict(re.findall(r"^(\w+) \{ value: (\d+) \}$", batching, re.M))
+    assert set(values) == {
+        "max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"
+    }  # fmt: skip
+    assert int(values["max_batch_size"]) in (1, 8, 32, 64, 128, 256, 512)
+    assert int(values["num_batch_threads"]) == os.cpu_count()
+    assert re.search(r"reviews/s by batch size 1: \d+, 8: \d+", batching)
     assert sorted(p.name for p in imdb_run["version"].rglob("*")) == first  # v1 untouched
     text = config_path.read_text()
     assert "model_config_list" in text and "name: 'tiny'" in text
