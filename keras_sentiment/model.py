@@ -212,7 +212,7 @@ def build_model(
 #   (about 7 us a step at batch 1 against 23 us for the leanest while-loop);
 # - more rows: the rows are sorted by length and packed, as PyTorch's PackedSequence: step t
 #   runs only the rows still going, so no step is spent on padding, the input projection is
-#   one matmul, and each step is one matmul plus the gate arithmetic.
+#   one matmul per gate, and each step is one small matmul per gate plus the gate arithmetic.
 # The backward direction reads each row reversed within its own length, so padding never
 # reaches a real step, and the two directions are independent ops the executor runs at once.
 
