@@ -6,10 +6,12 @@ import os
 import platform
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from .config import save_json, write_atomic
@@ -158,10 +160,6 @@ def batching_parameters(version_dir: Path, texts: list[bytes], cores: int | None
     smallest size within 5% of the best reviews/s, and a request waits at most as long as a
     single review takes to serve, so batching at most doubles a lone request's latency.
     """
-    import time
-
-    import numpy as np
-
     serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
     rates, single = {}, 0.0
     for size in (1, 8, 32, 64, 128, 256, 512):
