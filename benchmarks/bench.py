@@ -590,7 +590,8 @@ def bench_serving(
 def trained_network(path: Path) -> tuple[keras.Model, TextPreprocessor] | None:
     """The Keras model and preprocessor of the run that exported `path`, if still there."""
     meta = json.loads((path / "assets.extra" / "metadata.json").read_text())
-    run_dir = Path(meta["config"]["runs_dir"]) / meta["name"]
+    # The metadata names its run; exports from before runs were numbered lie in runs/NAME.
+    run_dir = Path(meta.get("run_dir") or Path(meta["config"]["runs_dir"]) / meta["name"])
     if not (run_dir / "model.keras").is_file():
         return None
     pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))

@@ -11,53 +11,59 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import FIELDS, Config, UserError, make_config, save_json, write_atomic
+from .config import (
+    FIELDS,
+    Config,
+    UserError,
+    kill_point,
+    make_config,
+    save_json,
+    versions,
+    write_atomic,
+)
 
 
 def fit(cfg: Config) -> dict:
     """Data -> preprocessing -> embeddings -> model -> training -> report -> SavedModel."""
+    from .training import is_chief, make_strategy, open_run
+
+    started = time.perf_counter()
+    strategy = make_strategy(cfg.strategy)  # first: multi-worker must precede other TF ops
+    chief = is_chief(strategy)
+    if chief:
+        run_dir, resuming = open_run(cfg)
+    else:  # workers keep their own backups; only the chief writes what users read
+        run_dir = Path(cfg.runs_dir) / cfg.name / f".worker-{strategy.cluster_resolver.task_id}"
+        resuming = (run_dir / "config.json").is_file()
+    if resuming:
+        print(f"resuming the interrupted run in {run_dir}", flush=True)
+    save_json(run_dir / "config.json", cfg.to_dict())
+    print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir / 'logs'})", flush=True)
+    try:
+        return _fit_run(cfg, strategy, chief, run_dir, resuming, started)
+    except UserError:
+        if not (run_dir / "checkpoint").exists():  # nothing trained: leave no empty run behind
+            _remove(run_dir)
+            if run_dir.parent.is_dir() and not any(run_dir.parent.iterdir()):
+                run_dir.parent.rmdir()
+        raise
+
+
+def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started: float) -> dict:
     import keras
 
     from .data import load_splits
     from .embeddings import embedding_matrix
     from .evaluation import format_report, predict_rows, report
-    from .export import export_saved_model, library_versions
+    from .export import export_saved_model, library_versions, served_before
     from .model import build_model
     from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
     from .reporting import most_confident_errors, write_plots
-    from .training import (
-        best_epoch_index,
-        compile_model,
-        is_chief,
-        make_strategy,
-        set_precision,
-        train,
-    )
-
-    started = time.perf_counter()
-    strategy = make_strategy(cfg.strategy)  # first: multi-worker must precede other TF ops
-    chief = is_chief(strategy)
-    run_dir = Path(cfg.runs_dir) / cfg.name
-    if not chief:  # workers keep their own backups; only the chief writes what users read
-        run_dir = run_dir / f".worker-{strategy.cluster_resolver.task_id}"
-    resuming = (run_dir / "backup").is_dir() and (run_dir / "preprocessor.json").is_file()
-    if resuming:
-        previous = json.loads((run_dir / "config.json").read_text())
-        if previous != cfg.to_dict():
-            raise UserError(
-                f"{run_dir}: an interrupted run with a different config is there; rerun it "
-                f"with the same settings to resume, or pass another --name"
-            )
-        print(f"resuming the interrupted run in {run_dir}", flush=True)
-    else:
-        for stale in ["backup", "history.csv", "best.keras", "logs"]:
-            _remove(run_dir / stale)
-    save_json(run_dir / "config.json", cfg.to_dict())
-    print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir / 'logs'})", flush=True)
+    from .training import best_epoch_index, compile_model, save_keras, set_precision, train
 
     keras.utils.set_random_seed(cfg.seed)
     splits = load_splits(cfg)
-    if resuming:
+    if (run_dir / "preprocessor.json").is_file():
         pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
     else:
         pre = adapt_preprocessor(cfg, splits.train.texts)
@@ -85,7 +91,7 @@ def fit(cfg: Config) -> dict:
         flush=True,
     )
 
-    history, timer = train(
+    history = train(
         model, cfg, (rows["train"], splits.train.labels), (rows["val"], splits.val.labels), run_dir
     )
     if not chief:
@@ -97,21 +103,24 @@ def fit(cfg: Config) -> dict:
         plain = build_model(cfg, *shape, None)
         plain.set_weights(model.get_weights())
         model = plain
-    _save_model(model, run_dir / "model.keras")
+    save_keras(model, run_dir / "model.keras")
 
     # The test split is touched once, here, for the final report.
     probs = predict_rows(model, rows["test"])
     result = report(splits.test.labels, probs, splits.class_names)
     print("\ntest report\n" + format_report(result), flush=True)
     save_json(run_dir / "report.json", result)
+    kill_point("reported")
 
     scores = [row[cfg.monitor] for row in history if cfg.monitor in row]
     best_epoch = best_epoch_index(scores, cfg.monitor) + 1 if scores else None
     plots = write_plots(run_dir, history, splits.test.labels, probs, splits.class_names, best_epoch)
+    kill_point("plotted")
     errors = most_confident_errors(splits.test.texts, splits.test.labels, probs, splits.class_names)
     summary = {
         "name": cfg.name,
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_dir": str(run_dir.resolve()),
         "class_names": splits.class_names,
         "vocabulary_size": len(pre.vocabulary),
         "sequence_length": cfg.sequence_length,
@@ -127,7 +136,7 @@ def fit(cfg: Config) -> dict:
             "epochs_run": len(history),
             "best_epoch": best_epoch,
             "history": history,
-            "epoch_seconds": [round(s, 2) for s in timer.seconds],
+            "epoch_seconds": [row["seconds"] for row in history],
             "tokens_per_epoch": tokens,
             "resumed": resuming,
         },
@@ -138,16 +147,21 @@ def fit(cfg: Config) -> dict:
         "versions": library_versions(),
     }
     summary["training"]["wall_seconds"] = round(time.perf_counter() - started, 1)
-    save_json(run_dir / "summary.json", summary)
+    base = Path(cfg.output_dir) / cfg.name
     path = export_saved_model(
         pre,
         model,
         splits.class_names,
-        Path(cfg.output_dir) / cfg.name,
+        base,
         summary,
         _version_files(summary),
+        version=int(run_dir.name),
     )
+    kill_point("exported")
     write_atomic(run_dir / "MODEL_CARD.md", (path / "assets.extra" / "MODEL_CARD.md").read_text())
+    summary["export"] = str(path)
+    save_json(run_dir / "summary.json", summary)  # written last: the run is finished
+    _remove(run_dir / "checkpoint")
     print(f"\nwrote: {path}  (SavedModel for TF Serving; metadata in {path / 'assets.extra'})")
     print(f"wrote: {run_dir}  (config, history.csv, report.json, MODEL_CARD.md, model.keras, logs)")
     print(f"wrote: {', '.join(p.name for p in plots)} in {run_dir}")
@@ -156,6 +170,8 @@ def fit(cfg: Config) -> dict:
         f"{summary['training']['wall_seconds']:.0f}s",
         flush=True,
     )
+    for line in served_before(base, int(path.name), summary):
+        print(line, flush=True)
     return summary
 
 
@@ -169,13 +185,6 @@ def _version_files(summary: dict) -> dict:
         # Called with the final metadata, so the card names its own version.
         "MODEL_CARD.md": lambda meta: model_card(meta, summary.get("most_confident_errors", [])),
     }
-
-
-def _save_model(model, path: Path) -> None:
-    # Keras wants the .keras suffix; write a sibling, then rename over the old one.
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    tmp.replace(path)
 
 
 def _remove(path: Path) -> None:
@@ -231,23 +240,29 @@ def export(cfg: Config, models_config: str, batching: bool = False) -> Path:
     """Export the last trained model of a run again, as the next version."""
     import keras
 
-    from .export import batching_parameters, export_saved_model
+    from .export import batching_parameters, export_saved_model, served_before
     from .export import models_config as config_text
     from .preprocessing import TextPreprocessor
 
-    run_dir = Path(cfg.runs_dir) / cfg.name
-    needed = [run_dir / "model.keras", run_dir / "preprocessor.json", run_dir / "summary.json"]
-    missing = [str(p) for p in needed if not p.is_file()]
-    if missing:
-        raise UserError(f"export: no finished run {cfg.name!r} (missing {', '.join(missing)})")
+    runs_base = Path(cfg.runs_dir) / cfg.name
+    needed = ["model.keras", "preprocessor.json", "summary.json"]
+    finished = [
+        runs_base / str(v)
+        for v in versions(runs_base)
+        if all((runs_base / str(v) / name).is_file() for name in needed)
+    ]
+    if not finished:
+        raise UserError(f"export: no finished run of {cfg.name!r} in {runs_base}")
+    run_dir = finished[-1]
     summary = json.loads((run_dir / "summary.json").read_text())
+    summary.pop("export", None)  # the new version gets its own path
     pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
     model = keras.models.load_model(run_dir / "model.keras")
     base = Path(cfg.output_dir) / cfg.name
     path = export_saved_model(
         pre, model, summary["class_names"], base, summary, _version_files(summary)
     )
-    print(f"wrote: {path}")
+    print(f"wrote: {path}  (the model of {run_dir})")
     if batching:
         from .data import load_test_split
 
@@ -258,21 +273,27 @@ def export(cfg: Config, models_config: str, batching: bool = False) -> Path:
     if models_config:
         write_atomic(models_config, config_text({cfg.name: str(base.resolve())}))
         print(f"wrote: {models_config}")
+    for line in served_before(base, int(path.name), summary):
+        print(line, flush=True)
     return path
 
 
 # --- argument parsing ------------------------------------------------------------------
 
 
-def runs(output_dir: str, compare: list[str] | None) -> None:
-    """A table of exported runs, newest first, or two runs side by side."""
-    from .reporting import compare_runs, find_run, format_runs, list_runs
+def runs(output_dir: str, compare: list[str] | None, runs_dir: str = "runs") -> None:
+    """A table of exported runs, newest first, then unfinished runs; or two runs side by side."""
+    from .reporting import compare_runs, find_run, format_runs, list_runs, unfinished_runs
 
     if compare:
         a, b = (find_run(Path(output_dir), spec) for spec in compare)
         print(compare_runs(a, b))
-    else:
-        print(format_runs(list_runs(Path(output_dir))))
+        return
+    print(format_runs(list_runs(Path(output_dir))))
+    unfinished = unfinished_runs(Path(runs_dir))
+    if unfinished:
+        print("\nnot exported (the same fit command resumes a stopped one):")
+        print("\n".join(unfinished))
 
 
 def _add_config_flags(parser: argparse.ArgumentParser) -> None:
@@ -319,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("runs", help="list exported runs, newest first, or compare two")
     p.add_argument("--output-dir", default="saved_models", help="where the models are")
+    p.add_argument("--runs-dir", default="runs", help="where the run folders are")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="NAME or NAME/VERSION twice")
 
     p = sub.add_parser("export", help="export a finished run again as the next version")
@@ -362,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 export(cfg, args.models_config, args.batching_parameters)
         elif args.command == "runs":
-            runs(args.output_dir, args.compare)
+            runs(args.output_dir, args.compare, args.runs_dir)
         elif args.command == "evaluate":
             evaluate(args.model_dir, args.dataset, args.split, args.json)
         elif args.command == "predict":

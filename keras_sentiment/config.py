@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
 import tempfile
 import tomllib
 from dataclasses import dataclass, field
@@ -22,7 +23,11 @@ class Config:
 
     # Run identity and outputs.
     name: str = field(
-        default="imdb_lstm", metadata={"help": "model name: saved_models/NAME/VERSION"}
+        default="",
+        metadata={
+            "help": "model name: saved_models/NAME/VERSION (imdb_lstm; imdb_lstm_quick when "
+            "--max-train or --max-test cut the data)"
+        },
     )
     output_dir: str = field(
         default="saved_models", metadata={"help": "where versioned SavedModels go"}
@@ -93,6 +98,11 @@ class Config:
         default="auto", metadata={"help": "auto, default, mirrored or multi-worker (TF_CONFIG)"}
     )
     mixed_precision: bool = field(default=False, metadata={"help": "float16 compute on GPU"})
+
+    def __post_init__(self):
+        # A quick run on a slice never replaces the full model TF Serving serves by default.
+        if not self.name:
+            self.name = "imdb_lstm_quick" if self.max_train or self.max_test else "imdb_lstm"
 
     def validate(self) -> Config:
         """Refuse impossible values before any work starts, naming the key."""
@@ -201,3 +211,23 @@ def write_atomic(path: str | Path, text: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def versions(base: str | Path) -> list[int]:
+    """The integer folders under `base`, ascending: TF Serving's versions, or a name's runs."""
+    base = Path(base)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+_KILL_HITS: dict[str, int] = {}
+
+
+def kill_point(name: str) -> None:
+    """Test hook: SIGKILL this process here when KERAS_SENTIMENT_KILL_AT is `name[@N]`."""
+    point, _, nth = os.environ.get("KERAS_SENTIMENT_KILL_AT", "").partition("@")
+    if point == name:
+        _KILL_HITS[name] = _KILL_HITS.get(name, 0) + 1
+        if _KILL_HITS[name] >= int(nth or 1):
+            os.kill(os.getpid(), signal.SIGKILL)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -89,12 +90,16 @@ def _load_tfds(name: str) -> tuple[Split, Split, list[str], str]:
 
 def _read_tfds(name: str, split: str) -> tuple[Split, list[str]]:
     import tensorflow_datasets as tfds
+    from absl import logging
 
+    # TFDS' warnings about folders it looked in would bury our one-line error.
+    logging.set_verbosity(logging.ERROR)
     try:
         builder = tfds.builder(name)
     except Exception as e:  # TFDS raises several types for unknown names
         raise UserError(f"unknown TFDS data set {name!r}: {str(e).splitlines()[0]}") from None
     if not builder.is_prepared():
+        _check_online(name, builder.data_dir_root)
         print(
             f"data: {name} is not under {builder.data_dir_root}: downloading it with TFDS "
             "(offline, set TFDS_DATA_DIR to a folder holding it prepared)",
@@ -121,6 +126,17 @@ def _read_tfds(name: str, split: str) -> tuple[Split, list[str]]:
     return Split(
         np.concatenate(texts).astype(object), np.concatenate(labels).astype(np.int64)
     ), names
+
+
+def _check_online(name: str, root: str) -> None:
+    # TFDS retries a failed download for minutes; without a network, say so at once.
+    try:
+        socket.create_connection(("storage.googleapis.com", 443), timeout=5).close()
+    except OSError as e:
+        raise UserError(
+            f"TFDS {name}: not under {root} and the network is unreachable ({e.strerror or e}); "
+            "set TFDS_DATA_DIR to a folder that holds it prepared"
+        ) from None
 
 
 def _tfds_keys(features, name: str) -> tuple[str, str]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import json
 import os
 import platform
+import re
 import shutil
+import socket
 import tempfile
 import time
 from collections.abc import Callable
@@ -14,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .config import save_json, write_atomic
+from .config import kill_point, save_json, versions, write_atomic
 from .model import ServingNetwork
 from .preprocessing import TextPreprocessor
 
@@ -51,12 +55,20 @@ def export_saved_model(
     base_dir: str | Path,
     metadata: dict,
     extra_files: dict[str, str | Callable[[dict], str]] | None = None,
+    version: int | None = None,
 ) -> Path:
-    """Write `base_dir/<next version>/`; a server watching base_dir never sees it half-written."""
+    """Write `base_dir/VERSION/` (default: the next free); a server never sees it half-written.
+
+    A run exports under its own version. If that folder already holds this run's export
+    (a kill came after the rename), it is kept as it is; if another exporter took the
+    number, the next free one is used.
+    """
     base = Path(base_dir)
     base.mkdir(parents=True, exist_ok=True)
+    if version is not None and _exported_by(base / str(version), metadata.get("run_dir")):
+        return base / str(version)
     _remove_stale_temporaries(base)
-    tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{os.getpid()}-"))
+    tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{_host()}-{os.getpid()}-"))
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the version from a server's user
         network = ServingNetwork(model)  # the served graph: no cuDNN, no XLA, no Keras loop
@@ -68,20 +80,36 @@ def export_saved_model(
         extra = tmp / "assets.extra"
         extra.mkdir()
         write_warmup(extra / "tf_serving_warmup_requests", WARMUP_TEXTS)
-        while True:  # take the next free version; another exporter may race us
-            version = next_version(base)
-            metadata = {**metadata, "version": version, "path": str(base / str(version))}
+        candidate = version or next_version(base)
+        while True:  # another exporter may take a number between our look and our rename
+            metadata = {**metadata, "version": candidate, "path": str(base / str(candidate))}
             save_json(extra / "metadata.json", metadata)
             # A callable gets the final metadata: the model card names its version.
             for name, text in (extra_files or {}).items():
                 write_atomic(extra / name, text(metadata) if callable(text) else text)
-            target = base / str(version)
-            if not target.exists():
-                os.rename(tmp, target)  # atomic on one file system
-                return target
+            kill_point("export-written")
+            try:
+                # Atomic on one file system; refused when the target exists and is not
+                # empty, which every version folder is.
+                os.rename(tmp, base / str(candidate))
+                return base / str(candidate)
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                candidate = next_version(base)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _exported_by(version_dir: Path, run_dir: str | None) -> bool:
+    if not run_dir or not (version_dir / "saved_model.pb").is_file():
+        return False
+    try:
+        meta = json.loads((version_dir / "assets.extra" / "metadata.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("run_dir") == run_dir
 
 
 def next_version(base: Path) -> int:
@@ -89,18 +117,62 @@ def next_version(base: Path) -> int:
     return max(versions(base), default=0) + 1
 
 
-def versions(base: Path) -> list[int]:
-    """The integer version folders TF Serving would see, ascending."""
-    if not base.is_dir():
+def served_before(base: Path, version: int, metadata: dict) -> list[str]:
+    """Lines saying how `version` compares with the version TF Serving served until now.
+
+    Scores are only compared on the same test split; a lower score is said loudly, with the
+    way back, since TF Serving serves the highest version as soon as it appears.
+    """
+    older = [v for v in versions(base) if v < version]
+    if not older or version != max(versions(base)):
         return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+    previous = older[-1]
+    try:
+        before = json.loads((base / str(previous) / "assets.extra" / "metadata.json").read_text())
+        old, new = before["metrics"]["accuracy"], metadata["metrics"]["accuracy"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    way_back = (
+        f"to serve version {previous} again, remove {base / str(version)} (its run stays in "
+        f"{metadata.get('run_dir', 'runs/')}), or keep quick runs apart with --name"
+    )
+    if _test_split(before) != _test_split(metadata):
+        return [
+            f"note: TF Serving now serves version {version} instead of {previous}, which was "
+            f"scored on another test split ({_describe(before)} vs {_describe(metadata)}): "
+            "the two accuracies are not comparable",
+            way_back,
+        ]
+    if new < old:
+        return [
+            f"warning: version {version} scores {new:.4f} on the test split, below version "
+            f"{previous}'s {old:.4f}, and TF Serving now serves it",
+            way_back,
+        ]
+    return [f"version {version}: {new:.4f} on the test split; version {previous} had {old:.4f}"]
+
+
+def _test_split(meta: dict) -> tuple:
+    cfg, data = meta.get("config", {}), meta.get("dataset", {})
+    keys = ("dataset", "test_data", "max_test", "seed", "validation_fraction")
+    return data.get("source"), data.get("test"), *(cfg.get(k) for k in keys)
+
+
+def _describe(meta: dict) -> str:
+    data = meta.get("dataset", {})
+    return f"{data.get('test', '?')} texts of {data.get('source', '?')}"
+
+
+def _host() -> str:
+    # Temporary names carry host and PID: on storage shared by hosts a PID alone means nothing.
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
 
 
 def _remove_stale_temporaries(base: Path) -> None:
-    # Left by an exporter that was killed; only remove those whose process is gone.
+    # Left by an exporter that was killed: only this host's, and only if its process is gone.
     for tmp in base.glob(".tmp-*"):
-        pid = tmp.name.split("-")[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        _, host, pid, _ = (tmp.name.split("-") + ["", "", ""])[:4]
+        if host == _host() and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -309,9 +309,15 @@ class ServingNetwork(tf.Module):
     def __call__(self, ids: tf.Tensor) -> tf.Tensor:
         """Right-padded token ids [batch, time], every row non-empty -> [batch, classes]."""
         lengths = tf.math.count_nonzero(ids, axis=1, dtype=tf.int32)
+        rows = tf.shape(ids)[0]
         return tf.cond(
-            tf.shape(ids)[0] <= self.small_batch,
-            lambda: self._padded(ids, lengths),
+            rows <= self.small_batch,
+            # An empty request gets an empty answer, not an error from a 0-row LSTM.
+            lambda: tf.cond(
+                rows > 0,
+                lambda: self._padded(ids, lengths),
+                lambda: tf.zeros([0, self.dense[1].shape[0]]),
+            ),
             lambda: self._packed(ids, lengths),
         )
 

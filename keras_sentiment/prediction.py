@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from .config import UserError
-from .export import versions
+from .config import UserError, versions
 
 
 def resolve_version(path: str | Path) -> Path:
@@ -45,6 +44,10 @@ class SavedModelPredictor:
     def __call__(self, texts: list[str | bytes], batch_size: int = 128) -> dict[str, np.ndarray]:
         """Outputs for every text, in input order."""
         data = [t.encode("utf-8", "surrogatepass") if isinstance(t, str) else t for t in texts]
+        if not data:  # the model's own answer to no texts: every output, with zero rows
+            return {
+                k: v.numpy() for k, v in self.signature(text=tf.constant([], tf.string)).items()
+            }
         order = np.argsort([len(t) for t in data], kind="stable")
         parts = []
         for start in range(0, len(data), batch_size):
@@ -83,6 +86,8 @@ def rest_predict(
     server: str, model_name: str, texts: list[str], timeout: float = 30.0
 ) -> list[dict]:
     """TF Serving REST predict (row format); answers in the same records as local prediction."""
+    if not texts:  # nothing to predict: nothing to ask the server
+        return []
     url = f"{server.rstrip('/')}/v1/models/{model_name}:predict"
     body = json.dumps({"signature_name": "serving_default", "instances": texts}).encode("utf-8")
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})

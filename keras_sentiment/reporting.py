@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import UserError, write_atomic
+from .config import UserError, versions, write_atomic
 
 DPI = 100
 CURVES_SIZE = (10.0, 4.5)  # inches: 1000 x 450 px
@@ -70,8 +70,7 @@ def _figure(size: tuple[float, float]):
 def _curves_figure(history: list[dict[str, float]], best_epoch: int | None):
     from matplotlib.ticker import MaxNLocator
 
-    # CSVLogger counts epochs from 0; people and best_epoch count from 1.
-    epochs = [int(row.get("epoch", i)) + 1 for i, row in enumerate(history)]
+    epochs = [int(row.get("epoch", i + 1)) for i, row in enumerate(history)]  # from 1
     fig = _figure(CURVES_SIZE)
     for ax, metric, title in zip(fig.subplots(1, 2), ["loss", "accuracy"], ["Loss", "Accuracy"]):
         for key, name, style in [(metric, "train", "o-"), (f"val_{metric}", "validation", "s-")]:
@@ -486,20 +485,35 @@ def list_runs(output_dir: Path) -> list[dict]:
     return sorted(rows, key=lambda r: (_when(r["created"]), r["version"]), reverse=True)
 
 
+def unfinished_runs(runs_dir: Path) -> list[str]:
+    """One line per run folder that has not exported yet: interrupted, or running now."""
+    lines = []
+    for base in sorted(Path(runs_dir).glob("*/")):
+        for version in versions(base):
+            run = base / str(version)
+            if (run / "summary.json").is_file():
+                continue
+            try:
+                state = json.loads((run / "checkpoint" / "state.json").read_text())
+                cfg = json.loads((run / "config.json").read_text())
+                where = f"after epoch {state['epoch']} of at most {cfg['epochs']}"
+                if state.get("finished"):
+                    where = "trained, not yet reported and exported"
+            except (OSError, ValueError, KeyError, TypeError):
+                where = "before its first checkpoint"
+            lines.append(f"{run}: stopped or running {where}")
+    return lines
+
+
 def _all_metadata(output_dir: Path) -> Iterator[dict]:
     if not output_dir.is_dir():
         return
     for base in sorted(output_dir.iterdir()):
         if base.is_dir() and not base.name.startswith("."):
-            for version in _versions(base):
+            for version in versions(base):
                 meta = read_metadata(base / str(version))
                 if meta is not None:
                     yield meta
-
-
-def _versions(base: Path) -> list[int]:
-    # Only integer folders are versions, as TF Serving sees them; .tmp-* exports are not.
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
 
 
 def read_metadata(version_dir: Path) -> dict | None:
@@ -652,7 +666,7 @@ def find_run(output_dir: Path, spec: str) -> dict:
         known = sorted({m["name"] for m in _all_metadata(output_dir)})
         hint = f"; runs there: {', '.join(known)}" if known else "; none there"
         raise UserError(f"no exported run {name!r} in {output_dir}{hint}")
-    found = _versions(base)
+    found = versions(base)
     if version:
         if not version.isdigit() or int(version) not in found:
             raise UserError(

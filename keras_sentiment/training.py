@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import math
 import os
 import sys
@@ -13,7 +14,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .config import Config, UserError
+from .config import Config, UserError, kill_point, save_json, versions, write_atomic
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -40,6 +41,35 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
         return True
     has_chief = "chief" in resolver.cluster_spec().as_dict()
     return resolver.task_type == "chief" or (not has_chief and resolver.task_id == 0)
+
+
+def open_run(cfg: Config) -> tuple[Path, bool]:
+    """The run's folder `runs/NAME/VERSION/` and whether it resumes an interrupted run.
+
+    An unfinished run with this exact config is resumed; otherwise a new folder takes the
+    next version that neither runs/NAME nor saved_models/NAME holds, so the run and the
+    SavedModel it exports share a number. Nothing of another run is ever touched.
+    """
+    base = Path(cfg.runs_dir) / cfg.name
+    for version in reversed(versions(base)):
+        run_dir = base / str(version)
+        if not (run_dir / "summary.json").is_file() and _config_of(run_dir) == cfg.to_dict():
+            return run_dir, True
+    taken = versions(base) + versions(Path(cfg.output_dir) / cfg.name)
+    version = max(taken, default=0) + 1
+    while True:  # mkdir is the reservation: two fits started at once get two numbers
+        try:
+            (base / str(version)).mkdir(parents=True)
+            return base / str(version), False
+        except FileExistsError:
+            version += 1
+
+
+def _config_of(run_dir: Path) -> dict | None:
+    try:
+        return json.loads((run_dir / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def set_precision(mixed: bool) -> str:
@@ -69,11 +99,14 @@ def bucket_boundaries(max_length: int) -> list[int]:
     return bounds
 
 
-def train_dataset(rows: list[np.ndarray], labels: np.ndarray, cfg: Config) -> tf.data.Dataset:
+def train_dataset(
+    rows: list[np.ndarray], labels: np.ndarray, cfg: Config, skip: int = 0
+) -> tf.data.Dataset:
     """An endless shuffled stream of batches of similar length (torchtext's BucketIterator).
 
     Batches are padded to their bucket's bound, so training sees a few dozen shapes at most:
-    CompiledLSTM compiles each shape once.
+    CompiledLSTM compiles each shape once. The stream is the same for a seed, so a resumed
+    run skips the batches it has trained on and goes on with the ones it has not.
     """
     ds = rows_dataset(rows, labels.astype(np.int32))
     ds = ds.shuffle(len(labels), seed=cfg.seed, reshuffle_each_iteration=True).repeat()
@@ -84,7 +117,7 @@ def train_dataset(rows: list[np.ndarray], labels: np.ndarray, cfg: Config) -> tf
         bucket_batch_sizes=[cfg.batch_size] * (len(boundaries) + 1),
         pad_to_bucket_boundary=True,
     )
-    return _no_autotune(ds.prefetch(4))
+    return _no_autotune(ds.skip(skip).prefetch(4))
 
 
 def eval_dataset(rows: list[np.ndarray], labels: np.ndarray | None, batch_size: int):
@@ -108,30 +141,11 @@ def _no_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
-    """The epochs logged so far (the last row per epoch wins), for resuming."""
+    """The epochs a run logged, from its history.csv (epochs count from 1)."""
     if not path.is_file():
         return []
-    rows = {}
     with open(path, newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                rows[int(row["epoch"])] = {k: float(v) for k, v in row.items()}
-            except (KeyError, ValueError):
-                continue  # a line cut by a crash
-    return [rows[e] for e in sorted(rows)]
-
-
-class Backup(keras.callbacks.BackupAndRestore):
-    """BackupAndRestore that, saving every N steps, also saves at each epoch's end.
-
-    Keras alone would leave the last step backup of a finished epoch, so a restart would run
-    that whole epoch again.
-    """
-
-    def on_epoch_end(self, epoch, logs=None):
-        super().on_epoch_end(epoch, logs)
-        if self.save_freq != "epoch":
-            self._save_model()
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
 def best_epoch_index(scores: list[float], monitor: str) -> int:
@@ -139,28 +153,138 @@ def best_epoch_index(scores: list[float], monitor: str) -> int:
     return int(np.argmin(scores) if monitor.endswith("loss") else np.argmax(scores))
 
 
-class ResumableEarlyStopping(keras.callbacks.EarlyStopping):
-    """EarlyStopping (restoring the best weights) whose state survives a restart."""
+class RunState(keras.callbacks.Callback):
+    """Early stopping, learning-rate decay, best model and backups, all surviving SIGKILL.
 
-    def __init__(self, history: list[dict[str, float]], best_path: Path, **kwargs):
-        super().__init__(restore_best_weights=True, **kwargs)
-        self.history, self.best_path = history, best_path
+    Keras' BackupAndRestore, EarlyStopping, ReduceLROnPlateau and ModelCheckpoint keep their
+    state in memory and write their files in place: a kill loses the state or leaves a cut
+    file that breaks the resume. Here every file is written whole and renamed, and one JSON
+    file, written last, names the files that belong together. The backup holds every model
+    variable (dropout seeds included) and the optimizer's, so a resumed run continues with
+    exactly the numbers an uninterrupted one would have.
+    """
 
-    def on_train_begin(self, logs=None):
-        super().on_train_begin(logs)
-        scores = [row[self.monitor] for row in self.history if self.monitor in row]
-        if scores and self.best_path.is_file():
-            best = best_epoch_index(scores, self.monitor)
-            self.best, self.best_epoch = scores[best], best
-            self.wait = len(scores) - 1 - best
-            try:
-                self.best_weights = keras.models.load_model(self.best_path).get_weights()
-            except (OSError, ValueError):  # cut short by the crash: keep the current weights
-                self.best_weights = None
+    def __init__(self, run_dir: Path, cfg: Config, steps_per_epoch: int):
+        super().__init__()
+        self.run_dir, self.cfg, self.steps = run_dir, cfg, steps_per_epoch
+        self.dir = run_dir / "checkpoint"
+        path = self.dir / "state.json"
+        self.state = (
+            json.loads(path.read_text())
+            if path.is_file()
+            else {
+                "epoch": 0,  # epochs finished
+                "step": 0,  # steps finished in the next epoch
+                "history": [],
+                "best": None,
+                "best_epoch": None,
+                "wait": 0,
+                "stopped": False,
+                "finished": False,
+                "weights": None,
+                "best_weights": None,
+            }
+        )
+        self.step_offset = 0
+
+    # -- what train() asks -------------------------------------------------------------
+    @property
+    def position(self) -> tuple[int, int]:
+        """(epochs finished, steps finished in the next epoch)."""
+        return self.state["epoch"], self.state["step"]
+
+    @property
+    def done(self) -> bool:
+        """Training is over: every epoch run, or early stopping said stop."""
+        return self.state["stopped"] or self.state["epoch"] >= self.cfg.epochs
+
+    def restore(self, model: keras.Model) -> None:
+        """Put the backed-up variables (weights, seeds, optimizer) back into the model."""
+        if self.state["weights"]:
+            _assign(_variables(model), self._load(self.state["weights"]))
+
+    def finish(self, model: keras.Model) -> None:
+        """End of training: the best epoch's weights in the model, and the state says so."""
+        if self.state["best_weights"]:
+            _assign(model.weights, self._load(self.state["best_weights"]))
+        self.state["finished"] = True
+        self._commit()
+        kill_point("trained")
+
+    # -- Keras hooks ---------------------------------------------------------------------
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.step_offset + batch + 1
+        every = self.cfg.checkpoint_steps
+        if every and step % every == 0 and step < self.steps:
+            self.state["step"] = step
+            self._backup()
+
+    def on_epoch_end(self, epoch, logs=None):
+        state, monitor = self.state, self.cfg.monitor
+        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        row.update(learning_rate=lr, seconds=round(time.perf_counter() - self._started, 2))
+        state["history"].append(row)
+        score, best, best_file = row[monitor], state["best"], None
+        if best is None or (score < best if monitor.endswith("loss") else score > best):
+            state.update(best=score, best_epoch=epoch + 1, wait=0)
+            best_file = f"best-e{epoch + 1}.npz"
+            self._save(best_file, self.model.weights)
+        else:
+            state["wait"] += 1
+            if self.cfg.lr_decay < 1:  # smaller steps once the validation score stalls
+                lower = max(lr * self.cfg.lr_decay, self.cfg.learning_rate / 16)
+                self.model.optimizer.learning_rate.assign(lower)
+                print(f"epoch {epoch + 1}: learning rate {lr:.2e} -> {lower:.2e}", flush=True)
+            if state["wait"] >= self.cfg.patience:
+                state["stopped"] = True
+                self.model.stop_training = True
+                print(f"epoch {epoch + 1}: early stopping, best epoch {state['best_epoch']}")
+        state.update(epoch=epoch + 1, step=0)
+        self.step_offset = 0
+        self._backup(best_file)
+
+    # -- files ---------------------------------------------------------------------------
+    def _backup(self, best_file: str | None = None) -> None:
+        name = f"e{self.state['epoch']}-s{self.state['step']}.npz"
+        self._save(name, _variables(self.model))
+        kill_point("backup-written")
+        self.state["weights"] = name
+        if best_file:
+            self.state["best_weights"] = best_file
+        self._commit()
+        if best_file:  # the user's copy of the best model, for Ctrl-C and inspection
+            save_keras(self.model, self.run_dir / "best.keras")
+        kill_point("step-backup" if self.state["step"] else "epoch-end")
+
+    def _commit(self) -> None:
+        # The state names its files, so it is written after them and before old ones go.
+        save_json(self.dir / "state.json", self.state)
+        keep = {"state.json", self.state["weights"], self.state["best_weights"]}
+        for path in self.dir.iterdir():
+            if path.name not in keep and not path.name.startswith("."):
+                path.unlink(missing_ok=True)
+        write_history(self.run_dir / "history.csv", self.state["history"])
+
+    def _save(self, name: str, variables: list) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{name}.tmp"
+        with open(tmp, "wb") as f:
+            np.savez(f, *[keras.ops.convert_to_numpy(v) for v in variables])
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.replace(self.dir / name)
+
+    def _load(self, name: str) -> list[np.ndarray]:
+        with np.load(self.dir / name) as data:
+            return [data[f"arr_{i}"] for i in range(len(data.files))]
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch, for the report and the throughput numbers."""
+    """Wall time of every epoch, for the benchmarks' throughput numbers."""
 
     def __init__(self):
         super().__init__()
@@ -171,6 +295,35 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.seconds.append(time.perf_counter() - self._start)
+
+
+def _variables(model: keras.Model) -> list:
+    # Built before the first step, so a resumed run can restore into them.
+    if not model.optimizer.built:
+        model.optimizer.build(model.trainable_variables)
+    return list(model.variables) + list(model.optimizer.variables)
+
+
+def _assign(variables: list, values: list[np.ndarray]) -> None:
+    if len(variables) != len(values):
+        raise UserError("the run's backup does not fit this model; pass another --name")
+    for variable, value in zip(variables, values):
+        variable.assign(value)
+
+
+def save_keras(model: keras.Model, path: Path) -> None:
+    """Save a .keras file whole or not at all."""
+    # Keras wants the .keras suffix; write a sibling, then rename over the old one.
+    tmp = path.with_name(f".{path.stem}.tmp.keras")
+    model.save(tmp)
+    tmp.replace(path)
+
+
+def write_history(path: Path, history: list[dict[str, float]]) -> None:
+    """history.csv, rewritten whole from the run's state (never a half or repeated row)."""
+    keys = list(dict.fromkeys(k for row in history for k in row))
+    lines = [",".join(keys)] + [",".join(f"{row.get(k, '')}" for k in keys) for row in history]
+    write_atomic(path, "\n".join(lines) + "\n")
 
 
 def compile_model(model: keras.Model, cfg: Config) -> None:
@@ -188,70 +341,56 @@ def train(
     train: tuple[list[np.ndarray], np.ndarray],
     val: tuple[list[np.ndarray], np.ndarray],
     run_dir: Path,
-) -> tuple[list[dict[str, float]], EpochTimer]:
-    """Fit with early stopping on `cfg.monitor`; returns every epoch's logged metrics.
+) -> list[dict[str, float]]:
+    """Fit with early stopping on `cfg.monitor`, resuming where `run_dir` says it stopped.
 
-    Interrupted runs resume from `run_dir/backup`: Keras restores the weights, optimizer and
-    epoch; the early-stopping and best-checkpoint state are rebuilt from history.csv.
+    Returns every epoch's logged metrics; the model ends with the best epoch's weights.
     """
-    run_dir.mkdir(parents=True, exist_ok=True)
-    timer = EpochTimer()
-    history = read_history(run_dir / "history.csv")
-    monitor = cfg.monitor
-    scores = [row[monitor] for row in history if monitor in row]
-    callbacks = [
-        # Row first, then backup: a kill between them repeats an epoch, never loses its row.
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=True),
-        # Resume after any interruption, SIGKILL included: same command, same run folder.
-        Backup(str(run_dir / "backup"), save_freq=cfg.checkpoint_steps or "epoch"),
-        ResumableEarlyStopping(
-            history, run_dir / "best.keras", monitor=monitor, patience=cfg.patience, verbose=1
-        ),
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "best.keras"),
-            monitor=monitor,
-            save_best_only=True,
-            # A resumed run: only a better model than the best so far replaces it.
-            initial_value_threshold=scores[best_epoch_index(scores, monitor)] if scores else None,
-        ),
-        keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False),
-        timer,
-    ]
-    if cfg.lr_decay < 1:
-        # Smaller steps once the validation score stalls: the optimizer keeps the rate, so a
-        # resumed run continues with it.
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(
-                monitor=monitor,
-                factor=cfg.lr_decay,
-                patience=0,
-                min_lr=cfg.learning_rate / 16,
-                verbose=1,
-            )
-        )
+    steps = math.ceil(len(train[1]) / cfg.batch_size)
+    state = RunState(run_dir, cfg, steps)
+    state.restore(model)
+    epoch, step = state.position
+    if state.state["finished"]:
+        print(f"training finished before (epoch {epoch}): reporting and exporting", flush=True)
+    elif step:
+        print(f"resuming epoch {epoch + 1} after its step {step} of {steps}", flush=True)
+    elif epoch:
+        print(f"resuming after epoch {epoch}", flush=True)
+    callbacks = [state, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False)]
     val_ds, _ = eval_dataset(*val, cfg.batch_size)
-    train_ds = train_dataset(*train, cfg)
+    _prepare_distributed(model, train_dataset(*train, cfg))
+    while not state.done and not state.state["finished"]:
+        epoch, step = state.position
+        # A backup inside an epoch resumes at that step: the stream is replayed to it, and
+        # this call runs only the rest of the epoch.
+        state.step_offset = step
+        model.fit(
+            train_dataset(*train, cfg, skip=epoch * steps + step),
+            steps_per_epoch=steps - step,
+            initial_epoch=epoch,
+            epochs=epoch + 1 if step else cfg.epochs,
+            validation_data=val_ds,
+            shuffle=False,  # the dataset shuffles itself
+            callbacks=callbacks,
+            verbose=1 if _interactive() else 2,
+        )
+    state.finish(model)
+    return state.state["history"]
+
+
+def _prepare_distributed(model: keras.Model, train_ds: tf.data.Dataset) -> None:
     strategy = model.distribute_strategy
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        # keras-team/keras#20585: fit() builds the model from a batch reduced across workers,
-        # which fails for an (x, y) batch; build it from one local batch instead.
-        with strategy.scope():
-            model._symbolic_build(data_batch=next(iter(train_ds)))
-        model._maybe_symbolic_build = lambda *args, **kwargs: None
-        # It then averages each step's logs across workers along axis 0, which scalars lack:
-        # give them that axis (the mean of equal global values is the value itself).
-        model.train_step = _logs_with_axis(model.train_step)
-        model.test_step = _logs_with_axis(model.test_step)
-    model.fit(
-        train_ds,
-        steps_per_epoch=math.ceil(len(train[1]) / cfg.batch_size),
-        validation_data=val_ds,
-        epochs=cfg.epochs,
-        shuffle=False,  # the dataset shuffles itself
-        callbacks=callbacks,
-        verbose=1 if _interactive() else 2,
-    )
-    return read_history(run_dir / "history.csv"), timer
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    # keras-team/keras#20585: fit() builds the model from a batch reduced across workers,
+    # which fails for an (x, y) batch; build it from one local batch instead.
+    with strategy.scope():
+        model._symbolic_build(data_batch=next(iter(train_ds)))
+    model._maybe_symbolic_build = lambda *args, **kwargs: None
+    # It then averages each step's logs across workers along axis 0, which scalars lack:
+    # give them that axis (the mean of equal global values is the value itself).
+    model.train_step = _logs_with_axis(model.train_step)
+    model.test_step = _logs_with_axis(model.test_step)
 
 
 def _logs_with_axis(step):

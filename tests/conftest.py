@@ -74,7 +74,7 @@ def imdb_run(tmp_path_factory) -> dict:
         "work": work,
         "base": work / "saved_models" / "tiny",
         "version": work / "saved_models" / "tiny" / "1",
-        "run_dir": work / "runs" / "tiny",
+        "run_dir": work / "runs" / "tiny" / "1",
         "argv": argv,
     }
 

@@ -8,8 +8,7 @@ import sys
 
 import pytest
 
-from keras_sentiment.config import UserError
-from keras_sentiment.export import versions
+from keras_sentiment.config import UserError, versions
 from keras_sentiment.training import make_strategy
 
 from .conftest import ROOT

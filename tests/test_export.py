@@ -7,9 +7,11 @@ import shutil
 import subprocess
 import sys
 
+import pytest
 import tensorflow as tf
 
-from keras_sentiment.export import models_config, versions
+from keras_sentiment.config import versions
+from keras_sentiment.export import models_config
 
 from .conftest import ROOT, run_cli
 
@@ -125,3 +127,68 @@ def test_export_killed_half_way_leaves_no_partial_version(imdb_run, tmp_path):
     again = run_cli("export", *args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert versions(base) == [1] and not list(base.glob(".tmp-*"))
+
+
+@pytest.fixture(scope="module")
+def tiny_model(imdb_run):
+    import keras
+
+    from keras_sentiment.preprocessing import TextPreprocessor
+
+    run = imdb_run["run_dir"]
+    pre = TextPreprocessor.from_config(json.loads((run / "preprocessor.json").read_text()))
+    return pre, keras.models.load_model(run / "model.keras")
+
+
+def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch):
+    from keras_sentiment import export
+
+    pre, model = tiny_model
+    base = tmp_path / "m"
+
+    def write(run_dir, version=None):
+        meta = {"run_dir": run_dir}
+        return export.export_saved_model(pre, model, ["neg", "pos"], base, meta, version=version)
+
+    assert write("runs/a/1", version=1) == base / "1"
+    stamp = (base / "1" / "saved_model.pb").stat().st_mtime_ns
+    # A kill after the rename: the same run finds its export in place and keeps it.
+    assert write("runs/a/1", version=1) == base / "1"
+    assert (base / "1" / "saved_model.pb").stat().st_mtime_ns == stamp
+    # Another exporter took our number: the next free one, never an error.
+    assert write("runs/b/1", version=1) == base / "2"
+    # A racing exporter saw version 2 as free: its rename is refused and it takes 3.
+    real, stale = export.next_version, iter([2])
+    monkeypatch.setattr(export, "next_version", lambda b: next(stale, None) or real(b))
+    assert write("runs/c/1") == base / "3"
+    assert versions(base) == [1, 2, 3]
+    meta = json.loads((base / "3" / "assets.extra" / "metadata.json").read_text())
+    assert meta["version"] == 3 and meta["path"] == str(base / "3")
+
+
+def test_stale_temporaries_are_judged_by_host_and_pid(tiny_model, tmp_path):
+    from keras_sentiment import export
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    base = tmp_path / "m"
+    mine = base / f".tmp-{export._host()}-{dead}-abc"
+    other_host = base / f".tmp-otherhost-{dead}-abc"
+    for folder in (mine, other_host):
+        folder.mkdir(parents=True)
+    pre, model = tiny_model
+    export.export_saved_model(pre, model, ["neg", "pos"], base, {})
+    assert not mine.exists()  # this host's exporter is gone: its leftovers go
+    assert other_host.is_dir()  # another host's PID says nothing here: kept
+
+
+def test_an_empty_request_gets_an_empty_answer(imdb_run):
+    from keras_sentiment.prediction import SavedModelPredictor
+
+    serve = tf.saved_model.load(str(imdb_run["version"])).signatures["serving_default"]
+    out = serve(text=tf.constant([], tf.string))
+    assert out["probabilities"].shape == (0, 2) and out["label"].shape == (0,)
+    assert out["classes"].shape == (0, 2)
+    assert SavedModelPredictor(imdb_run["version"])([])["probabilities"].shape == (0, 2)
+    done = run_cli("predict", str(imdb_run["version"]), stdin="")
+    assert done.returncode == 0 and done.stdout == ""

@@ -11,6 +11,7 @@ from keras_sentiment.training import (
     bucket_boundaries,
     compile_model,
     eval_dataset,
+    read_history,
     train,
     train_dataset,
 )
@@ -102,11 +103,16 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
     cfg = tiny(epochs=6, batch_size=32, learning_rate=1e-2, patience=6, seed=3)
     model = build_model(cfg, 30, 2, None)
     compile_model(model, cfg)
-    history, timer = train(
-        model, cfg, (rows[:320], labels[:320]), (rows[320:], labels[320:]), tmp_path
-    )
-    assert len(timer.seconds) == len(history) and history[-1]["epoch"] == len(history) - 1
-    assert (tmp_path / "history.csv").is_file() and (tmp_path / "best.keras").is_file()
+    history = train(model, cfg, (rows[:320], labels[:320]), (rows[320:], labels[320:]), tmp_path)
+    assert [row["epoch"] for row in history] == list(range(1, len(history) + 1))
+    assert read_history(tmp_path / "history.csv") == history
+    assert (tmp_path / "best.keras").is_file()
+    best = int(np.argmin([row["val_loss"] for row in history]))
+    # The model ends with the best epoch's weights, the ones best.keras holds.
+    kept = keras.models.load_model(tmp_path / "best.keras")
+    for a, b in zip(kept.get_weights(), model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert history[best]["val_loss"] == min(row["val_loss"] for row in history)
     probs = predict_rows(model, rows[320:])
     result = report(labels[320:], probs, ["zero", "one"])
     assert result["accuracy"] > 0.9
@@ -127,3 +133,19 @@ def test_report_matches_sklearn():
     assert result["per_class"]["pos"]["precision"] == pytest.approx(2 / 3)
     assert result["macro_f1"] == pytest.approx((0.5 + 2 / 3) / 2)
     keras.backend.clear_session()
+
+
+def test_the_training_stream_replays_exactly_for_a_resume():
+    rng = np.random.default_rng(0)
+    rows = [rng.integers(1, 50, size=rng.integers(1, 90)).astype(np.int32) for _ in range(300)]
+    labels = np.arange(300) % 2
+    cfg = tiny(batch_size=16, sequence_length=96, seed=5)
+
+    def batches(skip, n):
+        ds = train_dataset(rows, labels, cfg, skip=skip).take(n)
+        return [(x.numpy().tolist(), y.numpy().tolist()) for x, y in ds]
+
+    # Two epochs of 19 batches, and the same stream resumed at epoch 2, step 4.
+    stream = batches(0, 40)
+    assert batches(23, 17) == stream[23:40]
+    assert stream[:19] != stream[19:38]  # each epoch is shuffled anew

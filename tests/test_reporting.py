@@ -24,7 +24,8 @@ HISTORY = [
     {"epoch": float(e), "accuracy": a, "loss": lo, "val_accuracy": va, "val_loss": vl}
     for e, (a, lo, va, vl) in enumerate(
         [(0.70, 0.58, 0.80, 0.45), (0.84, 0.37, 0.85, 0.36), (0.89, 0.27, 0.87, 0.32)]
-        + [(0.92, 0.20, 0.86, 0.35)]
+        + [(0.92, 0.20, 0.86, 0.35)],
+        start=1,
     )
 ]
 SIZES = {  # (height, width) in pixels, as the docstring of write_plots states

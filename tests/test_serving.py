@@ -63,3 +63,10 @@ def test_refused_connection_and_timeout(imdb_run):
         args = ["--server", slow.url, "--model-name", "tiny", "--timeout", "1", "hi"]
         done = run_cli("predict", *args)
     assert done.returncode == 2 and "timed out" in done.stderr
+
+
+def test_no_instances_answer_nothing():
+    from keras_sentiment.prediction import rest_predict
+
+    # Nothing to ask: no request is sent (nothing listens on port 9), and no error.
+    assert rest_predict("http://127.0.0.1:9", "tiny", []) == []
