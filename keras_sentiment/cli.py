@@ -317,19 +317,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m keras_sentiment",
         description="Train, evaluate, export and serve an LSTM sentiment classifier.",
+        allow_abbrev=False,  # `fit --epoch 1` must be an error, not a full-data fit
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("fit", help="train, report on the test split and export a SavedModel")
+    p = sub.add_parser(
+        "fit", allow_abbrev=False, help="train, report on the test split and export a SavedModel"
+    )
     _add_config_flags(p)
 
-    p = sub.add_parser("evaluate", help="classification report of an exported model")
+    p = sub.add_parser(
+        "evaluate", allow_abbrev=False, help="classification report of an exported model"
+    )
     p.add_argument("model_dir", help="saved_models/NAME or saved_models/NAME/VERSION")
     p.add_argument("--dataset", default="", help="data set (default: the one it was trained on)")
     p.add_argument("--split", default="test", help="split to score (default: test)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
-    p = sub.add_parser("predict", help="label raw texts (arguments, or lines on stdin)")
+    p = sub.add_parser(
+        "predict", allow_abbrev=False, help="label raw texts (arguments, or lines on stdin)"
+    )
     p.add_argument("model_dir", nargs="?", default="", help="saved_models/NAME[/VERSION]")
     p.add_argument("texts", nargs="*", help="texts to label (default: read lines from stdin)")
     p.add_argument(
@@ -338,12 +345,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-name", default="", help="model name on the server")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
 
-    p = sub.add_parser("runs", help="list exported runs, newest first, or compare two")
+    p = sub.add_parser(
+        "runs", allow_abbrev=False, help="list exported runs, newest first, or compare two"
+    )
     p.add_argument("--output-dir", default="saved_models", help="where the models are")
     p.add_argument("--runs-dir", default="runs", help="where the run folders are")
     p.add_argument("--compare", nargs=2, metavar=("A", "B"), help="NAME or NAME/VERSION twice")
 
-    p = sub.add_parser("export", help="export a finished run again as the next version")
+    p = sub.add_parser(
+        "export", allow_abbrev=False, help="export a finished run again as the next version"
+    )
     _add_config_flags(p)
     p.add_argument("--models-config", default="", help="also write a TF Serving models.config here")
     p.add_argument(

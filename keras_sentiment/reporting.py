@@ -496,12 +496,12 @@ def unfinished_runs(runs_dir: Path) -> list[str]:
             try:
                 state = json.loads((run / "checkpoint" / "state.json").read_text())
                 cfg = json.loads((run / "config.json").read_text())
-                where = f"after epoch {state['epoch']} of at most {cfg['epochs']}"
+                where = f"at epoch {state['epoch']} of at most {cfg['epochs']}"
                 if state.get("finished"):
                     where = "trained, not yet reported and exported"
             except (OSError, ValueError, KeyError, TypeError):
-                where = "before its first checkpoint"
-            lines.append(f"{run}: stopped or running {where}")
+                where = "not yet at its first backup"
+            lines.append(f"{run}: {where} (stopped, or still running)")
     return lines
 
 

@@ -64,3 +64,16 @@ def test_missing_and_broken_toml(tmp_path):
     bad.write_text("epochs = = 3")
     with pytest.raises(UserError, match="not valid TOML"):
         make_config({}, str(bad))
+
+
+def test_abbreviated_flags_are_refused(capsys):
+    import pytest
+
+    from keras_sentiment.cli import main
+
+    # `fit --epoch 1` once ran a full-data fit for 8 epochs: a prefix is not a flag.
+    for argv in (["fit", "--epoch", "1"], ["export", "--batching"]):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        assert exit_info.value.code == 2
+        assert "unrecognized arguments" in capsys.readouterr().err
