@@ -59,7 +59,14 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
     from .model import build_model
     from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
     from .reporting import most_confident_errors, write_plots
-    from .training import best_epoch_index, compile_model, save_keras, set_precision, train
+    from .training import (
+        best_epoch_index,
+        compile_model,
+        save_keras,
+        set_precision,
+        strategy_name,
+        train,
+    )
 
     keras.utils.set_random_seed(cfg.seed)
     splits = load_splits(cfg)
@@ -86,7 +93,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
         compile_model(model, cfg)
     model.summary(print_fn=lambda line, **_: print(line, flush=True))
     print(
-        f"strategy: {type(strategy).__name__} with {strategy.num_replicas_in_sync} replica(s), "
+        f"strategy: {strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s), "
         f"global batch {cfg.batch_size}, {precision}",
         flush=True,
     )
@@ -236,7 +243,9 @@ def predict(
         print(json.dumps({"text": text[:200], **record}, ensure_ascii=False), flush=True)
 
 
-def export(cfg: Config, models_config: str, batching: bool = False) -> Path:
+def export(
+    cfg: Config, models_config: str, batching: bool = False, base_path_prefix: str = "/models"
+) -> Path:
     """Export the last trained model of a run again, as the next version."""
     import keras
 
@@ -271,7 +280,9 @@ def export(cfg: Config, models_config: str, batching: bool = False) -> Path:
         write_atomic(base / "batching_parameters.txt", batching_parameters(path, texts))
         print(f"wrote: {base / 'batching_parameters.txt'}  (measured on {len(texts)} test texts)")
     if models_config:
-        write_atomic(models_config, config_text({cfg.name: str(base.resolve())}))
+        # The paths the server sees: the README's Docker mount puts saved_models at /models.
+        server_path = f"{base_path_prefix.rstrip('/')}/{cfg.name}" if base_path_prefix else ""
+        write_atomic(models_config, config_text({cfg.name: server_path or str(base.resolve())}))
         print(f"wrote: {models_config}")
     for line in served_before(base, int(path.name), summary):
         print(line, flush=True)
@@ -358,6 +369,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_flags(p)
     p.add_argument("--models-config", default="", help="also write a TF Serving models.config here")
     p.add_argument(
+        "--base-path-prefix",
+        default="/models",
+        help="where the server sees OUTPUT_DIR, for models.config (default: /models, the "
+        "README's Docker mount; '' for this machine's absolute path)",
+    )
+    p.add_argument(
         "--batching-parameters",
         action="store_true",
         help="time the new version and write NAME/batching_parameters.txt for TF Serving",
@@ -393,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.command == "fit":
                 fit(cfg)
             else:
-                export(cfg, args.models_config, args.batching_parameters)
+                export(cfg, args.models_config, args.batching_parameters, args.base_path_prefix)
         elif args.command == "runs":
             runs(args.output_dir, args.compare, args.runs_dir)
         elif args.command == "evaluate":

@@ -175,7 +175,9 @@ def build_model(
 ) -> keras.Sequential:
     """The classifier over token ids, as one readable Sequential."""
     dim = cfg.embedding_dim if matrix is None else matrix.shape[1]
-    init = "uniform" if matrix is None else keras.initializers.Constant(matrix)
+    # GloVe is assigned after building: as a Constant initializer the whole matrix would be
+    # written into every .keras file's config.json (52 MB of JSON for the default model).
+    init = "uniform" if matrix is None else "zeros"
     stack: list[layers.Layer] = [
         keras.Input(shape=(None,), dtype="int32", name="token_ids"),
         layers.Embedding(
@@ -201,7 +203,10 @@ def build_model(
         # float32 output even under mixed precision, for a stable softmax.
         layers.Dense(num_classes, activation="softmax", dtype="float32", name="probabilities"),
     ]
-    return keras.Sequential(stack, name="sentiment_lstm")
+    model = keras.Sequential(stack, name="sentiment_lstm")
+    if matrix is not None:
+        model.get_layer("embedding").embeddings.assign(matrix)
+    return model
 
 
 # --- serving -----------------------------------------------------------------------------

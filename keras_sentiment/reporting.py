@@ -552,7 +552,8 @@ def settings(meta: dict) -> str:
         f"{kind} {cfg.get('lstm_units', '?')}x{cfg.get('lstm_layers', '?')} "
         f"{cfg.get('pooling', '?')}",
         f"len {cfg.get('sequence_length', '?')} {cfg.get('truncate', '?')}",
-        f"vocab {cfg.get('vocab_size', '?')}",
+        # The vocabulary the run really has: a small data set fills less than vocab_size.
+        f"vocab {meta.get('vocabulary_size', cfg.get('vocab_size', '?'))}",
         f"lemma {_on_off(cfg.get('lemmatize'))}",
     ]
     if cfg.get("remove_stopwords"):

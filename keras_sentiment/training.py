@@ -34,6 +34,12 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def strategy_name(strategy: tf.distribute.Strategy) -> str:
+    """The public name of a strategy (the default one's class is private)."""
+    name = type(strategy).__name__
+    return "default strategy (one device)" if name == "_DefaultDistributionStrategy" else name
+
+
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
     """Whether this process writes checkpoints, reports and exports (worker 0 or the chief)."""
     resolver = getattr(strategy, "cluster_resolver", None)

@@ -84,7 +84,10 @@ def test_second_export_is_version_2_and_models_config(imdb_run, tmp_path):
     assert sorted(p.name for p in imdb_run["version"].rglob("*")) == first  # v1 untouched
     text = config_path.read_text()
     assert "model_config_list" in text and "name: 'tiny'" in text
-    assert f"base_path: '{imdb_run['base'].resolve()}'" in text
+    assert "base_path: '/models/tiny'" in text  # as the README's Docker mount shows it
+    local = run_cli("export", *args, "--models-config", str(config_path), "--base-path-prefix", "")
+    assert local.returncode == 0, local.stderr[-2000:]
+    assert f"base_path: '{imdb_run['base'].resolve()}'" in config_path.read_text()
     extra = imdb_run["base"] / "2" / "assets.extra"
     meta = json.loads((extra / "metadata.json").read_text())
     assert meta["version"] == 2

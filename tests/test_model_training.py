@@ -149,3 +149,16 @@ def test_the_training_stream_replays_exactly_for_a_resume():
     stream = batches(0, 40)
     assert batches(23, 17) == stream[23:40]
     assert stream[:19] != stream[19:38]  # each epoch is shuffled anew
+
+
+def test_glove_matrix_lives_in_the_weights_not_in_the_config(tmp_path):
+    import zipfile
+
+    matrix = np.random.default_rng(0).normal(size=(3000, 50)).astype(np.float32)
+    model = build_model(tiny(), 3000, 2, matrix)
+    np.testing.assert_array_equal(model.get_layer("embedding").embeddings.numpy(), matrix)
+    model.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as archive:
+        assert archive.getinfo("config.json").file_size < 50_000  # not 3000x50 numbers as JSON
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_array_equal(loaded.get_layer("embedding").embeddings.numpy(), matrix)

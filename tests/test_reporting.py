@@ -136,7 +136,7 @@ def make_summary(name="imdb_lstm", version=1, created="2026-11-27T07:50:07+00:00
         "name": name,
         "created": created,
         "class_names": ["neg", "pos"],
-        "vocabulary_size": 30000,
+        "vocabulary_size": 29871,  # what the data filled, below vocab_size
         "sequence_length": config["sequence_length"],
         "dataset": {
             "source": "tfds:imdb_reviews",
@@ -256,7 +256,7 @@ def test_list_runs_newest_first_and_skips_bad_folders(output_dir):
     top = rows[0]
     assert top["accuracy"] == 0.9012 and top["macro_f1"] == 0.9001
     assert top["created"] == "2026-11-28T09:00:00+00:00" and top["duration"] == 570.4
-    assert top["settings"] == "bilstm 128x1 mean, len 400 pre, vocab 30000, lemma on, glove-6b-50d"
+    assert top["settings"] == "bilstm 128x1 mean, len 400 pre, vocab 29871, lemma on, glove-6b-50d"
     assert rows[1]["settings"].startswith("lstm 64x1 max")
     assert list_runs(output_dir / "missing") == []
 
