@@ -29,7 +29,7 @@ from keras_sentiment.config import Config, UserError, save_json
 from keras_sentiment.data import Splits, load_splits
 from keras_sentiment.embeddings import embedding_matrix
 from keras_sentiment.export import export_saved_model
-from keras_sentiment.model import MaskedGlobalMaxPooling1D, build_model
+from keras_sentiment.model import MaskedGlobalMaxPooling1D, build_model, split_text_model
 from keras_sentiment.prediction import SavedModelPredictor, resolve_version
 from keras_sentiment.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
 from keras_sentiment.training import EpochTimer, bucket_boundaries, compile_model, train_dataset
@@ -594,8 +594,8 @@ def trained_network(path: Path) -> tuple[keras.Model, TextPreprocessor] | None:
     run_dir = Path(meta.get("run_dir") or Path(meta["config"]["runs_dir"]) / meta["name"])
     if not (run_dir / "model.keras").is_file():
         return None
-    pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
-    return keras.models.load_model(run_dir / "model.keras"), pre
+    pre, network = split_text_model(keras.models.load_model(run_dir / "model.keras"))
+    return network, pre
 
 
 def bench_torch_serving(

@@ -5,200 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import time
-from datetime import UTC, datetime
 from pathlib import Path
 
 from .config import (
     FIELDS,
     Config,
     UserError,
-    kill_point,
     make_config,
-    save_json,
     versions,
     write_atomic,
 )
 
 
-def fit(cfg: Config) -> dict:
+def fit(cfg: Config) -> None:
     """Data -> preprocessing -> embeddings -> model -> training -> report -> SavedModel."""
-    from .training import is_chief, make_strategy, open_run
+    from .pipeline import fit as run_fit
 
-    started = time.perf_counter()
-    strategy = make_strategy(cfg.strategy)  # first: multi-worker must precede other TF ops
-    chief = is_chief(strategy)
-    if chief:
-        run_dir, resuming = open_run(cfg)
-    else:  # workers keep their own backups; only the chief writes what users read
-        run_dir = Path(cfg.runs_dir) / cfg.name / f".worker-{strategy.cluster_resolver.task_id}"
-        resuming = (run_dir / "config.json").is_file()
-    if resuming:
-        print(f"resuming the interrupted run in {run_dir}", flush=True)
-    save_json(run_dir / "config.json", cfg.to_dict())
-    print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir / 'logs'})", flush=True)
-    try:
-        return _fit_run(cfg, strategy, chief, run_dir, resuming, started)
-    except UserError:
-        if not (run_dir / "checkpoint").exists():  # nothing trained: leave no empty run behind
-            _remove(run_dir)
-            if run_dir.parent.is_dir() and not any(run_dir.parent.iterdir()):
-                run_dir.parent.rmdir()
-        raise
-
-
-def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started: float) -> dict:
-    import keras
-
-    from .data import load_splits
-    from .embeddings import embedding_matrix
-    from .evaluation import format_report, predict_rows, report
-    from .export import export_saved_model, library_versions, served_before
-    from .model import build_model
-    from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-    from .reporting import most_confident_errors, write_plots
-    from .training import (
-        best_epoch_index,
-        compile_model,
-        save_keras,
-        set_precision,
-        strategy_name,
-        train,
-    )
-
-    keras.utils.set_random_seed(cfg.seed)
-    splits = load_splits(cfg)
-    if (run_dir / "preprocessor.json").is_file():
-        pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
-    else:
-        pre = adapt_preprocessor(cfg, splits.train.texts)
-        save_json(run_dir / "preprocessor.json", pre.get_config())
-    t = time.perf_counter()
-    rows = {name: vectorize(pre, getattr(splits, name).texts) for name in ("train", "val", "test")}
-    tokens = sum(len(r) for r in rows["train"])
-    print(
-        f"vectorized {sum(len(r) for r in rows.values())} texts "
-        f"({tokens / len(rows['train']):.0f} tokens per training text; "
-        f"{time.perf_counter() - t:.1f}s)",
-        flush=True,
-    )
-
-    matrix, glove = embedding_matrix(cfg, pre.vocabulary)
-    precision = set_precision(cfg.mixed_precision)
-    shape = (len(pre.vocabulary), len(splits.class_names))
-    with strategy.scope():
-        model = build_model(cfg, *shape, matrix)
-        compile_model(model, cfg)
-    model.summary(print_fn=lambda line, **_: print(line, flush=True))
-    print(
-        f"strategy: {strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s), "
-        f"global batch {cfg.batch_size}, {precision}",
-        flush=True,
-    )
-
-    history = train(
-        model, cfg, (rows["train"], splits.train.labels), (rows["val"], splits.val.labels), run_dir
-    )
-    if not chief:
-        _remove(run_dir)
-        print("worker done: the chief writes the report and the SavedModel", flush=True)
-        return {}
-    if strategy.num_replicas_in_sync > 1:
-        # Report and export from a plain copy: no distributed variables in the served graph.
-        plain = build_model(cfg, *shape, None)
-        plain.set_weights(model.get_weights())
-        model = plain
-    save_keras(model, run_dir / "model.keras")
-
-    # The test split is touched once, here, for the final report.
-    probs = predict_rows(model, rows["test"])
-    result = report(splits.test.labels, probs, splits.class_names)
-    print("\ntest report\n" + format_report(result), flush=True)
-    save_json(run_dir / "report.json", result)
-    kill_point("reported")
-
-    scores = [row[cfg.monitor] for row in history if cfg.monitor in row]
-    best_epoch = best_epoch_index(scores, cfg.monitor) + 1 if scores else None
-    plots = write_plots(run_dir, history, splits.test.labels, probs, splits.class_names, best_epoch)
-    kill_point("plotted")
-    errors = most_confident_errors(splits.test.texts, splits.test.labels, probs, splits.class_names)
-    summary = {
-        "name": cfg.name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "run_dir": str(run_dir.resolve()),
-        "class_names": splits.class_names,
-        "vocabulary_size": len(pre.vocabulary),
-        "sequence_length": cfg.sequence_length,
-        "dataset": {
-            "source": splits.source,
-            "train": len(splits.train),
-            "validation": len(splits.val),
-            "test": len(splits.test),
-        },
-        "embeddings": glove,
-        "parameters": model.count_params(),
-        "training": {
-            "epochs_run": len(history),
-            "best_epoch": best_epoch,
-            "history": history,
-            "epoch_seconds": [row["seconds"] for row in history],
-            "tokens_per_epoch": tokens,
-            "resumed": resuming,
-        },
-        "metrics": {k: result[k] for k in ("accuracy", "macro_f1")},
-        "test_report": result,
-        "most_confident_errors": errors,
-        "config": cfg.to_dict(),
-        "versions": library_versions(),
-    }
-    summary["training"]["wall_seconds"] = round(time.perf_counter() - started, 1)
-    base = Path(cfg.output_dir) / cfg.name
-    path = export_saved_model(
-        pre,
-        model,
-        splits.class_names,
-        base,
-        summary,
-        _version_files(summary),
-        version=int(run_dir.name),
-    )
-    kill_point("exported")
-    write_atomic(run_dir / "MODEL_CARD.md", (path / "assets.extra" / "MODEL_CARD.md").read_text())
-    summary["export"] = str(path)
-    save_json(run_dir / "summary.json", summary)  # written last: the run is finished
-    _remove(run_dir / "checkpoint")
-    print(f"\nwrote: {path}  (SavedModel for TF Serving; metadata in {path / 'assets.extra'})")
-    print(f"wrote: {run_dir}  (config, history.csv, report.json, MODEL_CARD.md, model.keras, logs)")
-    print(f"wrote: {', '.join(p.name for p in plots)} in {run_dir}")
-    print(
-        f"test accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
-        f"{summary['training']['wall_seconds']:.0f}s",
-        flush=True,
-    )
-    for line in served_before(base, int(path.name), summary):
-        print(line, flush=True)
-    return summary
-
-
-def _version_files(summary: dict) -> dict:
-    """What assets.extra/ holds beside metadata.json, the same for `fit` and `export`."""
-    from .reporting import model_card
-
-    return {
-        "config.json": json.dumps(summary["config"], indent=2),
-        "report.json": json.dumps(summary["test_report"], indent=2),
-        # Called with the final metadata, so the card names its own version.
-        "MODEL_CARD.md": lambda meta: model_card(meta, summary.get("most_confident_errors", [])),
-    }
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+    run_fit(cfg)
 
 
 def evaluate(model_dir: str, dataset: str, split: str, as_json: bool) -> dict:
@@ -247,11 +71,10 @@ def export(
     cfg: Config, models_config: str, batching: bool = False, base_path_prefix: str = "/models"
 ) -> Path:
     """Export the last trained model of a run again, as the next version."""
-    import keras
-
     from .export import batching_parameters, export_saved_model, served_before
     from .export import models_config as config_text
-    from .preprocessing import TextPreprocessor
+    from .model import split_text_model
+    from .pipeline import load, version_files
 
     runs_base = Path(cfg.runs_dir) / cfg.name
     needed = ["model.keras", "preprocessor.json", "summary.json"]
@@ -265,11 +88,10 @@ def export(
     run_dir = finished[-1]
     summary = json.loads((run_dir / "summary.json").read_text())
     summary.pop("export", None)  # the new version gets its own path
-    pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
-    model = keras.models.load_model(run_dir / "model.keras")
+    pre, model = split_text_model(load(run_dir / "model.keras"))
     base = Path(cfg.output_dir) / cfg.name
     path = export_saved_model(
-        pre, model, summary["class_names"], base, summary, _version_files(summary)
+        pre, model, summary["class_names"], base, summary, version_files(summary)
     )
     print(f"wrote: {path}  (the model of {run_dir})")
     if batching:

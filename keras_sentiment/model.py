@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras import activations, layers, ops
 
 from .config import Config
+from .preprocessing import TextPreprocessor
 
 
 @keras.saving.register_keras_serializable(package="keras_sentiment")
@@ -207,6 +208,23 @@ def build_model(
     if matrix is not None:
         model.get_layer("embedding").embeddings.assign(matrix)
     return model
+
+
+def text_model(pre: TextPreprocessor, network: keras.Model) -> keras.Model:
+    """Raw strings in, probabilities out: the preprocessing layer, then the network.
+
+    One .keras file holds both; `import keras_sentiment` registers the package's layers, so
+    `keras.saving.load_model` restores it in a new process, in Keras' safe mode.
+    """
+    text = keras.Input(shape=(), dtype="string", name="text")
+    return keras.Model(text, network(pre(text)), name="sentiment_text")
+
+
+def split_text_model(model: keras.Model) -> tuple[TextPreprocessor, keras.Model]:
+    """The preprocessing layer and the token-id network of a `text_model`."""
+    pre = next(layer for layer in model.layers if isinstance(layer, TextPreprocessor))
+    network = next(layer for layer in model.layers if isinstance(layer, keras.Sequential))
+    return pre, network
 
 
 # --- serving -----------------------------------------------------------------------------

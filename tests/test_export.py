@@ -104,10 +104,9 @@ KILLED_EXPORT = r"""
 import json, os, signal, sys
 import keras
 from keras_sentiment import export
-from keras_sentiment.preprocessing import TextPreprocessor
+from keras_sentiment.model import split_text_model
 run = sys.argv[1]
-pre = TextPreprocessor.from_config(json.load(open(run + "/preprocessor.json")))
-model = keras.models.load_model(run + "/model.keras")
+pre, model = split_text_model(keras.models.load_model(run + "/model.keras"))
 # Die the hard way after the SavedModel is written but before it is renamed into place.
 export.write_warmup = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
 export.export_saved_model(pre, model, ["neg", "pos"], sys.argv[2], {})
@@ -136,11 +135,9 @@ def test_export_killed_half_way_leaves_no_partial_version(imdb_run, tmp_path):
 def tiny_model(imdb_run):
     import keras
 
-    from keras_sentiment.preprocessing import TextPreprocessor
+    from keras_sentiment.model import split_text_model
 
-    run = imdb_run["run_dir"]
-    pre = TextPreprocessor.from_config(json.loads((run / "preprocessor.json").read_text()))
-    return pre, keras.models.load_model(run / "model.keras")
+    return split_text_model(keras.models.load_model(imdb_run["run_dir"] / "model.keras"))
 
 
 def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch):

@@ -1,7 +1,5 @@
 """The served graph: the same answers as the Keras model, in plain TensorFlow ops only."""
 
-import json
-
 import keras
 import numpy as np
 import pytest
@@ -9,9 +7,8 @@ import tensorflow as tf
 
 from keras_sentiment.config import Config
 from keras_sentiment.data import load_test_split
-from keras_sentiment.model import ServingNetwork, build_model
+from keras_sentiment.model import ServingNetwork, build_model, split_text_model
 from keras_sentiment.prediction import SavedModelPredictor
-from keras_sentiment.preprocessing import TextPreprocessor
 
 from .test_reliability import HOSTILE
 
@@ -72,9 +69,8 @@ def reviews() -> list[bytes]:
 @pytest.fixture(scope="module")
 def trained(imdb_run):
     """The tiny run's Keras model and preprocessor, as `fit` left them."""
-    run_dir = imdb_run["run_dir"]
-    pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
-    return keras.models.load_model(run_dir / "model.keras"), pre
+    pre, network = split_text_model(keras.models.load_model(imdb_run["run_dir"] / "model.keras"))
+    return network, pre
 
 
 def keras_probabilities(model, pre, texts) -> np.ndarray:
