@@ -129,12 +129,15 @@ def runs(output_dir: str, compare: list[str] | None, runs_dir: str = "runs") -> 
         print("\n".join(unfinished))
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
+def _add_config_flags(parser: argparse.ArgumentParser, keys=tuple(FIELDS)) -> None:
     parser.add_argument("--config", metavar="TOML", help="TOML file of config keys")
-    for name, field in FIELDS.items():
+    for name in keys:
+        field = FIELDS[name]
         flag = "--" + name.replace("_", "-")
         kind = type(field.default)
-        help_text = f"{field.metadata.get('help', '')} (default: {field.default})"
+        help_text = field.metadata.get("help", "")
+        if field.default != "":
+            help_text += f" (default: {field.default})"
         if kind is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
@@ -188,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export", allow_abbrev=False, help="export a finished run again as the next version"
     )
-    _add_config_flags(p)
+    _add_config_flags(p, ("name", "output_dir", "runs_dir", "dataset"))  # what export uses
     p.add_argument("--models-config", default="", help="also write a TF Serving models.config here")
     p.add_argument(
         "--base-path-prefix",
@@ -227,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     _quiet_tensorflow_start()
     try:
         if args.command in ("fit", "export"):
-            overrides = {k: getattr(args, k) for k in FIELDS}
+            overrides = {k: getattr(args, k, None) for k in FIELDS}
             cfg = make_config(overrides, args.config)
             if args.command == "fit":
                 fit(cfg)

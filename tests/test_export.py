@@ -65,10 +65,23 @@ def test_warmup_file_parses_with_serving_protos(imdb_run):
     assert len(texts) == 3 and texts[-1] == b""
 
 
+def export_args(imdb_run) -> list[str]:
+    """The tiny run's --name, --output-dir and --runs-dir: all that export takes."""
+    argv = imdb_run["argv"]
+    flags = ("--name", "--output-dir", "--runs-dir")
+    return [x for flag in flags for x in (flag, argv[argv.index(flag) + 1])]
+
+
+def test_export_help_lists_only_what_export_uses():
+    text = run_cli("export", "--help").stdout
+    assert "--name" in text and "--models-config" in text and "--batching-parameters" in text
+    assert "--lstm-units" not in text and "--epochs" not in text
+
+
 def test_second_export_is_version_2_and_models_config(imdb_run, tmp_path):
     first = sorted(p.name for p in imdb_run["version"].rglob("*"))
     config_path = tmp_path / "models.config"
-    args = [a for a in imdb_run["argv"][1:]]
+    args = export_args(imdb_run)
     done = run_cli("export", *args, "--models-config", str(config_path), "--batching-parameters")
     assert done.returncode == 0, done.stderr[-2000:]
     assert versions(imdb_run["base"]) == [1, 2]
@@ -124,7 +137,7 @@ def test_export_killed_half_way_leaves_no_partial_version(imdb_run, tmp_path):
     leftovers = [p for p in base.iterdir() if p.name.startswith(".tmp-")]
     assert leftovers and (leftovers[0] / "saved_model.pb").is_file()  # it was killed mid-way
     # The next export cleans the dead exporter's folder and takes version 1.
-    args = [a for a in imdb_run["argv"][1:]]
+    args = export_args(imdb_run)
     args[args.index("--output-dir") + 1] = str(tmp_path / "models")
     again = run_cli("export", *args)
     assert again.returncode == 0, again.stderr[-2000:]
