@@ -1,11 +1,12 @@
 import pytest
 
-from keras_sentiment.config import Config, UserError, make_config
+from keras_sentiment.config import UserError, make_config
 
 
 def test_defaults_are_valid():
     cfg = make_config({})
-    assert cfg == Config()
+    assert (cfg.name, cfg.epochs, cfg.lstm_units, cfg.bidirectional) == ("imdb_lstm", 8, 128, True)
+    assert (cfg.sequence_length, cfg.vocab_size, cfg.pooling) == (800, 50000, "max")
     assert not cfg.lemmatize and cfg.embeddings == "glove-6b-50d"
 
 

@@ -162,3 +162,44 @@ def test_glove_matrix_lives_in_the_weights_not_in_the_config(tmp_path):
         assert archive.getinfo("config.json").file_size < 50_000  # not 3000x50 numbers as JSON
     loaded = keras.models.load_model(tmp_path / "m.keras")
     np.testing.assert_array_equal(loaded.get_layer("embedding").embeddings.numpy(), matrix)
+
+
+@pytest.mark.skipif(
+    bool(tf.config.list_logical_devices("GPU")), reason="on a GPU both layers run cuDNN"
+)
+@pytest.mark.parametrize("case", ["go_backwards", "stacked", "initial_state"])
+def test_compiled_lstm_matches_keras_lstm_beyond_the_defaults(case):
+    rng = np.random.default_rng(1)
+    x = tf.constant(rng.normal(size=(5, 9, 4)).astype(np.float32))
+    mask = tf.constant(np.arange(9)[None, :] < np.array([9, 1, 3, 6, 8])[:, None])
+    state = [tf.constant(rng.normal(size=(5, 6)).astype(np.float32)) for _ in range(2)]
+
+    def stack(kind):
+        if case == "stacked":
+            return [kind(6, return_sequences=True), kind(6, return_sequences=True)]
+        return [kind(6, return_sequences=True, go_backwards=case == "go_backwards")]
+
+    ours, ref = stack(CompiledLSTM), stack(keras.layers.LSTM)
+    shape = x.shape
+    for a, b in zip(ours, ref):  # the same random weights in both
+        a.build(shape), b.build(shape)
+        weights = [w + rng.normal(0, 0.5, w.shape).astype(np.float32) for w in a.get_weights()]
+        a.set_weights(weights), b.set_weights(weights)
+        shape = (*shape[:2], 6)
+    kwargs = {"initial_state": state} if case == "initial_state" else {}
+    results = []
+    for layers in (ours, ref):
+        with tf.GradientTape() as tape:
+            tape.watch([x, *state])
+            out = x
+            for layer in layers:
+                out = layer(out, mask=mask, training=True, **kwargs)
+            real = tf.where(mask[..., None], out, 0.0)
+            loss = tf.reduce_sum(real * np.linspace(-1, 1, 6))
+        weights = [w for layer in layers for w in layer.trainable_weights]
+        grads = tape.gradient(loss, [x, *state, *weights])
+        results.append([out.numpy()] + [g.numpy() for g in grads if g is not None])
+    assert all(layer._compiled(True) for layer in ours)
+    assert len(results[0]) == len(results[1])
+    for a, b in zip(*results):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5)
