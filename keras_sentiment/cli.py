@@ -116,7 +116,7 @@ def export(
 
 def runs(output_dir: str, compare: list[str] | None, runs_dir: str = "runs") -> None:
     """A table of exported runs, newest first, then unfinished runs; or two runs side by side."""
-    from .reporting import compare_runs, find_run, format_runs, list_runs, unfinished_runs
+    from .listing import compare_runs, find_run, format_runs, list_runs, unfinished_runs
 
     if compare:
         a, b = (find_run(Path(output_dir), spec) for spec in compare)

@@ -82,8 +82,9 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
     from .evaluation import format_report, predict_rows, report
     from .export import export_saved_model, library_versions, served_before
     from .model import build_model, text_model
+    from .model_card import most_confident_errors
+    from .plots import write_plots
     from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-    from .reporting import most_confident_errors, write_plots
     from .training import (
         best_epoch_index,
         compile_model,
@@ -210,7 +211,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
 
 def version_files(summary: dict) -> dict:
     """What assets.extra/ holds beside metadata.json, the same for `fit` and `export`."""
-    from .reporting import model_card
+    from .model_card import model_card
 
     return {
         "config.json": json.dumps(summary["config"], indent=2),

@@ -78,3 +78,31 @@ def test_abbreviated_flags_are_refused(capsys):
             main(argv)
         assert exit_info.value.code == 2
         assert "unrecognized arguments" in capsys.readouterr().err
+
+
+STAGES = [
+    "config", "data", "preprocessing", "embeddings", "model", "training", "evaluation",
+    "plots", "model_card", "listing", "export", "prediction", "pipeline", "cli", "__main__",
+]  # fmt: skip
+
+
+def test_each_stage_imports_only_the_stages_before_it():
+    import ast
+    from pathlib import Path
+
+    import keras_sentiment
+
+    package = Path(keras_sentiment.__file__).parent
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    assert modules == set(STAGES), "a new module needs its place in STAGES"
+    for stage in STAGES:
+        tree = ast.parse((package / f"{stage}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                name = node.module or ""
+                if node.level == 1 or name.startswith("keras_sentiment."):
+                    target = name.removeprefix("keras_sentiment.").split(".")[0]
+                    targets = [a.name for a in node.names] if not target else [target]
+                    for t in targets:
+                        if t in STAGES:
+                            assert STAGES.index(t) < STAGES.index(stage), f"{stage} -> {t}"

@@ -8,17 +8,9 @@ import pytest
 from matplotlib.image import imread
 
 from keras_sentiment.config import UserError
-from keras_sentiment.reporting import (
-    compare_runs,
-    duration,
-    find_run,
-    format_runs,
-    list_runs,
-    model_card,
-    most_confident_errors,
-    shorten,
-    write_plots,
-)
+from keras_sentiment.listing import compare_runs, find_run, format_runs, list_runs
+from keras_sentiment.model_card import duration, model_card, most_confident_errors, shorten
+from keras_sentiment.plots import write_plots
 
 HISTORY = [
     {"epoch": float(e), "accuracy": a, "loss": lo, "val_accuracy": va, "val_loss": vl}

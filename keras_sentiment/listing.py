@@ -1,0 +1,237 @@
+"""The runs: a table of exported versions, the unfinished runs, and two versions compared."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+from .config import UserError, versions
+from .model_card import duration, on_off
+
+# Config keys that name where things go, not how the model was made; never worth comparing.
+_IDENTITY_KEYS = ("name", "output_dir", "runs_dir")
+_MISSING = object()
+
+
+# --- runs --------------------------------------------------------------------------------
+
+
+def list_runs(output_dir: Path) -> list[dict]:
+    """One row per exported version with readable metadata, newest first."""
+    rows = []
+    for meta in _all_metadata(Path(output_dir)):
+        rows.append(
+            {
+                "name": meta["name"],
+                "version": meta["version"],
+                "created": meta.get("created", ""),
+                "accuracy": meta.get("metrics", {}).get("accuracy"),
+                "macro_f1": meta.get("metrics", {}).get("macro_f1"),
+                "duration": meta.get("training", {}).get("wall_seconds"),
+                "settings": settings(meta),
+                "path": meta["path"],
+            }
+        )
+    return sorted(rows, key=lambda r: (_when(r["created"]), r["version"]), reverse=True)
+
+
+def unfinished_runs(runs_dir: Path) -> list[str]:
+    """One line per run folder that has not exported yet: interrupted, or running now."""
+    lines = []
+    for base in sorted(Path(runs_dir).glob("*/")):
+        for version in versions(base):
+            run = base / str(version)
+            if (run / "summary.json").is_file():
+                continue
+            try:
+                state = json.loads((run / "checkpoint" / "state.json").read_text())
+                cfg = json.loads((run / "config.json").read_text())
+                where = f"at epoch {state['epoch']} of at most {cfg['epochs']}"
+                if state.get("finished"):
+                    where = "trained, not yet reported and exported"
+            except (OSError, ValueError, KeyError, TypeError):
+                where = "not yet at its first backup"
+            lines.append(f"{run}: {where} (stopped, or still running)")
+    return lines
+
+
+def _all_metadata(output_dir: Path) -> Iterator[dict]:
+    if not output_dir.is_dir():
+        return
+    for base in sorted(output_dir.iterdir()):
+        if base.is_dir() and not base.name.startswith("."):
+            for version in versions(base):
+                meta = read_metadata(base / str(version))
+                if meta is not None:
+                    yield meta
+
+
+def read_metadata(version_dir: Path) -> dict | None:
+    """A version's metadata.json, its name/version/path taken from where it lies; None if bad."""
+    try:
+        meta = json.loads((version_dir / "assets.extra" / "metadata.json").read_text("utf-8"))
+    except (OSError, ValueError):  # ValueError covers bad JSON and bad UTF-8
+        return None
+    if not isinstance(meta, dict):
+        return None
+    # A copied or renamed folder is served under its folder name, so that is the truth.
+    version_dir = Path(version_dir)
+    return {
+        **meta,
+        "name": version_dir.parent.name,
+        "version": int(version_dir.name),
+        "path": str(version_dir),
+    }
+
+
+def _when(created: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(created)
+    except (TypeError, ValueError):
+        return datetime.min.replace(tzinfo=UTC)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def settings(meta: dict) -> str:
+    """Key settings of a run in one short string, e.g. 'bilstm 64x1 max, len 400 pre, ...'."""
+    cfg = meta.get("config", {})
+    if not cfg:
+        return "-"
+    kind = "bilstm" if cfg.get("bidirectional") else "lstm"
+    parts = [
+        f"{kind} {cfg.get('lstm_units', '?')}x{cfg.get('lstm_layers', '?')} "
+        f"{cfg.get('pooling', '?')}",
+        f"len {cfg.get('sequence_length', '?')} {cfg.get('truncate', '?')}",
+        # The vocabulary the run really has: a small data set fills less than vocab_size.
+        f"vocab {meta.get('vocabulary_size', cfg.get('vocab_size', '?'))}",
+        f"lemma {on_off(cfg.get('lemmatize'))}",
+    ]
+    if cfg.get("remove_stopwords"):
+        parts.append("no stopwords")
+    source = str(cfg.get("embeddings", "?"))
+    if source == "none":
+        parts.append(f"learned {cfg.get('embedding_dim', '?')}d")
+    else:
+        parts.append(Path(source).name + ("" if cfg.get("train_embeddings", True) else " frozen"))
+    if cfg.get("max_train"):
+        parts.append(f"train {cfg['max_train']}")
+    return ", ".join(parts)
+
+
+def format_runs(rows: list[dict]) -> str:
+    """The rows of list_runs as an aligned plain-text table with a header."""
+    if not rows:
+        return "no exported runs"
+    header = ["NAME", "VERSION", "CREATED", "ACCURACY", "MACRO F1", "DURATION", "SETTINGS"]
+    table = [header] + [
+        [
+            str(r["name"]),
+            str(r["version"]),
+            _short_time(r.get("created")),
+            _number(r.get("accuracy")),
+            _number(r.get("macro_f1")),
+            duration(r["duration"]) if r.get("duration") is not None else "-",
+            r.get("settings", "-"),
+        ]
+        for r in rows
+    ]
+    return _align(table, numeric=frozenset({1, 3, 4, 5}))
+
+
+def _align(table: list[list[str]], numeric: frozenset[int] = frozenset()) -> str:
+    # Numbers right-aligned so their digits line up; the last column is left ragged.
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = []
+    for row in table:
+        cells = [
+            cell.rjust(w) if i in numeric else cell.ljust(w)
+            for i, (cell, w) in enumerate(zip(row, widths))
+        ]
+        lines.append("  ".join(cells).rstrip())
+    return "\n".join(lines)
+
+
+def _short_time(created: str | None) -> str:
+    when = _when(created or "")
+    return "-" if when.year == 1 else when.strftime("%Y-%m-%d %H:%M")
+
+
+def _number(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def compare_runs(a: dict, b: dict) -> str:
+    """Two runs' metadata side by side; config settings that differ are marked with '*'."""
+    cfg_a, cfg_b = a.get("config", {}), b.get("config", {})
+    keys = [k for k in cfg_a if k not in _IDENTITY_KEYS]
+    keys += [k for k in cfg_b if k not in _IDENTITY_KEYS and k not in cfg_a]
+    table = [["", "", _run_label(a), _run_label(b)]]
+    table.append(["", "created", _short_time(a.get("created")), _short_time(b.get("created"))])
+    for key in keys:
+        differs = cfg_a.get(key, _MISSING) != cfg_b.get(key, _MISSING)
+        table.append(["*" if differs else "", key, _setting(cfg_a, key), _setting(cfg_b, key)])
+    rows = [
+        ("parameters", lambda m: f"{m['parameters']:,}"),
+        ("epochs run", lambda m: str(m["training"]["epochs_run"])),
+        ("best epoch", lambda m: str(m["training"]["best_epoch"])),
+        ("duration", lambda m: duration(m["training"]["wall_seconds"])),
+        ("accuracy", lambda m: _number(m["metrics"]["accuracy"])),
+        ("macro F1", lambda m: _number(m["metrics"]["macro_f1"])),
+    ]
+    names = list(a.get("class_names", []))
+    names += [n for n in b.get("class_names", []) if n not in names]
+    for name in names:
+        rows.append(
+            (f"F1 {name}", lambda m, n=name: _number(m["test_report"]["per_class"][n]["f1-score"]))
+        )
+    table.append(["", "", "", ""])
+    for label, get in rows:
+        table.append(["", label, _get(get, a), _get(get, b)])
+    return _align(table)
+
+
+def _run_label(meta: dict) -> str:
+    return f"{meta.get('name', '?')}/{meta.get('version', '?')}"
+
+
+def _setting(cfg: dict, key: str) -> str:
+    if key not in cfg:
+        return "-"
+    return '""' if cfg[key] == "" else str(cfg[key])
+
+
+def _get(get, meta: dict) -> str:
+    # Older or partial metadata lacks some keys or holds None; show "-" rather than fail.
+    try:
+        return get(meta)
+    except (KeyError, TypeError, ValueError):
+        return "-"
+
+
+def find_run(output_dir: Path, spec: str) -> dict:
+    """The metadata of "NAME" (its latest readable version) or "NAME/VERSION"; UserError if none."""
+    output_dir = Path(output_dir)
+    name, _, version = spec.strip().strip("/").partition("/")
+    base = output_dir / name
+    if not name or name.startswith(".") or not base.is_dir():
+        known = sorted({m["name"] for m in _all_metadata(output_dir)})
+        hint = f"; runs there: {', '.join(known)}" if known else "; none there"
+        raise UserError(f"no exported run {name!r} in {output_dir}{hint}")
+    found = versions(base)
+    if version:
+        if not version.isdigit() or int(version) not in found:
+            raise UserError(
+                f"{name}: no version {version!r} in {base}; versions: "
+                f"{', '.join(map(str, found)) or 'none'}"
+            )
+        meta = read_metadata(base / str(int(version)))
+        if meta is None:
+            raise UserError(f"{base / str(int(version))}: assets.extra/metadata.json is unreadable")
+        return meta
+    for v in reversed(found):
+        meta = read_metadata(base / str(v))
+        if meta is not None:
+            return meta
+    raise UserError(f"{name}: no version in {base} has a readable assets.extra/metadata.json")

@@ -1,0 +1,289 @@
+"""The model card: what a version is, what it learned from, how it scores, where it fails."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+
+METRIC_KEYS = ("accuracy", "macro_f1")  # the headline numbers of a run
+
+
+# --- errors ------------------------------------------------------------------------------
+
+
+def most_confident_errors(
+    texts: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    k: int = 5,
+    width: int = 300,
+) -> list[dict]:
+    """The k misclassified texts the model was surest of, most confident first, shortened."""
+    labels = np.asarray(labels).astype(int)
+    probs = np.asarray(probs)
+    predicted = probs.argmax(axis=1)
+    confidence = probs[np.arange(len(probs)), predicted]
+    wrong = np.flatnonzero(predicted != labels)
+    # Stable sort: equally confident errors keep their order in the data.
+    order = wrong[np.argsort(-confidence[wrong], kind="stable")][:k]
+    return [
+        {
+            "text": shorten(texts[i], width),
+            "true": class_names[labels[i]],
+            "predicted": class_names[predicted[i]],
+            "confidence": float(confidence[i]),
+        }
+        for i in order
+    ]
+
+
+def shorten(text: str | bytes, width: int = 300) -> str:
+    """One line of at most `width` characters: <br /> tags gone, whitespace collapsed."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = " ".join(re.sub(r"<br\s*/?>", " ", str(text), flags=re.IGNORECASE).split())
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - 1)].rstrip() + "…"
+
+
+# --- model card --------------------------------------------------------------------------
+
+
+def model_card(summary: dict, errors: list[dict]) -> str:
+    """The Markdown text of MODEL_CARD.md for one trained (and possibly exported) model."""
+    sections = [
+        _card_title(summary),
+        _card_data(summary),
+        _card_preprocessing(summary),
+        _card_architecture(summary),
+        _card_training(summary),
+        _card_metrics(summary),
+        _card_errors(errors),
+        _card_limits(summary),
+        _card_versions(summary),
+    ]
+    return "\n\n".join(s for s in sections if s).rstrip() + "\n"
+
+
+def _card_title(summary: dict) -> str:
+    name = summary.get("name", "model")
+    version = summary.get("version")
+    title = f"# Model card: {name}" + (f" (version {version})" if version is not None else "")
+    lines = [title, ""]
+    names = summary.get("class_names") or summary.get("test_report", {}).get("class_names", [])
+    lines.append(
+        f"An LSTM text classifier that labels English movie reviews as one of: "
+        f"{', '.join(f'`{n}`' for n in names) or 'unknown classes'}."
+    )
+    if summary.get("created"):
+        lines.append(f"Trained {summary['created']}.")
+    return "\n".join(lines)
+
+
+def _card_data(summary: dict) -> str:
+    data = summary.get("dataset", {})
+    cfg = summary.get("config", {})
+    lines = ["## Data", "", f"- Source: `{data.get('source', cfg.get('dataset', 'unknown'))}`"]
+    for key, what in [("train", "training"), ("validation", "validation"), ("test", "test")]:
+        if key in data:
+            lines.append(f"- {what.capitalize()} texts: {data[key]:,}")
+    if cfg.get("max_train"):
+        lines.append(f"- Training texts capped at {cfg['max_train']:,} (`max_train`)")
+    return "\n".join(lines)
+
+
+def _card_preprocessing(summary: dict) -> str:
+    cfg = summary.get("config", {})
+    emb = summary.get("embeddings", {})
+    length = summary.get("sequence_length", cfg.get("sequence_length"))
+    lines = ["## Preprocessing", ""]
+    if "lemmatize" in cfg:
+        lines.append(f"- Lemmatization (NLTK WordNet): {on_off(cfg['lemmatize'])}")
+    if "remove_stopwords" in cfg:
+        lines.append(f"- Stopword removal (negations kept): {on_off(cfg['remove_stopwords'])}")
+    if "vocabulary_size" in summary:
+        lines.append(
+            f"- Vocabulary: {summary['vocabulary_size']:,} tokens (incl. padding and unknown)"
+        )
+    if length:
+        lines.append(f"- Sequence length: {length:,} tokens; {_truncation(cfg.get('truncate'))}")
+    source = emb.get("source", cfg.get("embeddings"))
+    if source == "none":
+        lines.append(f"- Embeddings: learned from scratch, {emb.get('dim', '?')} dimensions")
+    elif source:
+        coverage = emb.get("coverage")
+        found = (
+            f" ({emb['found']:,} of {emb['vocabulary']:,} words)"
+            if "found" in emb and "vocabulary" in emb
+            else ""
+        )
+        covers = (
+            f", covering {coverage:.1%} of the vocabulary{found}" if coverage is not None else ""
+        )
+        lines.append(f"- Embeddings: GloVe `{source}`, {emb.get('dim', '?')} dimensions{covers}")
+        if "train_embeddings" in cfg:
+            lines.append(f"- Embeddings fine-tuned: {_yes_no(cfg['train_embeddings'])}")
+    return "\n".join(lines)
+
+
+def _card_architecture(summary: dict) -> str:
+    cfg = summary.get("config", {})
+    emb = summary.get("embeddings", {})
+    vocab = _count(summary.get("vocabulary_size", cfg.get("vocab_size")))
+    dim = emb.get("dim", cfg.get("embedding_dim", "?"))
+    layers = cfg.get("lstm_layers", "?")
+    dropout = cfg.get("dropout")
+    pooling = {"max": "max over time", "mean": "mean over time", "last": "last state"}
+    chain = [
+        f"Embedding ({vocab} x {dim}, padding masked)",
+        f"SpatialDropout1D ({dropout / 2:g})" if dropout else "",
+        f"{'Bidirectional LSTM' if cfg.get('bidirectional') else 'LSTM'} x {layers} "
+        f"layer{'' if layers == 1 else 's'} of {cfg.get('lstm_units', '?')} units",
+        f"pooling: {pooling.get(cfg.get('pooling'), '?')}",
+        f"Dropout ({dropout:g})" if dropout else "",
+        f"Dense ({len(summary.get('class_names', [])) or '?'}, softmax)",
+    ]
+    lines = ["## Architecture", "", " -> ".join(c for c in chain if c)]
+    if "parameters" in summary:
+        lines += ["", f"Parameters: {_count(summary['parameters'])}"]
+    return "\n".join(lines)
+
+
+def _card_training(summary: dict) -> str:
+    train = summary.get("training", {})
+    cfg = summary.get("config", {})
+    lines = ["## Training", ""]
+    if "epochs_run" in train:
+        limit = f" of at most {cfg['epochs']}" if "epochs" in cfg else ""
+        lines.append(f"- Epochs run: {train['epochs_run']}{limit} (early stopping on validation)")
+    if train.get("best_epoch"):
+        lines.append(
+            f"- Best epoch (by {cfg.get('monitor', 'val_accuracy')}, weights kept): "
+            f"{train['best_epoch']}"
+        )
+    settings = [
+        f"{label} {cfg[key]}"
+        for key, label in [("batch_size", "batch"), ("learning_rate", "Adam lr")]
+        if key in cfg
+    ]
+    if settings:
+        lines.append(f"- Optimizer: {', '.join(settings)}")
+    if train.get("epoch_seconds"):
+        seconds = train["epoch_seconds"]
+        lines.append(
+            f"- Training time: {duration(sum(seconds))} over {len(seconds)} epochs "
+            f"({duration(sum(seconds) / len(seconds))} per epoch)"
+        )
+    if "wall_seconds" in train:
+        lines.append(f"- Wall time of the whole run: {duration(train['wall_seconds'])}")
+    if train.get("resumed"):
+        lines.append("- Resumed from an interrupted run; times cover the last session only")
+    return "\n".join(lines)
+
+
+def _card_metrics(summary: dict) -> str:
+    result = summary.get("test_report", {})
+    metrics = {**summary.get("metrics", {}), **{k: result[k] for k in result if k in METRIC_KEYS}}
+    if not metrics and not result:
+        return ""
+    lines = ["## Test metrics", ""]
+    if "support" in result:
+        lines.append(f"On {result['support']:,} test texts, touched once after training.")
+        lines.append("")
+    if "accuracy" in metrics:
+        lines.append(f"- Accuracy: **{metrics['accuracy']:.4f}**")
+    if "macro_f1" in metrics:
+        lines.append(f"- Macro F1: **{metrics['macro_f1']:.4f}**")
+    per_class = result.get("per_class", {})
+    if per_class:
+        lines += ["", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
+        for name, row in per_class.items():
+            lines.append(
+                f"| {name} | {row['precision']:.4f} | {row['recall']:.4f} "
+                f"| {row['f1-score']:.4f} | {int(row['support']):,} |"
+            )
+    matrix, names = result.get("confusion_matrix"), result.get("class_names")
+    if matrix and names:
+        lines += ["", "Confusion matrix (rows: true, columns: predicted):", ""]
+        lines += ["| true \\ predicted | " + " | ".join(names) + " |"]
+        lines += ["|---|" + "---:|" * len(names)]
+        for name, row in zip(names, matrix):
+            lines.append(f"| {name} | " + " | ".join(f"{v:,}" for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _card_errors(errors: list[dict]) -> str:
+    if not errors:
+        return ""
+    lines = ["## Most confident errors", ""]
+    lines.append("Test texts the model got wrong while most sure of itself (shortened):")
+    for e in errors:
+        lines += [
+            "",
+            f"- true **{e['true']}**, predicted **{e['predicted']}** "
+            f"with probability {e['confidence']:.3f}:",
+            "",
+            # Escape "<" so a stray HTML tag in a review shows as text, not markup.
+            f"  > {e['text'].replace('<', '&lt;')}",
+        ]
+    return "\n".join(lines)
+
+
+def _card_limits(summary: dict) -> str:
+    cfg = summary.get("config", {})
+    length = summary.get("sequence_length", cfg.get("sequence_length", "?"))
+    source = summary.get("embeddings", {}).get("source", cfg.get("embeddings", ""))
+    lines = [
+        "## Known limits",
+        "",
+        "- English only: the tokenizer, lemmatizer and stopwords are English.",
+        "- Trained on movie reviews; other domains (products, tweets, news) will score lower.",
+        f"- Texts longer than {length} tokens are truncated: {_truncation(cfg.get('truncate'))}.",
+        "- Words outside the vocabulary all map to one unknown token.",
+    ]
+    if source and source != "none":
+        lines.append(
+            "- GloVe vectors come from 2014 text (Wikipedia and Gigaword): newer words and "
+            "senses start from noise and are learned from the training data only."
+        )
+    lines.append("- Sarcasm, mixed reviews and negation over long spans are likely error sources.")
+    return "\n".join(lines)
+
+
+def _card_versions(summary: dict) -> str:
+    versions = summary.get("versions", {})
+    if not versions:
+        return ""
+    return "\n".join(["## Library versions", ""] + [f"- {k}: {v}" for k, v in versions.items()])
+
+
+def _truncation(side: str | None) -> str:
+    return {
+        "pre": "the end of a longer text is kept (its start is cut)",
+        "post": "the start of a longer text is kept (its end is cut)",
+    }.get(side or "", "truncation side unknown")
+
+
+def on_off(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def _yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _count(value: int | None) -> str:
+    return f"{value:,}" if isinstance(value, int) else "?"
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a short human duration: 42.0s, 9m 30s, 2h 05m."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    return f"{minutes // 60}h {minutes % 60:02d}m"

@@ -1,0 +1,174 @@
+"""Seeing the results: the training curves, confusion matrix, ROC and precision-recall plots."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+
+from .config import write_atomic
+
+DPI = 100
+CURVES_SIZE = (10.0, 4.5)  # inches: 1000 x 450 px
+SQUARE_SIZE = (6.0, 5.0)  # inches: 600 x 500 px, confusion matrix, ROC and precision-recall
+
+
+# --- plots -------------------------------------------------------------------------------
+
+
+def write_plots(
+    run_dir: Path,
+    history: list[dict[str, float]],
+    labels: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    best_epoch: int | None,
+) -> list[Path]:
+    """Write curves.png (1000x450 px) and confusion_matrix/roc/precision_recall.png (600x500)."""
+    run_dir = Path(run_dir)
+    labels = np.asarray(labels).astype(int)
+    probs = np.asarray(probs, dtype=np.float64)
+    figures = {
+        "confusion_matrix.png": _confusion_figure(labels, probs, class_names),
+        "roc.png": _roc_figure(labels, probs, class_names),
+        "precision_recall.png": _pr_figure(labels, probs, class_names),
+    }
+    if history:  # an exported run from before history was kept has none to draw
+        figures = {"curves.png": _curves_figure(history, best_epoch), **figures}
+    written = []
+    for name, fig in figures.items():
+        _save_png(fig, run_dir / name)
+        written.append(run_dir / name)
+    return written
+
+
+def _save_png(fig, path: Path) -> None:
+    # No bbox_inches="tight": it would crop to content and the pixel size would vary.
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=DPI)
+    write_atomic(path, buffer.getvalue())
+
+
+def _figure(size: tuple[float, float]):
+    # A bare Figure needs no pyplot and no backend, so it is safe on a headless server
+    # and leaves no global figure state behind.
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size, dpi=DPI, layout="constrained")
+
+
+def _curves_figure(history: list[dict[str, float]], best_epoch: int | None):
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [int(row.get("epoch", i + 1)) for i, row in enumerate(history)]  # from 1
+    fig = _figure(CURVES_SIZE)
+    for ax, metric, title in zip(fig.subplots(1, 2), ["loss", "accuracy"], ["Loss", "Accuracy"]):
+        for key, name, style in [(metric, "train", "o-"), (f"val_{metric}", "validation", "s-")]:
+            points = [(e, row[key]) for e, row in zip(epochs, history) if key in row]
+            if points:
+                ax.plot(*zip(*points), style, label=name, markersize=4)
+        if best_epoch:
+            ax.axvline(
+                best_epoch, color="tab:red", linestyle="--", label=f"best epoch {best_epoch}"
+            )
+        ax.set(title=title, xlabel="epoch", ylabel=metric)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best")
+    return fig
+
+
+def _confusion_figure(labels: np.ndarray, probs: np.ndarray, class_names: list[str]):
+    from sklearn.metrics import confusion_matrix
+
+    n = len(class_names)
+    matrix = confusion_matrix(labels, probs.argmax(axis=1), labels=list(range(n)))
+    fig = _figure(SQUARE_SIZE)
+    ax = fig.subplots()
+    image = ax.imshow(matrix, cmap="Blues", vmin=0)
+    fig.colorbar(image, ax=ax, label="texts")
+    totals = matrix.sum(axis=1)
+    for i in range(n):
+        for j in range(n):
+            share = matrix[i, j] / totals[i] if totals[i] else 0.0
+            # White on the dark cells, black on the light ones, so every count stays readable.
+            color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
+            text = f"{matrix[i, j]}\n({share:.1%})"
+            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=11)
+    rotate = 30 if n > 4 or max(len(c) for c in class_names) > 8 else 0
+    ax.set_xticks(range(n), class_names, rotation=rotate, ha="right" if rotate else "center")
+    ax.set_yticks(range(n), class_names)
+    ax.set(title="Confusion matrix (test split)", xlabel="predicted", ylabel="true")
+    return fig
+
+
+def _curve_title(kind: str, class_names: list[str]) -> str:
+    if len(class_names) == 2:
+        return f"{kind}, test split (positive class: {class_names[1]})"
+    return f"{kind}s, test split (each class vs the rest)"
+
+
+def _one_vs_rest(
+    labels: np.ndarray, probs: np.ndarray, class_names: list[str]
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    # Two classes: one curve, for the positive class. More: one curve per class against the rest,
+    # leaving out a class the test labels hold all or none of (its curve is undefined).
+    classes = [1] if len(class_names) == 2 else range(len(class_names))
+    curves = []
+    for c in classes:
+        truth = labels == c
+        if 0 < truth.sum() < len(truth):
+            curves.append((class_names[c], truth, probs[:, c]))
+    return curves
+
+
+def _roc_figure(labels: np.ndarray, probs: np.ndarray, class_names: list[str]):
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig = _figure(SQUARE_SIZE)
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], ":", color="gray", label="chance (AUC = 0.500)")
+    curves = _one_vs_rest(labels, probs, class_names)
+    for name, truth, score in curves:
+        fpr, tpr, _ = roc_curve(truth, score)
+        ax.plot(fpr, tpr, label=f"{name} (AUC = {roc_auc_score(truth, score):.3f})")
+    if not curves:
+        ax.text(0.5, 0.5, "too few classes in the labels", ha="center", transform=ax.transAxes)
+    ax.set(
+        title=_curve_title("ROC curve", class_names),
+        xlabel="false positive rate",
+        ylabel="true positive rate",
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def _pr_figure(labels: np.ndarray, probs: np.ndarray, class_names: list[str]):
+    from sklearn.metrics import average_precision_score, precision_recall_curve
+
+    fig = _figure(SQUARE_SIZE)
+    ax = fig.subplots()
+    curves = _one_vs_rest(labels, probs, class_names)
+    for name, truth, score in curves:
+        precision, recall, _ = precision_recall_curve(truth, score)
+        ap = average_precision_score(truth, score)
+        (line,) = ax.plot(recall, precision, label=f"{name} (AP = {ap:.3f})")
+        # A classifier that guesses scores the class's share of the texts: draw that floor.
+        ax.axhline(truth.mean(), color=line.get_color(), linestyle=":", linewidth=1)
+    if curves:
+        ax.legend(loc="lower left", title="dotted: chance")
+    else:
+        ax.text(0.5, 0.5, "too few classes in the labels", ha="center", transform=ax.transAxes)
+    ax.set(
+        title=_curve_title("Precision-recall curve", class_names),
+        xlabel="recall",
+        ylabel="precision",
+        xlim=(-0.01, 1.01),
+        ylim=(-0.01, 1.01),
+    )
+    ax.grid(alpha=0.3)
+    return fig
