@@ -25,6 +25,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_sentiment.batching import bucket_boundaries, train_dataset
 from keras_sentiment.config import Config, UserError, save_json
 from keras_sentiment.data import Splits, load_splits
 from keras_sentiment.embeddings import embedding_matrix
@@ -32,7 +33,7 @@ from keras_sentiment.export import export_saved_model
 from keras_sentiment.model import MaskedGlobalMaxPooling1D, build_model, split_text_model
 from keras_sentiment.prediction import SavedModelPredictor, resolve_version
 from keras_sentiment.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-from keras_sentiment.training import EpochTimer, bucket_boundaries, compile_model, train_dataset
+from keras_sentiment.training import EpochTimer, compile_model
 
 QUICK_TRAIN = 2000  # training reviews in --quick (after the validation hold-out)
 SERVE_REVIEWS = {"quick": 1024, "full": 2048}  # test reviews pushed through the batch runs

@@ -1,7 +1,8 @@
 """keras_sentiment: an IMDB LSTM sentiment classifier with Keras 3, from raw text to TF Serving.
 
-Stages, in data-flow order: config, data, preprocessing, embeddings, model, training,
-evaluation, plots, model_card, listing, export, prediction, then pipeline (`fit`, `load`) and cli.
+Stages, in data-flow order: config, data, preprocessing, embeddings, model, batching,
+training, evaluation, plots, model_card, listing, export, prediction, then pipeline (`fit`,
+`load`) and cli.
 
     import keras_sentiment as ks
     run = ks.fit(ks.Config(epochs=3))

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from .training import eval_dataset
+from .batching import eval_dataset
 
 
 def predict_rows(model: keras.Model, rows: list[np.ndarray], batch_size: int = 256) -> np.ndarray:

@@ -3,18 +3,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_sentiment.batching import bucket_boundaries, eval_dataset, train_dataset
 from keras_sentiment.config import Config
 from keras_sentiment.evaluation import format_report, predict_rows, report
 from keras_sentiment.model import CompiledLSTM, build_model
-from keras_sentiment.training import (
-    best_epoch_index,
-    bucket_boundaries,
-    compile_model,
-    eval_dataset,
-    read_history,
-    train,
-    train_dataset,
-)
+from keras_sentiment.training import best_epoch_index, compile_model, read_history, train
 
 
 def tiny(**kw) -> Config:
