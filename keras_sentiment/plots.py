@@ -80,25 +80,27 @@ def _curves_figure(history: list[dict[str, float]], best_epoch: int | None):
 
 
 def _confusion_figure(labels: np.ndarray, probs: np.ndarray, class_names: list[str]):
-    from sklearn.metrics import confusion_matrix
+    from sklearn.metrics import ConfusionMatrixDisplay
 
     n = len(class_names)
-    matrix = confusion_matrix(labels, probs.argmax(axis=1), labels=list(range(n)))
     fig = _figure(SQUARE_SIZE)
     ax = fig.subplots()
-    image = ax.imshow(matrix, cmap="Blues", vmin=0)
-    fig.colorbar(image, ax=ax, label="texts")
-    totals = matrix.sum(axis=1)
-    for i in range(n):
-        for j in range(n):
-            share = matrix[i, j] / totals[i] if totals[i] else 0.0
-            # White on the dark cells, black on the light ones, so every count stays readable.
-            color = "white" if matrix[i, j] > matrix.max() / 2 else "black"
-            text = f"{matrix[i, j]}\n({share:.1%})"
-            ax.text(j, i, text, ha="center", va="center", color=color, fontsize=11)
     rotate = 30 if n > 4 or max(len(c) for c in class_names) > 8 else 0
-    ax.set_xticks(range(n), class_names, rotation=rotate, ha="right" if rotate else "center")
-    ax.set_yticks(range(n), class_names)
+    display = ConfusionMatrixDisplay.from_predictions(
+        labels,
+        probs.argmax(axis=1),
+        labels=list(range(n)),
+        display_labels=class_names,
+        cmap="Blues",
+        xticks_rotation=rotate,
+        ax=ax,
+    )
+    # sklearn shows counts or shares; each cell here shows both: the count and its row's share.
+    matrix = display.confusion_matrix
+    totals = matrix.sum(axis=1)
+    for (i, j), text in np.ndenumerate(display.text_):
+        share = matrix[i, j] / totals[i] if totals[i] else 0.0
+        text.set_text(f"{matrix[i, j]}\n({share:.1%})")
     ax.set(title="Confusion matrix (test split)", xlabel="predicted", ylabel="true")
     return fig
 
@@ -124,16 +126,16 @@ def _one_vs_rest(
 
 
 def _roc_figure(labels: np.ndarray, probs: np.ndarray, class_names: list[str]):
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import RocCurveDisplay
 
     fig = _figure(SQUARE_SIZE)
     ax = fig.subplots()
-    ax.plot([0, 1], [0, 1], ":", color="gray", label="chance (AUC = 0.500)")
     curves = _one_vs_rest(labels, probs, class_names)
-    for name, truth, score in curves:
-        fpr, tpr, _ = roc_curve(truth, score)
-        ax.plot(fpr, tpr, label=f"{name} (AUC = {roc_auc_score(truth, score):.3f})")
-    if not curves:
+    for k, (name, truth, score) in enumerate(curves):
+        RocCurveDisplay.from_predictions(truth, score, name=name, ax=ax, plot_chance_level=k == 0)
+    if curves:
+        ax.legend(loc="lower right")
+    else:
         ax.text(0.5, 0.5, "too few classes in the labels", ha="center", transform=ax.transAxes)
     ax.set(
         title=_curve_title("ROC curve", class_names),
@@ -143,24 +145,22 @@ def _roc_figure(labels: np.ndarray, probs: np.ndarray, class_names: list[str]):
         ylim=(-0.01, 1.01),
     )
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right")
     return fig
 
 
 def _pr_figure(labels: np.ndarray, probs: np.ndarray, class_names: list[str]):
-    from sklearn.metrics import average_precision_score, precision_recall_curve
+    from sklearn.metrics import PrecisionRecallDisplay
 
     fig = _figure(SQUARE_SIZE)
     ax = fig.subplots()
     curves = _one_vs_rest(labels, probs, class_names)
     for name, truth, score in curves:
-        precision, recall, _ = precision_recall_curve(truth, score)
-        ap = average_precision_score(truth, score)
-        (line,) = ax.plot(recall, precision, label=f"{name} (AP = {ap:.3f})")
-        # A classifier that guesses scores the class's share of the texts: draw that floor.
-        ax.axhline(truth.mean(), color=line.get_color(), linestyle=":", linewidth=1)
+        # The chance level: a classifier that guesses scores the class's share of the texts.
+        PrecisionRecallDisplay.from_predictions(
+            truth, score, name=name, ax=ax, plot_chance_level=True
+        )
     if curves:
-        ax.legend(loc="lower left", title="dotted: chance")
+        ax.legend(loc="lower left")
     else:
         ax.text(0.5, 0.5, "too few classes in the labels", ha="center", transform=ax.transAxes)
     ax.set(
