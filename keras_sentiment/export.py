@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
 import platform
 import re
@@ -19,6 +18,7 @@ import numpy as np
 import tensorflow as tf
 
 from .config import kill_point, save_json, versions, write_atomic
+from .listing import read_metadata
 from .model import ServingNetwork
 from .preprocessing import TextPreprocessor
 
@@ -105,11 +105,8 @@ def export_saved_model(
 def _exported_by(version_dir: Path, run_dir: str | None) -> bool:
     if not run_dir or not (version_dir / "saved_model.pb").is_file():
         return False
-    try:
-        meta = json.loads((version_dir / "assets.extra" / "metadata.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(meta, dict) and meta.get("run_dir") == run_dir
+    meta = read_metadata(version_dir)
+    return meta is not None and meta.get("run_dir") == run_dir
 
 
 def next_version(base: Path) -> int:
@@ -127,10 +124,10 @@ def served_before(base: Path, version: int, metadata: dict) -> list[str]:
     if not older or version != max(versions(base)):
         return []
     previous = older[-1]
+    before = read_metadata(base / str(previous))
     try:
-        before = json.loads((base / str(previous) / "assets.extra" / "metadata.json").read_text())
         old, new = before["metrics"]["accuracy"], metadata["metrics"]["accuracy"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):  # no readable metadata, or no score in it
         return []
     way_back = (
         f"to serve version {previous} again, remove {base / str(version)} (its run stays in "

@@ -133,18 +133,10 @@ def _roc_figure(labels: np.ndarray, probs: np.ndarray, class_names: list[str]):
     curves = _one_vs_rest(labels, probs, class_names)
     for k, (name, truth, score) in enumerate(curves):
         RocCurveDisplay.from_predictions(truth, score, name=name, ax=ax, plot_chance_level=k == 0)
-    if curves:
-        ax.legend(loc="lower right")
-    else:
-        ax.text(0.5, 0.5, "too few classes in the labels", ha="center", transform=ax.transAxes)
-    ax.set(
-        title=_curve_title("ROC curve", class_names),
-        xlabel="false positive rate",
-        ylabel="true positive rate",
-        xlim=(-0.01, 1.01),
-        ylim=(-0.01, 1.01),
+    title = _curve_title("ROC curve", class_names)
+    _finish_curve(
+        ax, bool(curves), title, "false positive rate", "true positive rate", "lower right"
     )
-    ax.grid(alpha=0.3)
     return fig
 
 
@@ -159,16 +151,16 @@ def _pr_figure(labels: np.ndarray, probs: np.ndarray, class_names: list[str]):
         PrecisionRecallDisplay.from_predictions(
             truth, score, name=name, ax=ax, plot_chance_level=True
         )
-    if curves:
-        ax.legend(loc="lower left")
+    title = _curve_title("Precision-recall curve", class_names)
+    _finish_curve(ax, bool(curves), title, "recall", "precision", "lower left")
+    return fig
+
+
+def _finish_curve(ax, drawn: bool, title: str, xlabel: str, ylabel: str, legend: str) -> None:
+    # Shared by the ROC and precision-recall plots: labels, unit square, legend or a note.
+    if drawn:
+        ax.legend(loc=legend)
     else:
         ax.text(0.5, 0.5, "too few classes in the labels", ha="center", transform=ax.transAxes)
-    ax.set(
-        title=_curve_title("Precision-recall curve", class_names),
-        xlabel="recall",
-        ylabel="precision",
-        xlim=(-0.01, 1.01),
-        ylim=(-0.01, 1.01),
-    )
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel, xlim=(-0.01, 1.01), ylim=(-0.01, 1.01))
     ax.grid(alpha=0.3)
-    return fig

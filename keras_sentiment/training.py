@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
@@ -269,9 +271,11 @@ def save_keras(model: keras.Model, path: Path) -> None:
 
 def write_history(path: Path, history: list[dict[str, float]]) -> None:
     """history.csv, rewritten whole from the run's state (never a half or repeated row)."""
-    keys = list(dict.fromkeys(k for row in history for k in row))
-    lines = [",".join(keys)] + [",".join(f"{row.get(k, '')}" for k in keys) for row in history]
-    write_atomic(path, "\n".join(lines) + "\n")
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
+    writer.writeheader()
+    writer.writerows(history)
+    write_atomic(path, out.getvalue())
 
 
 def compile_model(model: keras.Model, cfg: Config) -> None:
@@ -306,7 +310,7 @@ def train(
         print(f"resuming after epoch {epoch}", flush=True)
     callbacks = [state, keras.callbacks.TensorBoard(str(run_dir / "logs"), write_graph=False)]
     val_ds, _ = eval_dataset(*val, cfg.batch_size)
-    _prepare_distributed(model, train_dataset(*train, cfg))
+    _prepare_distributed(model, lambda: train_dataset(*train, cfg))
     while not state.done and not state.state["finished"]:
         epoch, step = state.position
         # A backup inside an epoch resumes at that step: the stream is replayed to it, and
@@ -326,14 +330,14 @@ def train(
     return state.state["history"]
 
 
-def _prepare_distributed(model: keras.Model, train_ds: tf.data.Dataset) -> None:
+def _prepare_distributed(model: keras.Model, train_ds: Callable[[], tf.data.Dataset]) -> None:
     strategy = model.distribute_strategy
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return
     # keras-team/keras#20585: fit() builds the model from a batch reduced across workers,
     # which fails for an (x, y) batch; build it from one local batch instead.
     with strategy.scope():
-        model._symbolic_build(data_batch=next(iter(train_ds)))
+        model._symbolic_build(data_batch=next(iter(train_ds())))
     model._maybe_symbolic_build = lambda *args, **kwargs: None
     # It then averages each step's logs across workers along axis 0, which scalars lack:
     # give them that axis (the mean of equal global values is the value itself).
