@@ -209,7 +209,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _quiet_tensorflow_start() -> None:
     # TensorFlow's native start-up lines (oneDNN, CUDA probing) bypass TF_CPP_MIN_LOG_LEVEL
-    # and bury our one-line messages; import it and probe devices with stderr muted.
+    # and bury our one-line messages; import it and probe devices with stderr muted. Keras'
+    # RNN transposes a bool mask, for which oneDNN logs "oneDNN supports DT_BOOL only on
+    # platforms with AVX-512" at ERROR level, once per process: spend that once here too.
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "2" or "tensorflow" in sys.modules:
         return
     saved = os.dup(2)
@@ -219,6 +221,7 @@ def _quiet_tensorflow_start() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices()
+            tf.transpose(tf.zeros([2, 1], tf.bool))
     finally:
         os.dup2(saved, 2)
         os.close(saved)

@@ -268,6 +268,12 @@ def _block_lstm(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     ).h
 
 
+def _time_major_mask(lengths: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
+    """[time, batch]: True where step t is a real token of the row."""
+    # Built time-major, not transposed: oneDNN has no bool transpose (and logs an error).
+    return tf.range(steps)[:, None] < lengths[None, :]
+
+
 def _packed_lstm(x: tf.Tensor, sizes: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """Hidden states of packed steps [steps, features] (rows by time, then by row)."""
     dim = tf.shape(x)[1]
@@ -357,7 +363,7 @@ class ServingNetwork(tf.Module):
                 h = _block_lstm(backwards(x), *backward)
                 outputs.append(h if self._order_free(i) else backwards(h))
             x = tf.concat(outputs, -1)
-        real = tf.transpose(tf.sequence_mask(lengths, steps))[:, :, None]
+        real = _time_major_mask(lengths, steps)[:, :, None]
         if self.pooling == "max":
             pooled = tf.reduce_max(tf.where(real, x, -1e9), 0)
         elif self.pooling == "mean":
@@ -371,7 +377,7 @@ class ServingNetwork(tf.Module):
         order = tf.argsort(lengths, direction="DESCENDING", stable=True)
         lengths = tf.gather(lengths, order)
         rows, steps = tf.shape(ids)[0], lengths[0]
-        real = tf.transpose(tf.sequence_mask(lengths, steps))  # [time, batch]
+        real = _time_major_mask(lengths, steps)
         sizes = tf.reduce_sum(tf.cast(real, tf.int32), 1)  # rows still going at each step
         # Packed position of step (t, row), and of its mirror (length - 1 - t, row).
         position = tf.reshape(

@@ -79,7 +79,13 @@ def imdb_run(tmp_path_factory) -> dict:
     }
 
 
-def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None, timeout: int = 300):
+def run_cli(
+    *args: str,
+    stdin: str | None = None,
+    cwd: Path | None = None,
+    timeout: int = 300,
+    env: dict | None = None,
+):
     """`python -m keras_sentiment ARGS` in a subprocess, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "keras_sentiment", *args],
@@ -88,4 +94,5 @@ def run_cli(*args: str, stdin: str | None = None, cwd: Path | None = None, timeo
         text=True,
         cwd=cwd or ROOT,
         timeout=timeout,
+        env=env,
     )

@@ -1,6 +1,8 @@
 """The main job as a user runs it: fit a slice, export, reload elsewhere, predict, evaluate."""
 
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -142,3 +144,17 @@ def test_user_errors_are_one_line_and_exit_2(tmp_path):
     assert done.stderr.strip().startswith("error:") and "Traceback" not in done.stderr
     bad = run_cli("fit", "--lstm-units", "0")
     assert bad.returncode == 2 and "lstm_units" in bad.stderr
+
+
+def test_a_users_terminal_gets_no_tensorflow_log_lines(toy_csv, tmp_path):
+    # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of their own. TensorFlow's C++ lines (oneDNN,
+    # CUDA probing, "oneDNN supports DT_BOOL only on platforms with AVX-512") stay off stderr.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    out = ["--output-dir", str(tmp_path / "sm"), "--runs-dir", str(tmp_path / "runs")]
+    fit = run_cli("fit", "--dataset", str(toy_csv), "--epochs", "1", "--name", "t", *out, env=env)
+    assert fit.returncode == 0, fit.stderr[-2000:]
+    said = run_cli("predict", str(tmp_path / "sm" / "t"), "A fine film.", env=env)
+    assert said.returncode == 0, said.stderr[-2000:]
+    for done in (fit, said):
+        native = [x for x in done.stderr.splitlines() if re.match(r"[IWEF]\d{4} ", x)]
+        assert not native and "oneDNN" not in done.stderr, done.stderr[-2000:]
