@@ -207,11 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_tensorflow_start() -> None:
+def _quiet_tensorflow_start(run_an_op: bool) -> None:
     # TensorFlow's native start-up lines (oneDNN, CUDA probing) bypass TF_CPP_MIN_LOG_LEVEL
     # and bury our one-line messages; import it and probe devices with stderr muted. Keras'
     # RNN transposes a bool mask, for which oneDNN logs "oneDNN supports DT_BOOL only on
-    # platforms with AVX-512" at ERROR level, once per process: spend that once here too.
+    # platforms with AVX-512" at ERROR level, once per process: spend that once here too,
+    # unless multi-worker training needs to be the first to run a TensorFlow op.
     if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "2" or "tensorflow" in sys.modules:
         return
     saved = os.dup(2)
@@ -221,7 +222,8 @@ def _quiet_tensorflow_start() -> None:
             import tensorflow as tf
 
             tf.config.list_physical_devices()
-            tf.transpose(tf.zeros([2, 1], tf.bool))
+            if run_an_op:
+                tf.transpose(tf.zeros([2, 1], tf.bool))
     finally:
         os.dup2(saved, 2)
         os.close(saved)
@@ -230,11 +232,12 @@ def _quiet_tensorflow_start() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one command; user errors are one line on stderr and exit code 2."""
     args = build_parser().parse_args(argv)
-    _quiet_tensorflow_start()
     try:
+        cfg = None
         if args.command in ("fit", "export"):
-            overrides = {k: getattr(args, k, None) for k in FIELDS}
-            cfg = make_config(overrides, args.config)
+            cfg = make_config({k: getattr(args, k, None) for k in FIELDS}, args.config)
+        _quiet_tensorflow_start(run_an_op=cfg is None or cfg.strategy != "multi-worker")
+        if cfg is not None:
             if args.command == "fit":
                 fit(cfg)
             else:

@@ -85,14 +85,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
     from .model_card import most_confident_errors
     from .plots import write_plots
     from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-    from .training import (
-        best_epoch_index,
-        compile_model,
-        save_keras,
-        set_precision,
-        strategy_name,
-        train,
-    )
+    from .training import save_keras, train
 
     keras.utils.set_random_seed(cfg.seed)
     splits = load_splits(cfg)
@@ -112,30 +105,20 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
     )
 
     matrix, glove = embedding_matrix(cfg, pre.vocabulary)
-    precision = set_precision(cfg.mixed_precision)
     shape = (len(pre.vocabulary), len(splits.class_names))
-    with strategy.scope():
-        model = build_model(cfg, *shape, matrix)
-        compile_model(model, cfg)
-    model.summary(print_fn=lambda line, **_: print(line, flush=True))
-    print(
-        f"strategy: {strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s), "
-        f"global batch {cfg.batch_size}, {precision}",
-        flush=True,
+    trained = train(
+        cfg,
+        strategy,
+        lambda: build_model(cfg, *shape, matrix),
+        (rows["train"], splits.train.labels),
+        (rows["val"], splits.val.labels),
+        run_dir,
     )
-
-    history = train(
-        model, cfg, (rows["train"], splits.train.labels), (rows["val"], splits.val.labels), run_dir
-    )
+    model, history = trained.model, trained.history
     if not chief:
         _remove(run_dir)
         print("worker done: the chief writes the report and the SavedModel", flush=True)
         return Run(None, history, {}, run_dir, None, {})
-    if strategy.num_replicas_in_sync > 1:
-        # Report and export from a plain copy: no distributed variables in the served graph.
-        plain = build_model(cfg, *shape, None)
-        plain.set_weights(model.get_weights())
-        model = plain
     text = text_model(pre, model)  # raw strings in: what users load and call
     save_keras(text, run_dir / "model.keras")
 
@@ -146,8 +129,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
     save_json(run_dir / "report.json", result)
     kill_point("reported")
 
-    scores = [row[cfg.monitor] for row in history if cfg.monitor in row]
-    best_epoch = best_epoch_index(scores, cfg.monitor) + 1 if scores else None
+    best_epoch = trained.best_epoch
     plots = write_plots(run_dir, history, splits.test.labels, probs, splits.class_names, best_epoch)
     kill_point("plotted")
     errors = most_confident_errors(splits.test.texts, splits.test.labels, probs, splits.class_names)

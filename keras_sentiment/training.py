@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -98,11 +99,6 @@ def read_history(path: Path) -> list[dict[str, float]]:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
 
-def best_epoch_index(scores: list[float], monitor: str) -> int:
-    """Index of the best epoch: lowest loss or highest accuracy."""
-    return int(np.argmin(scores) if monitor.endswith("loss") else np.argmax(scores))
-
-
 class RunState(keras.callbacks.Callback):
     """Early stopping, learning-rate decay, best model and backups, all surviving SIGKILL.
 
@@ -137,7 +133,7 @@ class RunState(keras.callbacks.Callback):
         )
         self.step_offset = 0
 
-    # -- what train() asks -------------------------------------------------------------
+    # -- what _fit() asks --------------------------------------------------------------
     @property
     def position(self) -> tuple[int, int]:
         """(epochs finished, steps finished in the next epoch)."""
@@ -287,17 +283,48 @@ def compile_model(model: keras.Model, cfg: Config) -> None:
     )
 
 
+@dataclass
+class Trained:
+    """What training hands on: the model with its best epoch's weights, and the epochs' logs."""
+
+    model: keras.Model  # a plain single-device model, even after a distributed fit
+    history: list[dict[str, float]]
+    best_epoch: int | None
+
+
 def train(
-    model: keras.Model,
     cfg: Config,
+    strategy: tf.distribute.Strategy,
+    build: Callable[[], keras.Model],
     train: tuple[list[np.ndarray], np.ndarray],
     val: tuple[list[np.ndarray], np.ndarray],
     run_dir: Path,
-) -> list[dict[str, float]]:
-    """Fit with early stopping on `cfg.monitor`, resuming where `run_dir` says it stopped.
+) -> Trained:
+    """Build and compile under the strategy, then fit with early stopping on `cfg.monitor`.
 
-    Returns every epoch's logged metrics; the model ends with the best epoch's weights.
+    Sets the precision policy first, prints the model and the strategy, and resumes where
+    `run_dir`'s backup says an interrupted fit stopped.
     """
+    precision = set_precision(cfg.mixed_precision)
+    with strategy.scope():
+        model = build()
+        compile_model(model, cfg)
+    model.summary(print_fn=lambda line, **_: print(line, flush=True))
+    print(
+        f"strategy: {strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s), "
+        f"global batch {cfg.batch_size}, {precision}",
+        flush=True,
+    )
+    state = _fit(model, cfg, train, val, run_dir)
+    if strategy.num_replicas_in_sync > 1:
+        # Report and export from a plain copy: no distributed variables in the served graph.
+        plain = build()
+        plain.set_weights(model.get_weights())
+        model = plain
+    return Trained(model, state["history"], state["best_epoch"])
+
+
+def _fit(model, cfg: Config, train, val, run_dir: Path) -> dict:
     steps = math.ceil(len(train[1]) / cfg.batch_size)
     state = RunState(run_dir, cfg, steps)
     state.restore(model)
@@ -327,7 +354,7 @@ def train(
             verbose=1 if _interactive() else 2,
         )
     state.finish(model)
-    return state.state["history"]
+    return state.state
 
 
 def _prepare_distributed(model: keras.Model, train_ds: Callable[[], tf.data.Dataset]) -> None:

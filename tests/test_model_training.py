@@ -7,7 +7,7 @@ from keras_sentiment.batching import bucket_boundaries, eval_dataset, train_data
 from keras_sentiment.config import Config
 from keras_sentiment.evaluation import format_report, predict_rows, report
 from keras_sentiment.model import CompiledLSTM, build_model
-from keras_sentiment.training import best_epoch_index, compile_model, read_history, train
+from keras_sentiment.training import read_history, train
 
 
 def tiny(**kw) -> Config:
@@ -83,7 +83,8 @@ def test_length_buckets_are_right_padded_and_similar():
     assert seen == 500 and sorted(order.tolist()) == list(range(500))
 
 
-def test_tiny_model_learns_a_separable_task(tmp_path):
+@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
+def test_tiny_model_learns_a_separable_task(tmp_path, monitor):
     rng = np.random.default_rng(1)
     # Class 1 texts contain token 3, class 0 texts token 4: trivially learnable.
     rows, labels = [], []
@@ -93,28 +94,28 @@ def test_tiny_model_learns_a_separable_task(tmp_path):
         rows.append(row)
         labels.append(i % 2)
     labels = np.array(labels)
-    cfg = tiny(epochs=6, batch_size=32, learning_rate=1e-2, patience=6, seed=3)
-    model = build_model(cfg, 30, 2, None)
-    compile_model(model, cfg)
-    history = train(model, cfg, (rows[:320], labels[:320]), (rows[320:], labels[320:]), tmp_path)
+    cfg = tiny(epochs=6, batch_size=32, learning_rate=1e-2, patience=6, seed=3, monitor=monitor)
+    build = lambda: build_model(cfg, 30, 2, None)  # noqa: E731
+    strategy = tf.distribute.get_strategy()
+    trained = train(
+        cfg, strategy, build, (rows[:320], labels[:320]), (rows[320:], labels[320:]), tmp_path
+    )
+    model, history = trained.model, trained.history
     assert [row["epoch"] for row in history] == list(range(1, len(history) + 1))
     assert read_history(tmp_path / "history.csv") == history
     assert (tmp_path / "best.keras").is_file()
-    best = int(np.argmin([row["val_loss"] for row in history]))
+    scores = [row[monitor] for row in history]
+    # The best epoch is the first with the lowest loss or the highest accuracy.
+    best = int(np.argmin(scores) if monitor == "val_loss" else np.argmax(scores))
     # The model ends with the best epoch's weights, the ones best.keras holds.
     kept = keras.models.load_model(tmp_path / "best.keras")
     for a, b in zip(kept.get_weights(), model.get_weights()):
         np.testing.assert_array_equal(a, b)
-    assert history[best]["val_loss"] == min(row["val_loss"] for row in history)
+    assert trained.best_epoch == best + 1
     probs = predict_rows(model, rows[320:])
     result = report(labels[320:], probs, ["zero", "one"])
     assert result["accuracy"] > 0.9
     assert "confusion matrix" in format_report(result)
-
-
-def test_best_epoch_is_lowest_loss_or_highest_accuracy():
-    assert best_epoch_index([0.5, 0.3, 0.4], "val_loss") == 1
-    assert best_epoch_index([0.8, 0.9, 0.85], "val_accuracy") == 1
 
 
 def test_report_matches_sklearn():
