@@ -31,6 +31,7 @@ from keras_sentiment.config import Config, UserError, save_json
 from keras_sentiment.data import Splits, load_splits, load_test_split
 from keras_sentiment.embeddings import embedding_matrix
 from keras_sentiment.model import MaskedGlobalMaxPooling1D, build_model, split_text_model
+from keras_sentiment.pipeline import run_model
 from keras_sentiment.prediction import SavedModelPredictor, resolve_version
 from keras_sentiment.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
 from keras_sentiment.training import EpochTimer, compile_model
@@ -590,11 +591,8 @@ def bench_serving(
 
 def bench_fit(report: Report, cfg: Config, folder: Path, data: str) -> ks.Run:
     """`ks.fit` end to end (the work of `python -m keras_sentiment fit`), one epoch."""
-    cfg = Config(
-        **{**cfg.to_dict(), "epochs": 1, "name": "bench_default"},
-        output_dir=str(folder / "saved_models"),
-        runs_dir=str(folder / "runs"),
-    )
+    where = {"output_dir": str(folder / "saved_models"), "runs_dir": str(folder / "runs")}
+    cfg = Config(**{**cfg.to_dict(), "epochs": 1, "name": "bench_default", **where})
     start = time.perf_counter()
     run = ks.fit(cfg)
     seconds = time.perf_counter() - start
@@ -638,7 +636,7 @@ def trained_network(path: Path) -> tuple[keras.Model, TextPreprocessor] | None:
     run_dir = Path(meta.get("run_dir") or Path(meta["config"]["runs_dir"]) / meta["name"])
     if not (run_dir / "model.keras").is_file():
         return None
-    pre, network = split_text_model(keras.models.load_model(run_dir / "model.keras"))
+    pre, network = run_model(run_dir)
     return network, pre
 
 

@@ -73,8 +73,7 @@ def export(
     """Export the last trained model of a run again, as the next version."""
     from .export import batching_parameters, export_saved_model, served_before
     from .export import models_config as config_text
-    from .model import split_text_model
-    from .pipeline import load, version_files
+    from .pipeline import run_model, version_files
 
     runs_base = Path(cfg.runs_dir) / cfg.name
     needed = ["model.keras", "preprocessor.json", "summary.json"]
@@ -88,7 +87,7 @@ def export(
     run_dir = finished[-1]
     summary = json.loads((run_dir / "summary.json").read_text())
     summary.pop("export", None)  # the new version gets its own path
-    pre, model = split_text_model(load(run_dir / "model.keras"))
+    pre, model = run_model(run_dir)
     base = Path(cfg.output_dir) / cfg.name
     path = export_saved_model(
         pre, model, summary["class_names"], base, summary, version_files(summary)

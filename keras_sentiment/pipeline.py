@@ -191,6 +191,20 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
     return Run(text, history, result, run_dir, path, summary)
 
 
+def run_model(run_dir: Path) -> tuple:
+    """The preprocessor and the token-id network a run trained, from its folder."""
+    from .model import split_text_model
+    from .preprocessing import TextPreprocessor
+
+    model = load(run_dir / "model.keras")
+    if any(isinstance(layer, TextPreprocessor) for layer in model.layers):
+        return split_text_model(model)
+    # Runs from before model.keras held the raw-text model: the network takes token ids and
+    # the preprocessor lies beside it.
+    config = json.loads((run_dir / "preprocessor.json").read_text())
+    return TextPreprocessor.from_config(config), model
+
+
 def version_files(summary: dict) -> dict:
     """What assets.extra/ holds beside metadata.json, the same for `fit` and `export`."""
     from .model_card import model_card

@@ -205,3 +205,20 @@ def test_an_empty_request_gets_an_empty_answer(imdb_run):
     assert SavedModelPredictor(imdb_run["version"])([])["probabilities"].shape == (0, 2)
     done = run_cli("predict", str(imdb_run["version"]), stdin="")
     assert done.returncode == 0 and done.stdout == ""
+
+
+def test_export_reads_runs_from_before_model_keras_took_raw_text(imdb_run, tiny_model, tmp_path):
+    # Such a run's model.keras is the token-id network; its preprocessor.json lies beside it.
+    pre, network = tiny_model
+    old = tmp_path / "runs" / "tiny" / "1"
+    shutil.copytree(imdb_run["run_dir"], old)
+    network.save(old / "model.keras")
+    out = ["--name", "tiny", "--runs-dir", str(tmp_path / "runs")]
+    done = run_cli("export", *out, "--output-dir", str(tmp_path / "models"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    texts = tf.constant(["A wonderful film.", "Dull and far too long.", ""])
+    answers = [
+        tf.saved_model.load(str(path)).signatures["serving_default"](text=texts)["probabilities"]
+        for path in (imdb_run["version"], tmp_path / "models" / "tiny" / "1")
+    ]
+    assert abs(answers[0] - answers[1]).numpy().max() <= 1e-6
