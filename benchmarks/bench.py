@@ -611,7 +611,7 @@ def bench_fit(report: Report, cfg: Config, folder: Path, data: str) -> ks.Run:
 
 def bench_evaluate(report: Report, path: Path) -> None:
     """`evaluate` on the whole IMDB test split: the CLI's own calls, after the model is loaded."""
-    data, names = load_test_split("imdb_reviews", "test")
+    data, _ = load_test_split("imdb_reviews", "test")
     predictor = SavedModelPredictor(path)
     predictor([bytes(t) for t in data.texts[:256]])  # warm-up: traces the length-sorted shapes
     start = time.perf_counter()

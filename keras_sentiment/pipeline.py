@@ -15,11 +15,15 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import keras
 
 from .config import Config, UserError, kill_point, save_json, write_atomic
 from .training import is_chief, make_strategy, open_run
+
+if TYPE_CHECKING:
+    from .preprocessing import TextPreprocessor
 
 
 @dataclass
@@ -191,7 +195,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
     return Run(text, history, result, run_dir, path, summary)
 
 
-def run_model(run_dir: Path) -> tuple:
+def run_model(run_dir: Path) -> tuple[TextPreprocessor, keras.Model]:
     """The preprocessor and the token-id network a run trained, from its folder."""
     from .model import split_text_model
     from .preprocessing import TextPreprocessor
