@@ -80,6 +80,13 @@ class Config:
     epochs: int = field(default=8, metadata={"help": "maximum epochs"})
     learning_rate: float = field(default=2e-3, metadata={"help": "Adam learning rate"})
     clipnorm: float = field(default=1.0, metadata={"help": "gradient clipping norm"})
+    adversarial: float = field(
+        default=0.0,
+        metadata={
+            "help": "adversarial training: L2 norm of each text's worst-case embedding "
+            "perturbation (Miyato et al. 2017; 0: off)"
+        },
+    )
     lr_decay: float = field(
         default=0.5,
         metadata={"help": "multiply the learning rate by this when val. stalls (1: off)"},
@@ -117,7 +124,15 @@ class Config:
         for key in positive:
             if getattr(self, key) <= 0:
                 raise UserError(f"config: {key} must be > 0, got {getattr(self, key)}")
-        for key in ["max_train", "max_test", "patience", "checkpoint_steps", "embedding_dim"]:
+        nonnegative = [
+            "max_train",
+            "max_test",
+            "patience",
+            "checkpoint_steps",
+            "embedding_dim",
+            "adversarial",
+        ]
+        for key in nonnegative:
             if getattr(self, key) < 0:
                 raise UserError(f"config: {key} must be >= 0, got {getattr(self, key)}")
         if not 0 < self.validation_fraction < 1:

@@ -171,6 +171,11 @@ def _card_training(summary: dict) -> str:
     ]
     if settings:
         lines.append(f"- Optimizer: {', '.join(settings)}")
+    if cfg.get("adversarial"):
+        lines.append(
+            f"- Adversarial training: each text's embeddings also pushed the worst way, "
+            f"L2 norm {cfg['adversarial']:g} (Miyato et al. 2017)"
+        )
     if train.get("epoch_seconds"):
         seconds = train["epoch_seconds"]
         lines.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import inspect
 import io
 import json
 import math
@@ -283,6 +284,71 @@ def compile_model(model: keras.Model, cfg: Config) -> None:
     )
 
 
+def adversarial_losses(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epsilon: float) -> tuple:
+    """(loss, pushed loss, summed gradients of trainable_weights, predictions) of a batch.
+
+    The pushed loss is the batch's with its embeddings pushed the worst way.
+
+    Adversarial training on word embeddings (Miyato et al. 2017): the gradient of the loss
+    with respect to a text's embeddings, scaled to L2 norm `epsilon` over the whole text, is
+    the small change that hurts the model most; fitting both versions makes it robust to it.
+    """
+    embedding, head, mask = model.layers[0], model.layers[1:], x != 0
+
+    def classify(vectors):
+        # The model after its embedding layer; the mask is passed by hand because adding
+        # the perturbation makes a new tensor, which carries no Keras mask.
+        for layer in head:
+            takes_mask = "mask" in inspect.signature(layer.call).parameters
+            mask_kw = {"mask": mask} if takes_mask and len(vectors.shape) == 3 else {}
+            vectors = layer(vectors, training=True, **mask_kw)
+        return vectors
+
+    def loss_of(y_pred):
+        loss = model.compute_loss(x, y, y_pred, training=True)
+        return loss, model.optimizer.scale_loss(loss)
+
+    variables = model.trainable_weights
+    with tf.GradientTape() as tape:
+        vectors = embedding(x)
+        y_pred = classify(vectors)
+        loss, scaled = loss_of(y_pred)
+    *gradients, direction = tape.gradient(scaled, [*variables, vectors])
+    # Per text: padded steps get no gradient, so the norm is over its real tokens.
+    direction = tf.math.l2_normalize(tf.stop_gradient(direction), axis=[1, 2])
+    with tf.GradientTape() as tape:
+        pushed_loss, scaled = loss_of(classify(embedding(x) + epsilon * direction))
+    pushed_gradients = tape.gradient(scaled, variables)
+    gradients = [_add(a, b) for a, b in zip(gradients, pushed_gradients)]
+    return loss, pushed_loss, gradients, y_pred
+
+
+def adversarial_step(model: keras.Model, epsilon: float) -> Callable:
+    """Keras' TensorFlow train step, fitting each batch also with its worst-case embeddings.
+
+    One extra forward and backward pass per batch; the logged loss and metrics are the
+    clean batch's, as without adversarial training.
+    """
+
+    def step(data):
+        x, y = data
+        loss, _, gradients, y_pred = adversarial_losses(model, x, y, epsilon)
+        model.optimizer.apply_gradients(zip(gradients, model.trainable_weights))
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync  # undo Keras' 1/replicas
+        model._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(x)[0])
+        return model.compute_metrics(x, y, y_pred)
+
+    return step
+
+
+def _add(a, b):
+    if isinstance(a, tf.IndexedSlices):  # embedding rows: list both batches' rows
+        return tf.IndexedSlices(
+            tf.concat([a.values, b.values], 0), tf.concat([a.indices, b.indices], 0), a.dense_shape
+        )
+    return a + b
+
+
 @dataclass
 class Trained:
     """What training hands on: the model with its best epoch's weights, and the epochs' logs."""
@@ -309,6 +375,8 @@ def train(
     with strategy.scope():
         model = build()
         compile_model(model, cfg)
+        if cfg.adversarial:
+            model.train_step = adversarial_step(model, cfg.adversarial)
     model.summary(print_fn=lambda line, **_: print(line, flush=True))
     print(
         f"strategy: {strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s), "

@@ -7,7 +7,7 @@ from keras_sentiment.batching import bucket_boundaries, eval_dataset, train_data
 from keras_sentiment.config import Config
 from keras_sentiment.evaluation import format_report, predict_rows, report
 from keras_sentiment.model import CompiledLSTM, build_model
-from keras_sentiment.training import read_history, train
+from keras_sentiment.training import adversarial_losses, compile_model, read_history, train
 
 
 def tiny(**kw) -> Config:
@@ -83,8 +83,10 @@ def test_length_buckets_are_right_padded_and_similar():
     assert seen == 500 and sorted(order.tolist()) == list(range(500))
 
 
-@pytest.mark.parametrize("monitor", ["val_loss", "val_accuracy"])
-def test_tiny_model_learns_a_separable_task(tmp_path, monitor):
+@pytest.mark.parametrize(
+    "monitor, adversarial", [("val_loss", 0.0), ("val_accuracy", 0.0), ("val_loss", 1.0)]
+)
+def test_tiny_model_learns_a_separable_task(tmp_path, monitor, adversarial):
     rng = np.random.default_rng(1)
     # Class 1 texts contain token 3, class 0 texts token 4: trivially learnable.
     rows, labels = [], []
@@ -94,7 +96,15 @@ def test_tiny_model_learns_a_separable_task(tmp_path, monitor):
         rows.append(row)
         labels.append(i % 2)
     labels = np.array(labels)
-    cfg = tiny(epochs=6, batch_size=32, learning_rate=1e-2, patience=6, seed=3, monitor=monitor)
+    cfg = tiny(
+        epochs=6,
+        batch_size=32,
+        learning_rate=1e-2,
+        patience=6,
+        seed=3,
+        monitor=monitor,
+        adversarial=adversarial,
+    )
     build = lambda: build_model(cfg, 30, 2, None)  # noqa: E731
     strategy = tf.distribute.get_strategy()
     trained = train(
@@ -116,6 +126,39 @@ def test_tiny_model_learns_a_separable_task(tmp_path, monitor):
     result = report(labels[320:], probs, ["zero", "one"])
     assert result["accuracy"] > 0.9
     assert "confusion matrix" in format_report(result)
+
+
+def test_the_adversarial_push_is_the_worst_case_of_its_size():
+    cfg = tiny(dropout=0.0)
+    model = build_model(cfg, 40, 2, None)
+    compile_model(model, cfg)
+    # Every token once in the batch: the gradient of its embedding row is the gradient of
+    # the one vector where it stands. Rows of different lengths, right-padded.
+    lengths = [3, 9, 5, 12]
+    x = np.zeros((4, 12), np.int32)
+    ids = iter(range(1, 40))
+    for row, n in enumerate(lengths):
+        x[row, :n] = [next(ids) for _ in range(n)]
+    y = np.array([0, 1, 1, 0])
+    table = model.get_layer("embedding").embeddings
+    with tf.GradientTape() as tape:
+        expected_loss = model.compute_loss(x, y, model(x, training=True))
+    rows = tf.convert_to_tensor(tape.gradient(expected_loss, table)).numpy()
+    # Each text pushed by epsilon along its own gradient: to first order the mean loss rises
+    # by epsilon times the sum of the texts' gradient norms, the most any such push can.
+    per_text = [np.linalg.norm(rows[x[i, :n]]) for i, n in enumerate(lengths)]
+    epsilon = 1e-2
+    loss, pushed, _, _ = adversarial_losses(model, x, y, epsilon)
+    assert float(loss) == pytest.approx(float(expected_loss), rel=1e-6)
+    assert float(pushed - loss) == pytest.approx(epsilon * sum(per_text), rel=0.02)
+    # The step's gradients are those of both losses: with no push, twice the clean ones.
+    kernel = model.get_layer("probabilities").kernel
+    dense = next(i for i, w in enumerate(model.trainable_weights) if w is kernel)
+    with tf.GradientTape() as tape:
+        clean = model.compute_loss(x, y, model(x, training=True))
+    twice = 2 * tape.gradient(clean, kernel).numpy()
+    _, _, gradients, _ = adversarial_losses(model, x, y, 0.0)
+    np.testing.assert_allclose(gradients[dense].numpy(), twice, rtol=1e-5, atol=1e-8)
 
 
 def test_report_matches_sklearn():
