@@ -287,12 +287,12 @@ def compile_model(model: keras.Model, cfg: Config) -> None:
 def adversarial_losses(model: keras.Model, x: tf.Tensor, y: tf.Tensor, epsilon: float) -> tuple:
     """(loss, pushed loss, summed gradients of trainable_weights, predictions) of a batch.
 
-    The pushed loss is the batch's with its embeddings pushed the worst way.
-
     Adversarial training on word embeddings (Miyato et al. 2017): the gradient of the loss
     with respect to a text's embeddings, scaled to L2 norm `epsilon` over the whole text, is
-    the small change that hurts the model most; fitting both versions makes it robust to it.
+    the small change that hurts the model most. The pushed loss is the batch's with that
+    change made; fitting both losses makes the model robust to it.
     """
+    # build_model's order: the embedding first, then the layers that read its vectors.
     embedding, head, mask = model.layers[0], model.layers[1:], x != 0
 
     def classify(vectors):
