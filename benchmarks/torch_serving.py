@@ -109,6 +109,9 @@ def timed(model: Network, rows: list[np.ndarray], mode: str, batch: int, chunk: 
 
 def main() -> None:
     """Batch 1 (throughput, p50, p99) and the larger batches, packed and sorted chunks."""
+    # TensorFlow flushes denormal floats to zero on its CPU threads; PyTorch does not by
+    # default (torch_peer.py says what that costs). Same footing for both.
+    torch.set_flush_denormal(True)
     parser = argparse.ArgumentParser()
     parser.add_argument("net")
     parser.add_argument("--singles", type=int, default=200, help="single-review requests")
