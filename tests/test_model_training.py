@@ -111,6 +111,8 @@ def test_tiny_model_learns_a_separable_task(tmp_path, monitor, adversarial):
         cfg, strategy, build, (rows[:320], labels[:320]), (rows[320:], labels[320:]), tmp_path
     )
     model, history = trained.model, trained.history
+    # The adversarial step is in use exactly when the config asks for it.
+    assert ("adversarial_step" in model.train_step.__qualname__) == bool(adversarial)
     assert [row["epoch"] for row in history] == list(range(1, len(history) + 1))
     assert read_history(tmp_path / "history.csv") == history
     assert (tmp_path / "best.keras").is_file()
