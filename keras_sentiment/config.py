@@ -75,6 +75,15 @@ class Config:
     pooling: str = field(default="max", metadata={"help": "max, mean or last (over time)"})
     dropout: float = field(default=0.5, metadata={"help": "dropout on embeddings and features"})
 
+    # Pretraining (Dai & Le 2015): language models on the training and unlabeled texts.
+    pretrain_epochs: int = field(
+        default=0,
+        metadata={
+            "help": "epochs of language-model pretraining on the training texts and the data "
+            "set's unlabeled ones (IMDB: 50,000; cut to max_train when set; 0: off)"
+        },
+    )
+
     # Training.
     batch_size: int = field(default=64, metadata={"help": "batch size"})
     epochs: int = field(default=8, metadata={"help": "maximum epochs"})
@@ -131,6 +140,7 @@ class Config:
             "checkpoint_steps",
             "embedding_dim",
             "adversarial",
+            "pretrain_epochs",
         ]
         for key in nonnegative:
             if getattr(self, key) < 0:

@@ -68,6 +68,28 @@ def load_dataset(
     return _load_tfds(spec)
 
 
+def load_unlabeled(spec: str, limit: int = 0, seed: int = 0) -> np.ndarray:
+    """Unlabeled texts of a data set: TFDS' `unsupervised` split or aclImdb's train/unsup/.
+
+    Empty where the data set has none (CSV/JSONL files). `limit` keeps a seeded sample.
+    """
+    path = Path(spec)
+    if path.is_dir():
+        files = sorted((path / "train" / "unsup").glob("*.txt"))
+        texts = np.array([f.read_bytes() for f in files], dtype=object)
+    elif path.suffix.lower() in (".csv", ".jsonl", ".json") or path.is_file():
+        texts = np.array([], dtype=object)
+    else:
+        import tensorflow_datasets as tfds
+
+        if "unsupervised" not in tfds.builder(spec).info.splits:
+            return np.array([], dtype=object)
+        texts = _read_tfds(spec, "unsupervised")[0].texts
+    if limit and len(texts) > limit:
+        texts = texts[np.random.default_rng(seed).choice(len(texts), limit, replace=False)]
+    return texts
+
+
 def load_test_split(spec: str, split: str = "test") -> tuple[Split, list[str]]:
     """One named split (test by default) of a data set, for `evaluate`."""
     path = Path(spec)

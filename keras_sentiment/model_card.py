@@ -92,6 +92,16 @@ def _card_data(summary: dict) -> str:
             lines.append(f"- {what.capitalize()} texts: {data[key]:,}")
     if cfg.get("max_train"):
         lines.append(f"- Training texts capped at {cfg['max_train']:,} (`max_train`)")
+    pre = summary.get("pretraining") or {}
+    if pre:
+        lines.append(
+            f"- Unlabeled texts: {pre['unlabeled_texts']:,}, read with the training and "
+            f"validation texts (labels unread, {pre['texts']:,} in all, {pre['tokens']:,} "
+            f"tokens) by language models for {pre['epochs']} epoch(s) before fine-tuning "
+            "(Dai & Le 2015); the vocabulary comes from the same texts"
+        )
+    else:
+        lines.append("- Unlabeled texts: none (supervised only)")
     return "\n".join(lines)
 
 

@@ -81,7 +81,7 @@ def fit(cfg: Config | None = None) -> Run:
 
 
 def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started: float) -> Run:
-    from .data import load_splits
+    from .data import load_splits, load_unlabeled
     from .embeddings import embedding_matrix
     from .evaluation import format_report, predict_rows, report
     from .export import export_saved_model, library_versions, served_before
@@ -89,14 +89,22 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
     from .model_card import most_confident_errors
     from .plots import write_plots
     from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
+    from .pretraining import corpus, load_pretrained, pretrain
     from .training import save_keras, train
 
     keras.utils.set_random_seed(cfg.seed)
     splits = load_splits(cfg)
+    texts = splits.train.texts
+    if cfg.pretrain_epochs:
+        # The vocabulary and the language models see every training text (labels unread)
+        # and the unlabeled ones; validation labels still only pick the best epoch.
+        unlabeled = load_unlabeled(cfg.dataset, cfg.max_train, cfg.seed)
+        texts = corpus(splits.train.texts, splits.val.texts, unlabeled)
+        print(f"data: {len(unlabeled)} unlabeled texts for pretraining", flush=True)
     if (run_dir / "preprocessor.json").is_file():
         pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
     else:
-        pre = adapt_preprocessor(cfg, splits.train.texts)
+        pre = adapt_preprocessor(cfg, texts)
         save_json(run_dir / "preprocessor.json", pre.get_config())
     t = time.perf_counter()
     rows = {name: vectorize(pre, getattr(splits, name).texts) for name in ("train", "val", "test")}
@@ -110,10 +118,31 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
 
     matrix, glove = embedding_matrix(cfg, pre.vocabulary)
     shape = (len(pre.vocabulary), len(splits.class_names))
+    pretrained, pretraining = None, {}
+    if cfg.pretrain_epochs:
+        t = time.perf_counter()
+        lm_rows = vectorize(pre, texts)
+        pretrained = pretrain(cfg, lm_rows, matrix, len(pre.vocabulary))
+        pretraining = {
+            "texts": len(lm_rows),
+            "unlabeled_texts": len(texts) - len(splits.train) - len(splits.val),
+            "tokens": sum(len(r) for r in lm_rows),
+            "epochs": cfg.pretrain_epochs,
+            "seconds": round(time.perf_counter() - t, 1),
+        }
+        # Fine-tuning starts from the same random state whether pretraining ran or was cached.
+        keras.utils.set_random_seed(cfg.seed)
+
+    def build() -> keras.Model:
+        model = build_model(cfg, *shape, matrix)
+        if pretrained is not None:
+            load_pretrained(model, pretrained)
+        return model
+
     trained = train(
         cfg,
         strategy,
-        lambda: build_model(cfg, *shape, matrix),
+        build,
         (rows["train"], splits.train.labels),
         (rows["val"], splits.val.labels),
         run_dir,
@@ -151,6 +180,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
             "test": len(splits.test),
         },
         "embeddings": glove,
+        "pretraining": pretraining,
         "parameters": model.count_params(),
         "training": {
             "epochs_run": len(history),

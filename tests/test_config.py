@@ -81,7 +81,8 @@ def test_abbreviated_flags_are_refused(capsys):
 
 
 STAGES = [
-    "config", "data", "preprocessing", "embeddings", "model", "batching", "training",
+    "config", "data", "preprocessing", "embeddings", "model", "batching", "pretraining",
+    "training",
     "evaluation",
     "plots", "model_card", "listing", "export", "prediction", "pipeline", "cli", "__main__",
 ]  # fmt: skip

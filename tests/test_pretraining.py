@@ -1,0 +1,143 @@
+"""Language-model pretraining: each direction learns its task, reaches the classifier, is cached."""
+
+import json
+
+import numpy as np
+import pytest
+
+from keras_sentiment.config import Config
+from keras_sentiment.model import build_model
+from keras_sentiment.pretraining import cache_key, corpus, load_pretrained, pretrain
+
+VOCAB = 8  # padding, OOV and the tokens 2..7 of a cycle
+
+
+def cycles(n: int, seed: int = 0) -> list[np.ndarray]:
+    """Texts walking the cycle 2, 3, ..., 7, 2, ...: the next and previous word are certain."""
+    rng = np.random.default_rng(seed)
+    starts, lengths = rng.integers(0, 6, n), rng.integers(8, 31, n)
+    return [(2 + (s + np.arange(k)) % 6).astype(np.int32) for s, k in zip(starts, lengths)]
+
+
+def tiny(tmp_path, **overrides) -> Config:
+    values = dict(
+        embeddings="none",
+        embedding_dim=8,
+        lstm_units=16,
+        batch_size=16,
+        learning_rate=1e-2,
+        pretrain_epochs=12,
+        runs_dir=str(tmp_path),
+    )
+    return Config(**{**values, **overrides})
+
+
+def test_pretrained_directions_predict_the_next_and_the_previous_word(tmp_path, capsys):
+    cfg = tiny(tmp_path)
+    weights = pretrain(cfg, cycles(192), None, VOCAB)
+    assert "pretraining epoch 12/12" in capsys.readouterr().out
+
+    # In the classifier, the Bidirectional layer's forward states must predict the next word
+    # and its backward states, in Keras' time order, the previous word.
+    model = build_model(cfg, VOCAB, 2, None)
+    load_pretrained(model, weights)
+    ids = cycles(1, seed=1)[0][None, :]
+    bilstm = model.get_layer(index=2)
+    hidden = np.asarray(bilstm(model.get_layer("embedding")(ids)))[0]
+    units = cfg.lstm_units
+    for name, half, shift in [
+        ("forward", slice(0, units), 1),
+        ("backward", slice(units, None), -1),
+    ]:
+        logits = (
+            hidden[:, half] @ weights[f"{name}/softmax_kernel"].T + weights[f"{name}/softmax_bias"]
+        )
+        predicted = logits[:, 2:].argmax(-1) + 2  # among the real tokens
+        row = ids[0]
+        inner = slice(1, len(row) - 1)
+        expected = np.roll(row, -shift)
+        assert (predicted[inner] == expected[inner]).mean() > 0.9, name
+
+
+def test_pretraining_is_cached_by_content(tmp_path, capsys):
+    cfg = tiny(tmp_path, pretrain_epochs=1)
+    rows = cycles(48)
+    first = pretrain(cfg, rows, None, VOCAB)
+    capsys.readouterr()
+    again = pretrain(cfg, rows, None, VOCAB)
+    assert "reusing" in capsys.readouterr().out
+    assert first.keys() == again.keys()
+    assert all(np.array_equal(first[k], again[k]) for k in first)
+    assert len(list((tmp_path / ".pretrained").glob("*.npz"))) == 1
+
+    # Another seed shares the entry; other texts or settings do not.
+    key = cache_key(cfg, rows, None)
+    assert cache_key(tiny(tmp_path, pretrain_epochs=1, seed=7), rows, None) == key
+    assert cache_key(tiny(tmp_path, pretrain_epochs=2), rows, None) != key
+    assert cache_key(cfg, rows[:-1], None) != key
+    assert cache_key(cfg, rows, np.ones((VOCAB, 8), np.float32)) != key
+
+
+def test_the_corpus_does_not_depend_on_how_a_seed_split_it():
+    texts = np.array([b"c", b"a", b"d", b"b"], dtype=object)
+    one = corpus(texts[:2], texts[2:])
+    other = corpus(texts[[3, 0]], texts[[2, 1]])
+    assert one.tolist() == other.tolist() == [b"a", b"b", b"c", b"d"]
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_load_pretrained_fills_the_embedding_and_the_first_lstm(tmp_path, bidirectional):
+    cfg = tiny(tmp_path, bidirectional=bidirectional, lstm_layers=2)
+    rng = np.random.default_rng(0)
+    units, dim = cfg.lstm_units, cfg.embedding_dim
+    weights = {"embedding": rng.normal(size=(VOCAB, dim)).astype(np.float32)}
+    for name in ["forward", "backward"] if bidirectional else ["forward"]:
+        weights[f"{name}/kernel"] = rng.normal(size=(dim, 4 * units)).astype(np.float32)
+        weights[f"{name}/recurrent_kernel"] = rng.normal(size=(units, 4 * units)).astype(np.float32)
+        weights[f"{name}/bias"] = rng.normal(size=(4 * units,)).astype(np.float32)
+    model = build_model(cfg, VOCAB, 2, None)
+    second = [np.asarray(v) for v in model.layers[3].weights]
+    load_pretrained(model, weights)
+    assert np.array_equal(model.get_layer("embedding").embeddings, weights["embedding"])
+    first = model.layers[2]
+    cells = (
+        {"forward": first.forward_layer.cell, "backward": first.backward_layer.cell}
+        if bidirectional
+        else {"forward": first.cell}
+    )
+    for name, cell in cells.items():
+        for part in ("kernel", "recurrent_kernel", "bias"):
+            assert np.array_equal(getattr(cell, part), weights[f"{name}/{part}"])
+    # The second layer reads both directions' states at once: it has no LM of its own.
+    assert all(np.array_equal(a, b) for a, b in zip(second, model.layers[3].weights))
+
+
+def test_fit_with_pretraining_reads_unlabeled_reviews_and_reuses_the_cache(tmp_path, capsys):
+    from keras_sentiment.pipeline import fit
+
+    cfg = dict(
+        max_train=300,
+        max_test=100,
+        sequence_length=64,
+        lstm_units=8,
+        epochs=1,
+        pretrain_epochs=1,
+        runs_dir=str(tmp_path / "runs"),
+        output_dir=str(tmp_path / "saved_models"),
+    )
+    first = fit(Config(**cfg))
+    pre = first.summary["pretraining"]
+    # 300 training texts (270 train + 30 validation) and 300 of the 50,000 unlabeled.
+    assert (pre["texts"], pre["unlabeled_texts"]) == (600, 300)
+    card = (first.export_path / "assets.extra" / "MODEL_CARD.md").read_text()
+    assert "- Unlabeled texts: 300," in card
+    assert "reusing" not in capsys.readouterr().out
+    second = fit(Config(**cfg))
+    assert "pretraining: reusing" in capsys.readouterr().out
+    # A cached pretraining and a fresh one give the same fine-tuning, number for number.
+    untimed = [
+        [{k: v for k, v in e.items() if k != "seconds"} for e in r.history] for r in (first, second)
+    ]
+    assert json.dumps(untimed[0]) == json.dumps(untimed[1])
+    assert second.report["accuracy"] == first.report["accuracy"]
+    assert len(list((tmp_path / "runs" / ".pretrained").glob("*.npz"))) == 1
