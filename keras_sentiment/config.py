@@ -83,6 +83,13 @@ class Config:
             "set's unlabeled ones (IMDB: 50,000; cut to max_train when set; 0: off)"
         },
     )
+    unlabeled: str = field(
+        default="",
+        metadata={
+            "help": "unlabeled texts for pretraining: a folder of .txt files or a .txt file "
+            "with one text per line (default: the data set's own, if any)"
+        },
+    )
 
     # Training.
     batch_size: int = field(default=64, metadata={"help": "batch size"})

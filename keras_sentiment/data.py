@@ -68,26 +68,40 @@ def load_dataset(
     return _load_tfds(spec)
 
 
-def load_unlabeled(spec: str, limit: int = 0, seed: int = 0) -> np.ndarray:
-    """Unlabeled texts of a data set: TFDS' `unsupervised` split or aclImdb's train/unsup/.
+def load_unlabeled(cfg: Config) -> np.ndarray:
+    """Unlabeled texts for pretraining: `cfg.unlabeled`, else the data set's own.
 
-    Empty where the data set has none (CSV/JSONL files). `limit` keeps a seeded sample.
+    The data set's own: TFDS' `unsupervised` split, or an aclImdb folder's train/unsup/;
+    CSV/JSONL data has none. With `max_train`, as many are kept (a seeded sample).
     """
-    path = Path(spec)
-    if path.is_dir():
-        files = sorted((path / "train" / "unsup").glob("*.txt"))
-        texts = np.array([f.read_bytes() for f in files], dtype=object)
+    path = Path(cfg.dataset)
+    if cfg.unlabeled:
+        texts = _read_texts(Path(cfg.unlabeled))
+    elif path.is_dir():
+        texts = _read_texts(path / "train" / "unsup") if (path / "train" / "unsup").is_dir() else []
     elif path.suffix.lower() in (".csv", ".jsonl", ".json") or path.is_file():
-        texts = np.array([], dtype=object)
+        texts = []
     else:
         import tensorflow_datasets as tfds
 
-        if "unsupervised" not in tfds.builder(spec).info.splits:
-            return np.array([], dtype=object)
-        texts = _read_tfds(spec, "unsupervised")[0].texts
-    if limit and len(texts) > limit:
-        texts = texts[np.random.default_rng(seed).choice(len(texts), limit, replace=False)]
+        has = "unsupervised" in tfds.builder(cfg.dataset).info.splits
+        texts = _read_tfds(cfg.dataset, "unsupervised")[0].texts if has else []
+    texts = np.array(list(texts), dtype=object)
+    if cfg.max_train and len(texts) > cfg.max_train:
+        keep = np.random.default_rng(cfg.seed).choice(len(texts), cfg.max_train, replace=False)
+        texts = texts[np.sort(keep)]
     return texts
+
+
+def _read_texts(path: Path) -> list[bytes]:
+    # A folder of .txt files (one text each), or a .txt file with one text per line.
+    if path.is_dir():
+        return [f.read_bytes() for f in sorted(path.glob("*.txt"))]
+    if path.is_file() and path.suffix.lower() == ".txt":
+        return [line for line in path.read_bytes().splitlines() if line.strip()]
+    if not path.exists():
+        raise UserError(f"unlabeled: {path}: no such file or folder")
+    raise UserError(f"unlabeled: {path}: expected a folder of .txt files or a .txt file")
 
 
 def load_test_split(spec: str, split: str = "test") -> tuple[Split, list[str]]:

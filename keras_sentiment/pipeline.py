@@ -98,7 +98,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
     if cfg.pretrain_epochs:
         # The vocabulary and the language models see every training text (labels unread)
         # and the unlabeled ones; validation labels still only pick the best epoch.
-        unlabeled = load_unlabeled(cfg.dataset, cfg.max_train, cfg.seed)
+        unlabeled = load_unlabeled(cfg)
         texts = corpus(splits.train.texts, splits.val.texts, unlabeled)
         print(f"data: {len(unlabeled)} unlabeled texts for pretraining", flush=True)
     if (run_dir / "preprocessor.json").is_file():

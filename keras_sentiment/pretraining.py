@@ -120,7 +120,8 @@ def pretrain(
     optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm)
     optimizer.build(variables)
 
-    @tf.function
+    # One trace for every batch shape; CompiledLSTM's loops still compile per shape.
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.int32)])
     def step(ids):
         lengths = tf.math.count_nonzero(ids, axis=1, dtype=tf.int32)
         with tf.GradientTape() as tape:

@@ -141,3 +141,26 @@ def test_fit_with_pretraining_reads_unlabeled_reviews_and_reuses_the_cache(tmp_p
     assert json.dumps(untimed[0]) == json.dumps(untimed[1])
     assert second.report["accuracy"] == first.report["accuracy"]
     assert len(list((tmp_path / "runs" / ".pretrained").glob("*.npz"))) == 1
+
+
+def test_unlabeled_texts_come_from_a_file_a_folder_or_the_data_set(tmp_path, toy_csv):
+    from keras_sentiment.config import UserError
+    from keras_sentiment.data import load_unlabeled
+
+    lines = tmp_path / "more.txt"
+    lines.write_bytes(b"first text\n\nsecond text\r\nthird\n")
+    assert load_unlabeled(Config(unlabeled=str(lines))).tolist() == [
+        b"first text",
+        b"second text",
+        b"third",
+    ]
+    folder = tmp_path / "texts"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"{i}.txt").write_bytes(f"text {i}\nwith two lines".encode())
+    assert len(load_unlabeled(Config(unlabeled=str(folder)))) == 3
+    assert len(load_unlabeled(Config(unlabeled=str(folder), max_train=2))) == 2
+    assert len(load_unlabeled(Config(dataset=str(toy_csv)))) == 0  # a CSV has none of its own
+    for bad in (tmp_path / "missing.txt", toy_csv):
+        with pytest.raises(UserError, match="unlabeled: "):
+            load_unlabeled(Config(unlabeled=str(bad)))
