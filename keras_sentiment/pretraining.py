@@ -31,6 +31,7 @@ from .model import CompiledLSTM
 
 SAMPLED = 512  # classes per sampled softmax: the full 50,000 would cost 50x the LSTM step
 SEED = 0  # fixed, so that every seed of a recipe fine-tunes from the same pretraining
+LEARNING_RATE, CLIPNORM = 2e-3, 1.0  # the defaults' Adam, fixed: --learning-rate is fine-tuning's
 FORMAT = 1  # bump when the method changes, so old cache entries are not reused
 PRINT_EVERY = 200  # steps between progress lines
 
@@ -48,11 +49,16 @@ def cache_key(cfg: Config, rows: list[np.ndarray], matrix: np.ndarray | None) ->
     """Content key of the pretraining: token ids, starting embeddings and every setting."""
     settings = {
         key: getattr(cfg, key)
-        for key in ("pretrain_epochs", "lstm_units", "bidirectional", "batch_size")
+        for key in (
+            "pretrain_epochs",
+            "lstm_units",
+            "bidirectional",
+            "batch_size",
+            "train_embeddings",
+            "embedding_dim",
+        )
     }
-    settings.update(
-        format=FORMAT, sampled=SAMPLED, seed=SEED, train_embeddings=cfg.train_embeddings
-    )
+    settings.update(format=FORMAT, sampled=SAMPLED, seed=SEED, lr=LEARNING_RATE, clip=CLIPNORM)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for row in rows:
         digest.update(np.int32(len(row)).tobytes() + row.astype(np.int32).tobytes())
@@ -117,7 +123,7 @@ def pretrain(
         lstm.build((None, None, dim))
         head.build((None, cfg.lstm_units))
     variables = [v for layer in [embedding, *lstms, *heads] for v in layer.trainable_variables]
-    optimizer = keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm)
+    optimizer = keras.optimizers.Adam(LEARNING_RATE, clipnorm=CLIPNORM)
     optimizer.build(variables)
 
     # One trace for every batch shape; CompiledLSTM's loops still compile per shape.

@@ -25,42 +25,36 @@ def tiny(tmp_path, **overrides) -> Config:
         embedding_dim=8,
         lstm_units=16,
         batch_size=16,
-        learning_rate=1e-2,
-        pretrain_epochs=12,
+        pretrain_epochs=1,
         runs_dir=str(tmp_path),
     )
     return Config(**{**values, **overrides})
 
 
 def test_pretrained_directions_predict_the_next_and_the_previous_word(tmp_path, capsys):
-    cfg = tiny(tmp_path)
-    weights = pretrain(cfg, cycles(192), None, VOCAB)
+    cfg = tiny(tmp_path, pretrain_epochs=12)
+    weights = pretrain(cfg, cycles(384), None, VOCAB)
     assert "pretraining epoch 12/12" in capsys.readouterr().out
 
     # In the classifier, the Bidirectional layer's forward states must predict the next word
     # and its backward states, in Keras' time order, the previous word.
     model = build_model(cfg, VOCAB, 2, None)
     load_pretrained(model, weights)
-    ids = cycles(1, seed=1)[0][None, :]
-    bilstm = model.get_layer(index=2)
-    hidden = np.asarray(bilstm(model.get_layer("embedding")(ids)))[0]
     units = cfg.lstm_units
-    for name, half, shift in [
-        ("forward", slice(0, units), 1),
-        ("backward", slice(units, None), -1),
-    ]:
-        logits = (
-            hidden[:, half] @ weights[f"{name}/softmax_kernel"].T + weights[f"{name}/softmax_bias"]
-        )
-        predicted = logits[:, 2:].argmax(-1) + 2  # among the real tokens
-        row = ids[0]
-        inner = slice(1, len(row) - 1)
-        expected = np.roll(row, -shift)
-        assert (predicted[inner] == expected[inner]).mean() > 0.9, name
+    for row in cycles(4, seed=1):
+        hidden = np.asarray(model.get_layer(index=2)(model.get_layer("embedding")(row[None])))[0]
+        for name, half, shift in [
+            ("forward", slice(0, units), 1),
+            ("backward", slice(units, None), -1),
+        ]:
+            kernel, bias = weights[f"{name}/softmax_kernel"], weights[f"{name}/softmax_bias"]
+            predicted = (hidden[:, half] @ kernel.T + bias)[:, 2:].argmax(-1) + 2  # real tokens
+            inner = slice(1, len(row) - 1)  # the words that have both neighbours
+            assert (predicted[inner] == np.roll(row, -shift)[inner]).mean() > 0.9, name
 
 
 def test_pretraining_is_cached_by_content(tmp_path, capsys):
-    cfg = tiny(tmp_path, pretrain_epochs=1)
+    cfg = tiny(tmp_path)
     rows = cycles(48)
     first = pretrain(cfg, rows, None, VOCAB)
     capsys.readouterr()
@@ -72,8 +66,10 @@ def test_pretraining_is_cached_by_content(tmp_path, capsys):
 
     # Another seed shares the entry; other texts or settings do not.
     key = cache_key(cfg, rows, None)
-    assert cache_key(tiny(tmp_path, pretrain_epochs=1, seed=7), rows, None) == key
+    assert cache_key(tiny(tmp_path, seed=7), rows, None) == key
+    assert cache_key(tiny(tmp_path, learning_rate=1e-4), rows, None) == key
     assert cache_key(tiny(tmp_path, pretrain_epochs=2), rows, None) != key
+    assert cache_key(tiny(tmp_path, embedding_dim=4), rows, None) != key
     assert cache_key(cfg, rows[:-1], None) != key
     assert cache_key(cfg, rows, np.ones((VOCAB, 8), np.float32)) != key
 
