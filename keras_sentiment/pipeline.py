@@ -125,7 +125,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
         pretrained = pretrain(cfg, lm_rows, matrix, len(pre.vocabulary))
         pretraining = {
             "texts": len(lm_rows),
-            "unlabeled_texts": len(texts) - len(splits.train) - len(splits.val),
+            "unlabeled_texts": len(unlabeled),
             "tokens": sum(len(r) for r in lm_rows),
             "epochs": cfg.pretrain_epochs,
             "seconds": round(time.perf_counter() - t, 1),

@@ -64,6 +64,10 @@ def test_pretraining_is_cached_by_content(tmp_path, capsys):
     assert all(np.array_equal(first[k], again[k]) for k in first)
     assert len(list((tmp_path / ".pretrained").glob("*.npz"))) == 1
 
+    # What the key leaves out must not change the result: the seed and fine-tuning's rate.
+    other = pretrain(tiny(tmp_path / "other", seed=7, learning_rate=1e-4), rows, None, VOCAB)
+    assert all(np.array_equal(first[k], other[k]) for k in first)
+
     # Another seed shares the entry; other texts or settings do not.
     key = cache_key(cfg, rows, None)
     assert cache_key(tiny(tmp_path, seed=7), rows, None) == key
