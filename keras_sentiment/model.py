@@ -274,32 +274,50 @@ def _time_major_mask(lengths: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
     return tf.range(steps)[:, None] < lengths[None, :]
 
 
-def _packed_lstm(x: tf.Tensor, sizes: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """Hidden states of packed steps [steps, features] (rows by time, then by row)."""
+def _packed_lstm(
+    x: tf.Tensor, sizes: tf.Tensor, w: tf.Tensor, b: tf.Tensor, pool: str | None = None
+) -> tf.Tensor:
+    """Packed steps [steps, features] (rows by time, then by row) -> their hidden states.
+
+    With `pool` ("max", "mean" or "last") it returns each row's pooled state instead (the
+    sum for "mean"), in packed row order: the loop keeps the running pool of the rows still
+    going and sets a row's aside when it ends, so no hidden state is stored at all.
+    """
     dim = tf.shape(x)[1]
     # One matmul per gate: each gate's block then starts contiguous, so no step splits a copy.
     kernels = tf.split(w[:dim], 4, axis=1)
     recurrents = tf.split(w[dim:], 4, axis=1)
     biases = tf.split(b, 4)
     xws = [tf.matmul(x, k) + bias for k, bias in zip(kernels, biases)]  # every step at once
-    starts = tf.cumsum(sizes, exclusive=True)
     steps = tf.shape(sizes)[0]
-    outputs = tf.TensorArray(x.dtype, steps, infer_shape=False, element_shape=[None, None])
+    zeros = tf.zeros([sizes[0], tf.shape(recurrents[0])[0]], x.dtype)
+    # Pooled rows are written last-ended first at the end, so they concatenate in row order.
+    outputs = tf.TensorArray(
+        x.dtype, steps if pool is None else steps + 1, infer_shape=False, element_shape=[None, None]
+    )
 
-    def step(t, h, c, outputs):
+    def step(t, start, h, c, pooled, outputs):
         rows = sizes[t]  # the rows still going: a prefix, since rows are sorted by length
         h = h[:rows]
-        i, f, g, o = (
-            xw[starts[t] : starts[t] + rows] + tf.matmul(h, r) for xw, r in zip(xws, recurrents)
-        )
+        i, f, g, o = (xw[start : start + rows] + tf.matmul(h, r) for xw, r in zip(xws, recurrents))
         c = tf.sigmoid(f) * c[:rows] + tf.sigmoid(i) * tf.tanh(g)
         h = tf.sigmoid(o) * tf.tanh(c)
-        return t + 1, h, c, outputs.write(t, h)
+        if pool is None:
+            return t + 1, start + rows, h, c, pooled, outputs.write(t, h)
+        outputs = outputs.write(steps - t, pooled[rows:])  # rows whose last step was t - 1
+        pooled = pooled[:rows]
+        pooled = {"max": tf.maximum(pooled, h), "mean": pooled + h, "last": h}[pool]
+        return t + 1, start + rows, h, c, pooled, outputs
 
-    zeros = tf.zeros([sizes[0], tf.shape(recurrents[0])[0]], x.dtype)
-    _, _, _, outputs = tf.while_loop(
-        lambda t, *_: t < steps, step, (0, zeros, zeros, outputs), parallel_iterations=1
+    first = tf.fill(tf.shape(zeros), -np.inf) if pool == "max" else zeros
+    _, _, _, _, pooled, outputs = tf.while_loop(
+        lambda t, *_: t < steps,
+        step,
+        (0, 0, zeros, zeros, first, outputs),
+        parallel_iterations=1,
     )
+    if pool is not None:
+        outputs = outputs.write(0, pooled)  # the rows that went on to the last step
     return outputs.concat()
 
 
@@ -338,45 +356,43 @@ class ServingNetwork(tf.Module):
     def __call__(self, ids: tf.Tensor) -> tf.Tensor:
         """Right-padded token ids [batch, time], every row non-empty -> [batch, classes]."""
         lengths = tf.math.count_nonzero(ids, axis=1, dtype=tf.int32)
-        rows = tf.shape(ids)[0]
         return tf.cond(
-            rows <= self.small_batch,
-            # An empty request gets an empty answer, not an error from a 0-row LSTM.
-            lambda: tf.cond(
-                rows > 0,
-                lambda: self._padded(ids, lengths),
-                lambda: tf.zeros([0, self.dense[1].shape[0]]),
-            ),
+            tf.shape(ids)[0] <= self.small_batch,  # an empty request too: it gets 0 rows
+            lambda: self._padded(ids, lengths),
             lambda: self._packed(ids, lengths),
         )
 
+    # In both paths the last layer is pooled from each direction's states in the order the
+    # direction computed them: max and mean do not care about order, and Keras' last output
+    # is each direction's final state (the backward one having read the row backwards).
+
     def _padded(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
-        steps = tf.reduce_max(lengths)
+        steps = tf.maximum(tf.reduce_max(lengths), 1)
         x = tf.gather(self.embeddings, tf.transpose(ids[:, :steps]))  # [time, batch, dim]
 
         def backwards(seq: tf.Tensor) -> tf.Tensor:
             return tf.reverse_sequence(seq, lengths, seq_axis=0, batch_axis=1)
 
         for i, (forward, backward) in enumerate(self.lstms):
-            outputs = [_block_lstm(x, *forward)]
+            states = [_block_lstm(x, *forward)]
             if backward:
-                h = _block_lstm(backwards(x), *backward)
-                outputs.append(h if self._order_free(i) else backwards(h))
-            x = tf.concat(outputs, -1)
+                states.append(_block_lstm(backwards(x), *backward))
+            if i < len(self.lstms) - 1:  # the next layer reads both directions in time order
+                x = tf.concat(states[:1] + [backwards(h) for h in states[1:]], -1)
         real = _time_major_mask(lengths, steps)[:, :, None]
         if self.pooling == "max":
-            pooled = tf.reduce_max(tf.where(real, x, -1e9), 0)
+            pooled = [tf.reduce_max(tf.where(real, h, -np.inf), 0) for h in states]
         elif self.pooling == "mean":
-            pooled = tf.reduce_sum(tf.where(real, x, 0.0), 0) / tf.cast(lengths, x.dtype)[:, None]
+            pooled = [tf.reduce_sum(tf.where(real, h, 0.0), 0) for h in states]
         else:
-            last = tf.gather_nd(x, tf.stack([lengths - 1, tf.range(tf.shape(ids)[0])], 1))
-            pooled = self._last(last, x[0])
-        return self._classify(pooled)
+            last = tf.stack([lengths - 1, tf.range(tf.shape(ids)[0])], 1)
+            pooled = [tf.gather_nd(h, last) for h in states]
+        return self._classify(tf.concat(pooled, 1), lengths)
 
     def _packed(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         order = tf.argsort(lengths, direction="DESCENDING", stable=True)
         lengths = tf.gather(lengths, order)
-        rows, steps = tf.shape(ids)[0], lengths[0]
+        steps = lengths[0]
         real = _time_major_mask(lengths, steps)
         sizes = tf.reduce_sum(tf.cast(real, tf.int32), 1)  # rows still going at each step
         # Packed position of step (t, row), and of its mirror (length - 1 - t, row).
@@ -387,34 +403,17 @@ class ServingNetwork(tf.Module):
         ids = tf.transpose(tf.gather(ids, order)[:, :steps])
         x = tf.gather(self.embeddings, tf.boolean_mask(ids, real))  # [packed steps, dim]
         for i, (forward, backward) in enumerate(self.lstms):
-            outputs = [_packed_lstm(x, sizes, *forward)]
+            pool = self.pooling if i == len(self.lstms) - 1 else None
+            states = [_packed_lstm(x, sizes, *forward, pool=pool)]
             if backward:
-                h = _packed_lstm(tf.gather(x, mirror), sizes, *backward)
-                outputs.append(h if self._order_free(i) else tf.gather(h, mirror))
-            x = tf.concat(outputs, -1)
-        row = tf.boolean_mask(tf.broadcast_to(tf.range(rows), tf.shape(real)), real)
-        if self.pooling == "max":
-            pooled = tf.math.unsorted_segment_max(x, row, rows)
-        elif self.pooling == "mean":
-            pooled = tf.math.unsorted_segment_sum(x, row, rows) / tf.cast(lengths, x.dtype)[:, None]
-        else:
-            last = tf.gather_nd(position, tf.stack([lengths - 1, tf.range(rows)], 1))
-            pooled = self._last(tf.gather(x, last), x[:rows])  # x[:rows]: every row's step 0
-        return tf.scatter_nd(order[:, None], self._classify(pooled), [rows, self.dense[0].shape[1]])
+                h = _packed_lstm(tf.gather(x, mirror), sizes, *backward, pool=pool)
+                states.append(h if pool else tf.gather(h, mirror))
+            x = tf.concat(states, -1)
+        probabilities = self._classify(x, lengths)
+        return tf.scatter_nd(order[:, None], probabilities, tf.shape(probabilities))
 
-    def _order_free(self, layer: int) -> bool:
-        # Max and mean over a row's steps do not care in which order the backward states
-        # come, so the last layer's are pooled as computed, never put back in time order.
-        return layer == len(self.lstms) - 1 and self.pooling != "last"
-
-    def _last(self, at_end: tf.Tensor, at_start: tf.Tensor) -> tf.Tensor:
-        # Keras' last output: the forward state after the last token; the backward state,
-        # having read the row backwards, sits at the first token.
-        if self.lstms[-1][1] is None:
-            return at_end
-        units = tf.shape(at_end)[1] // 2
-        return tf.concat([at_end[:, :units], at_start[:, units:]], 1)
-
-    def _classify(self, pooled: tf.Tensor) -> tf.Tensor:
+    def _classify(self, pooled: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        if self.pooling == "mean":
+            pooled /= tf.cast(lengths, pooled.dtype)[:, None]
         kernel, bias = self.dense
         return tf.nn.softmax(tf.matmul(pooled, kernel) + bias)
