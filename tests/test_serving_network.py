@@ -21,7 +21,7 @@ ALLOWED_OPS = {
     # the network: fused LSTM kernel for a few rows, a packed while-loop for more
     "BlockLSTMV2", "StatelessWhile", "While", "If", "StatelessIf", "TensorListConcatV2",
     "TensorListGetItem", "TensorListReserve", "TensorListSetItem", "TensorListSplit",
-    "MatMul", "Sigmoid", "Tanh", "Softmax", "AddV2", "Sub", "Mul", "Maximum", "Minimum",
+    "MatMul", "BiasAdd", "Sigmoid", "Tanh", "Softmax", "AddV2", "Sub", "Mul", "Maximum", "Minimum",
     "Max", "Sum", "Prod", "Cumsum", "UnsortedSegmentMax", "UnsortedSegmentSum", "RealDiv",
     "ArgMax", "TopKV2", "ReverseSequence", "ScatterNd", "GatherV2", "GatherNd",
     "ResourceGather", "Split", "ConcatV2", "Transpose", "Reshape", "Squeeze", "ExpandDims",
