@@ -240,6 +240,7 @@ def split_text_model(model: keras.Model) -> tuple[TextPreprocessor, keras.Model]
 # reaches a real step, and the two directions are independent ops the executor runs at once.
 
 SMALL_BATCH = 4  # rows up to which BlockLSTMV2 beats the packed loop (benchmarks/README.md)
+FUSED_BATCH = 64  # rows from which the packed loop's fused step wins (benchmarks/README.md)
 
 
 def _lstm_weights(cell) -> tuple[tf.Variable, tf.Variable]:
@@ -275,7 +276,12 @@ def _time_major_mask(lengths: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
 
 
 def _packed_lstm(
-    x: tf.Tensor, sizes: tf.Tensor, w: tf.Tensor, b: tf.Tensor, pool: str | None = None
+    x: tf.Tensor,
+    sizes: tf.Tensor,
+    w: tf.Tensor,
+    b: tf.Tensor,
+    pool: str | None = None,
+    fused: bool = True,
 ) -> tf.Tensor:
     """Packed steps [steps, features] (rows by time, then by row) -> their hidden states.
 
@@ -283,12 +289,16 @@ def _packed_lstm(
     sum for "mean"), in packed row order: the loop keeps the running pool of the rows still
     going and sets a row's aside when it ends, so no hidden state is stored at all.
     """
-    # Per gate, [x_t, h] @ [kernel; recurrent] + bias and the gate's activation are one oneDNN
-    # op (grappler's remapper fuses MatMul, BiasAdd and Sigmoid or Tanh), so a step is a
-    # concat, four fused matmuls and the cell arithmetic: fewer ops, and no precomputed input
-    # projection to stream from memory, which beats projecting every step at once.
-    gates = tf.split(w, 4, axis=1)
-    biases = tf.split(b, 4)
+    # fused: per gate, [x_t, h] @ [kernel; recurrent] + bias and the gate's activation are one
+    # oneDNN op (grappler's remapper fuses MatMul, BiasAdd and Sigmoid or Tanh), and no input
+    # projection streams from memory. Not fused: every step's input projection is one matmul
+    # up front, and a step adds its slice to h @ recurrent. A fused op costs about 10 us more
+    # per call, which wins only when the steps have many rows (benchmarks/README.md).
+    dim = tf.shape(x)[1]
+    gates, biases = tf.split(w, 4, axis=1), tf.split(b, 4)
+    if not fused:
+        xws = [tf.matmul(x, k[:dim]) + bias for k, bias in zip(gates, biases)]
+        gates = [k[dim:] for k in gates]
     steps = tf.shape(sizes)[0]
     zeros = tf.zeros([sizes[0], tf.shape(w)[1] // 4], x.dtype)
     # Pooled rows are written last-ended first at the end, so they concatenate in row order.
@@ -298,8 +308,12 @@ def _packed_lstm(
 
     def step(t, start, h, c, pooled, outputs):
         rows = sizes[t]  # the rows still going: a prefix, since rows are sorted by length
-        xh = tf.concat([x[start : start + rows], h[:rows]], 1)
-        i, f, g, o = (tf.nn.bias_add(tf.matmul(xh, k), bias) for k, bias in zip(gates, biases))
+        if fused:
+            xh = tf.concat([x[start : start + rows], h[:rows]], 1)
+            z = [tf.nn.bias_add(tf.matmul(xh, k), bias) for k, bias in zip(gates, biases)]
+        else:
+            z = [xw[start : start + rows] + tf.matmul(h[:rows], r) for xw, r in zip(xws, gates)]
+        i, f, g, o = z
         c = tf.sigmoid(f) * c[:rows] + tf.sigmoid(i) * tf.tanh(g)
         h = tf.sigmoid(o) * tf.tanh(c)
         if pool is None:
@@ -356,10 +370,15 @@ class ServingNetwork(tf.Module):
     def __call__(self, ids: tf.Tensor) -> tf.Tensor:
         """Right-padded token ids [batch, time], every row non-empty -> [batch, classes]."""
         lengths = tf.math.count_nonzero(ids, axis=1, dtype=tf.int32)
+        rows = tf.shape(ids)[0]
         return tf.cond(
-            tf.shape(ids)[0] <= self.small_batch,  # an empty request too: it gets 0 rows
+            rows <= self.small_batch,  # an empty request too: it gets 0 rows
             lambda: self._padded(ids, lengths),
-            lambda: self._packed(ids, lengths),
+            lambda: tf.cond(
+                rows < FUSED_BATCH,
+                lambda: self._packed(ids, lengths, fused=False),
+                lambda: self._packed(ids, lengths, fused=True),
+            ),
         )
 
     # In both paths the last layer is pooled from each direction's states in the order the
@@ -389,7 +408,7 @@ class ServingNetwork(tf.Module):
             pooled = [tf.gather_nd(h, last) for h in states]
         return self._classify(tf.concat(pooled, 1), lengths)
 
-    def _packed(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+    def _packed(self, ids: tf.Tensor, lengths: tf.Tensor, fused: bool) -> tf.Tensor:
         order = tf.argsort(lengths, direction="DESCENDING", stable=True)
         lengths = tf.gather(lengths, order)
         steps = lengths[0]
@@ -404,9 +423,9 @@ class ServingNetwork(tf.Module):
         x = tf.gather(self.embeddings, tf.boolean_mask(ids, real))  # [packed steps, dim]
         for i, (forward, backward) in enumerate(self.lstms):
             pool = self.pooling if i == len(self.lstms) - 1 else None
-            states = [_packed_lstm(x, sizes, *forward, pool=pool)]
+            states = [_packed_lstm(x, sizes, *forward, pool, fused)]
             if backward:
-                h = _packed_lstm(tf.gather(x, mirror), sizes, *backward, pool=pool)
+                h = _packed_lstm(tf.gather(x, mirror), sizes, *backward, pool, fused)
                 states.append(h if pool else tf.gather(h, mirror))
             x = tf.concat(states, -1)
         probabilities = self._classify(x, lengths)

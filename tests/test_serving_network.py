@@ -7,7 +7,13 @@ import tensorflow as tf
 
 from keras_sentiment.config import Config
 from keras_sentiment.data import load_test_split
-from keras_sentiment.model import ServingNetwork, build_model, split_text_model
+from keras_sentiment.model import (
+    FUSED_BATCH,
+    SMALL_BATCH,
+    ServingNetwork,
+    build_model,
+    split_text_model,
+)
 from keras_sentiment.prediction import SavedModelPredictor
 
 from .test_reliability import HOSTILE
@@ -113,9 +119,11 @@ def test_every_trainable_configuration_serves_the_same(settings, trained, review
     model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in weights])
     network = tf.function(ServingNetwork(model))
     # 1 and 3 rows take the fused-kernel path; the others the packed loop, whose rows drop
-    # out step by step (64 reviews, the hostile batch) or all end at once (40 equal rows).
+    # out step by step (64 reviews, the hostile batch) or all end at once (40 equal rows);
+    # 64 rows and more run its fused steps, fewer its projected ones.
     same = [reviews[0]] * 40
     batches = (reviews[:1], reviews[5:8], reviews[:64], HOSTILE_BYTES, HOSTILE_BYTES[-4:], same)
+    assert len(reviews[5:8]) <= SMALL_BATCH < len(same) < FUSED_BATCH <= len(reviews[:64])
     for texts in batches:
         ids = pre(tf.constant(texts))
         expected = model(ids, training=False).numpy()
