@@ -56,6 +56,23 @@ def test_standardize_survives_hostile_input():
     assert clean(b"bad\xff\xfebytes") == "bad bytes"
 
 
+def test_invalid_utf8_is_cleaned_as_after_a_transcode():
+    # standardize() relies on lower() replacing bad bytes as unicode_transcode does.
+    rng = np.random.default_rng(0)
+    pieces = [b"good", b"don't", b"<br />", b" ", b"!", b"\x00", "\u00e9".encode(), b"\x80",
+              b"\xff", b"\xc3", b"\xe2\x80", b"\xed\xa0\x80", b"\xc0\xaf", b"\xf4\x90\x80\x80",
+              b"\xc3(", "\u2019".encode(), "\U0001f600".encode()[:3], b"N'T"]  # fmt: skip
+    texts = [rng.bytes(int(n)) for n in rng.integers(1, 20, 500)]
+    for n in rng.integers(1, 12, 1500):
+        texts.append(b"".join(pieces[i] for i in rng.integers(0, len(pieces), n)))
+    transcoded = tf.strings.unicode_transcode(
+        tf.constant(texts), "UTF-8", "UTF-8", errors="replace", replacement_char=0xFFFD
+    )
+    assert standardize(tf.constant(texts)).numpy().tolist() == (
+        standardize(transcoded).numpy().tolist()
+    )
+
+
 def test_stopwords_never_drop_negations():
     words = load_stopwords()
     assert "the" in words and "and" in words
