@@ -625,7 +625,7 @@ def bench_evaluate(report: Report, path: Path) -> None:
         seconds,
         {"reviews_per_s": round(len(data) / seconds, 1), "accuracy": round(accuracy, 4)},
         f"{seconds:.1f}s, {len(data) / seconds:,.0f} reviews/s (accuracy {accuracy:.4f})",
-        "as `python -m keras_sentiment evaluate`: length-sorted batches of 128, after the load",
+        "as `python -m keras_sentiment evaluate`: length-sorted batches of 256, after the load",
     )
 
 

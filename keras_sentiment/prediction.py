@@ -41,7 +41,7 @@ class SavedModelPredictor:
         meta = self.path / "assets.extra" / "metadata.json"
         self.metadata = json.loads(meta.read_text()) if meta.is_file() else {}
 
-    def __call__(self, texts: list[str | bytes], batch_size: int = 128) -> dict[str, np.ndarray]:
+    def __call__(self, texts: list[str | bytes], batch_size: int = 256) -> dict[str, np.ndarray]:
         """Outputs for every text, in input order."""
         data = [t.encode("utf-8", "surrogatepass") if isinstance(t, str) else t for t in texts]
         if not data:  # the model's own answer to no texts: every output, with zero rows

@@ -87,7 +87,7 @@ def test_savedmodel_answers_as_the_keras_model(imdb_run, trained, reviews):
     model, pre = trained
     served = SavedModelPredictor(imdb_run["version"])
     texts = reviews + HOSTILE_BYTES
-    # The predictor's batches (length-sorted, 128) and single-review requests, both paths.
+    # The predictor's batches (length-sorted, 256) and single-review requests, both paths.
     got = served(texts)["probabilities"]
     np.testing.assert_allclose(got, keras_probabilities(model, pre, texts), rtol=0, atol=1e-5)
     for text in reviews[:5] + HOSTILE_BYTES:
