@@ -235,12 +235,13 @@ def split_text_model(model: keras.Model) -> tuple[TextPreprocessor, keras.Model]
 #   (about 7 us a step at batch 1 against 23 us for the leanest while-loop);
 # - more rows: the rows are sorted by length and packed, as PyTorch's PackedSequence: step t
 #   runs only the rows still going, so no step is spent on padding, and each step is one
-#   fused matmul per gate plus the cell arithmetic. The last layer pools as it goes.
+#   matmul per gate (fused with its input projection while the step is wide) plus the cell
+#   arithmetic. The last layer pools as it goes, storing no states.
 # The backward direction reads each row reversed within its own length, so padding never
 # reaches a real step, and the two directions are independent ops the executor runs at once.
 
 SMALL_BATCH = 4  # rows up to which BlockLSTMV2 beats the packed loop (benchmarks/README.md)
-FUSED_BATCH = 64  # rows from which the packed loop's fused step wins (benchmarks/README.md)
+FUSED_ROWS = 64  # rows from which a packed step's fused gates win (benchmarks/README.md)
 
 
 def _lstm_weights(cell) -> tuple[tf.Variable, tf.Variable]:
@@ -276,12 +277,7 @@ def _time_major_mask(lengths: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
 
 
 def _packed_lstm(
-    x: tf.Tensor,
-    sizes: tf.Tensor,
-    w: tf.Tensor,
-    b: tf.Tensor,
-    pool: str | None = None,
-    fused: bool = True,
+    x: tf.Tensor, sizes: tf.Tensor, w: tf.Tensor, b: tf.Tensor, pool: str | None = None
 ) -> tf.Tensor:
     """Packed steps [steps, features] (rows by time, then by row) -> their hidden states.
 
@@ -289,30 +285,25 @@ def _packed_lstm(
     sum for "mean"), in packed row order: the loop keeps the running pool of the rows still
     going and sets a row's aside when it ends, so no hidden state is stored at all.
     """
-    # fused: per gate, [x_t, h] @ [kernel; recurrent] + bias and the gate's activation are one
-    # oneDNN op (grappler's remapper fuses MatMul, BiasAdd and Sigmoid or Tanh), and no input
-    # projection streams from memory. Not fused: every step's input projection is one matmul
-    # up front, and a step adds its slice to h @ recurrent. A fused op costs about 10 us more
-    # per call, which wins only when the steps have many rows (benchmarks/README.md).
+    # Two ways to compute a step's gates, each the faster where it runs (benchmarks/README.md):
+    # - wide steps (FUSED_ROWS rows or more, a prefix of the steps since rows only drop out):
+    #   per gate, [x_t, h] @ [kernel; recurrent] + bias and the activation are one oneDNN op
+    #   (grappler's remapper fuses MatMul, BiasAdd and Sigmoid or Tanh);
+    # - narrow steps, where a fused op's extra 10 us a call would dominate: the input
+    #   projection of all of them is one matmul up front, and a step adds its slice to h @ U.
     dim = tf.shape(x)[1]
-    gates, biases = tf.split(w, 4, axis=1), tf.split(b, 4)
-    if not fused:
-        xws = [tf.matmul(x, k[:dim]) + bias for k, bias in zip(gates, biases)]
-        gates = [k[dim:] for k in gates]
+    kernels, biases = tf.split(w, 4, axis=1), tf.split(b, 4)
     steps = tf.shape(sizes)[0]
-    zeros = tf.zeros([sizes[0], tf.shape(w)[1] // 4], x.dtype)
+    wide = tf.reduce_sum(tf.cast(sizes >= FUSED_ROWS, tf.int32))
+    narrow_start = tf.reduce_sum(sizes[:wide])
+    xws = [tf.matmul(x[narrow_start:], k[:dim]) + bias for k, bias in zip(kernels, biases)]
+    recurrents = [k[dim:] for k in kernels]
     # Pooled rows are written last-ended first at the end, so they concatenate in row order.
     outputs = tf.TensorArray(
         x.dtype, steps if pool is None else steps + 1, infer_shape=False, element_shape=[None, None]
     )
 
-    def step(t, start, h, c, pooled, outputs):
-        rows = sizes[t]  # the rows still going: a prefix, since rows are sorted by length
-        if fused:
-            xh = tf.concat([x[start : start + rows], h[:rows]], 1)
-            z = [tf.nn.bias_add(tf.matmul(xh, k), bias) for k, bias in zip(gates, biases)]
-        else:
-            z = [xw[start : start + rows] + tf.matmul(h[:rows], r) for xw, r in zip(xws, gates)]
+    def cell(t, start, rows, z, c, pooled, outputs):
         i, f, g, o = z
         c = tf.sigmoid(f) * c[:rows] + tf.sigmoid(i) * tf.tanh(g)
         h = tf.sigmoid(o) * tf.tanh(c)
@@ -323,13 +314,23 @@ def _packed_lstm(
         pooled = {"max": tf.maximum(pooled, h), "mean": pooled + h, "last": h}[pool]
         return t + 1, start + rows, h, c, pooled, outputs
 
+    def wide_step(t, start, h, c, pooled, outputs):
+        rows = sizes[t]  # the rows still going: a prefix, since rows are sorted by length
+        xh = tf.concat([x[start : start + rows], h[:rows]], 1)
+        z = [tf.nn.bias_add(tf.matmul(xh, k), bias) for k, bias in zip(kernels, biases)]
+        return cell(t, start, rows, z, c, pooled, outputs)
+
+    def narrow_step(t, start, h, c, pooled, outputs):
+        rows, at = sizes[t], start - narrow_start
+        z = [xw[at : at + rows] + tf.matmul(h[:rows], r) for xw, r in zip(xws, recurrents)]
+        return cell(t, start, rows, z, c, pooled, outputs)
+
+    zeros = tf.zeros([sizes[0], tf.shape(w)[1] // 4], x.dtype)
     first = tf.fill(tf.shape(zeros), -np.inf) if pool == "max" else zeros
-    _, _, _, _, pooled, outputs = tf.while_loop(
-        lambda t, *_: t < steps,
-        step,
-        (0, 0, zeros, zeros, first, outputs),
-        parallel_iterations=1,
-    )
+    state = (0, 0, zeros, zeros, first, outputs)
+    state = tf.while_loop(lambda t, *_: t < wide, wide_step, state, parallel_iterations=1)
+    state = tf.while_loop(lambda t, *_: t < steps, narrow_step, state, parallel_iterations=1)
+    _, _, _, _, pooled, outputs = state
     if pool is not None:
         outputs = outputs.write(0, pooled)  # the rows that went on to the last step
     return outputs.concat()
@@ -370,15 +371,10 @@ class ServingNetwork(tf.Module):
     def __call__(self, ids: tf.Tensor) -> tf.Tensor:
         """Right-padded token ids [batch, time], every row non-empty -> [batch, classes]."""
         lengths = tf.math.count_nonzero(ids, axis=1, dtype=tf.int32)
-        rows = tf.shape(ids)[0]
         return tf.cond(
-            rows <= self.small_batch,  # an empty request too: it gets 0 rows
+            tf.shape(ids)[0] <= self.small_batch,  # an empty request too: it gets 0 rows
             lambda: self._padded(ids, lengths),
-            lambda: tf.cond(
-                rows < FUSED_BATCH,
-                lambda: self._packed(ids, lengths, fused=False),
-                lambda: self._packed(ids, lengths, fused=True),
-            ),
+            lambda: self._packed(ids, lengths),
         )
 
     # In both paths the last layer is pooled from each direction's states in the order the
@@ -408,7 +404,7 @@ class ServingNetwork(tf.Module):
             pooled = [tf.gather_nd(h, last) for h in states]
         return self._classify(tf.concat(pooled, 1), lengths)
 
-    def _packed(self, ids: tf.Tensor, lengths: tf.Tensor, fused: bool) -> tf.Tensor:
+    def _packed(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         order = tf.argsort(lengths, direction="DESCENDING", stable=True)
         lengths = tf.gather(lengths, order)
         steps = lengths[0]
@@ -423,9 +419,9 @@ class ServingNetwork(tf.Module):
         x = tf.gather(self.embeddings, tf.boolean_mask(ids, real))  # [packed steps, dim]
         for i, (forward, backward) in enumerate(self.lstms):
             pool = self.pooling if i == len(self.lstms) - 1 else None
-            states = [_packed_lstm(x, sizes, *forward, pool, fused)]
+            states = [_packed_lstm(x, sizes, *forward, pool)]
             if backward:
-                h = _packed_lstm(tf.gather(x, mirror), sizes, *backward, pool, fused)
+                h = _packed_lstm(tf.gather(x, mirror), sizes, *backward, pool)
                 states.append(h if pool else tf.gather(h, mirror))
             x = tf.concat(states, -1)
         probabilities = self._classify(x, lengths)

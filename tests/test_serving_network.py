@@ -8,7 +8,7 @@ import tensorflow as tf
 from keras_sentiment.config import Config
 from keras_sentiment.data import load_test_split
 from keras_sentiment.model import (
-    FUSED_BATCH,
+    FUSED_ROWS,
     SMALL_BATCH,
     ServingNetwork,
     build_model,
@@ -120,10 +120,11 @@ def test_every_trainable_configuration_serves_the_same(settings, trained, review
     network = tf.function(ServingNetwork(model))
     # 1 and 3 rows take the fused-kernel path; the others the packed loop, whose rows drop
     # out step by step (64 reviews, the hostile batch) or all end at once (40 equal rows);
-    # 64 rows and more run its fused steps, fewer its projected ones.
+    # Steps of 64 rows or more run fused gates, narrower ones projected inputs: the batch
+    # of 64 starts with the one and ends with the other, the rest run only narrow steps.
     same = [reviews[0]] * 40
     batches = (reviews[:1], reviews[5:8], reviews[:64], HOSTILE_BYTES, HOSTILE_BYTES[-4:], same)
-    assert len(reviews[5:8]) <= SMALL_BATCH < len(same) < FUSED_BATCH <= len(reviews[:64])
+    assert len(reviews[5:8]) <= SMALL_BATCH < len(same) < FUSED_ROWS <= len(reviews[:64])
     for texts in batches:
         ids = pre(tf.constant(texts))
         expected = model(ids, training=False).numpy()
