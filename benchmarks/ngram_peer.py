@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import sys
 import time
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from benchmarks.bench import machine_info
-from keras_sentiment.config import FIELDS, Config
+from keras_sentiment.config import FIELDS, Config, UserError
 from keras_sentiment.data import load_splits
 from keras_sentiment.prediction import SavedModelPredictor
 
@@ -43,6 +44,8 @@ def measure(path: str) -> dict:
     start = time.perf_counter()
     predictor = SavedModelPredictor(path)
     # The export's own config gives the same data, seed and validation hold-out as its fit.
+    if "config" not in predictor.metadata:
+        raise UserError(f"{predictor.path}: no assets.extra/metadata.json with the fit's config")
     cfg = Config(**{k: v for k, v in predictor.metadata["config"].items() if k in FIELDS})
     splits = load_splits(cfg)
     vectorizer = CountVectorizer(
@@ -95,7 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"machine: {machine_info()}", flush=True)
     rows = []
     for path in args.models:
-        rows.append(measure(path))
+        try:
+            rows.append(measure(path))
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         print(json.dumps(rows[-1]), flush=True)
     summary = {}
     for key in ("lstm", "nblr", "average", "weighted"):

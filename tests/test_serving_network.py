@@ -28,7 +28,7 @@ ALLOWED_OPS = {
     "BlockLSTMV2", "StatelessWhile", "While", "If", "StatelessIf", "TensorListConcatV2",
     "TensorListGetItem", "TensorListReserve", "TensorListSetItem", "TensorListSplit",
     "MatMul", "BiasAdd", "Sigmoid", "Tanh", "Softmax", "AddV2", "Sub", "Mul", "Maximum", "Minimum",
-    "Max", "Sum", "Prod", "Cumsum", "UnsortedSegmentMax", "UnsortedSegmentSum", "RealDiv",
+    "Max", "Sum", "Prod", "Cumsum", "RealDiv",
     "ArgMax", "TopKV2", "ReverseSequence", "ScatterNd", "GatherV2", "GatherNd",
     "ResourceGather", "Split", "ConcatV2", "Transpose", "Reshape", "Squeeze", "ExpandDims",
     "BroadcastTo", "Tile", "Pad", "Fill", "Range", "Shape", "Size", "Pack", "StridedSlice",
