@@ -6,6 +6,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from .config import (
@@ -37,9 +38,12 @@ def evaluate(model_dir: str, dataset: str, split: str, as_json: bool) -> dict:
     model_names = predictor.metadata.get("class_names", names)
     if list(model_names) != list(names):
         raise UserError(f"{dataset}: classes {names} differ from the model's {model_names}")
+    start = time.perf_counter()
     outputs = predictor(list(data.texts))
+    seconds = time.perf_counter() - start
     result = report(data.labels, outputs["probabilities"], names)
     result.update({"model": str(predictor.path), "dataset": dataset, "split": split})
+    result["seconds"] = round(seconds, 2)  # scoring only: after the model and data are loaded
     print(json.dumps(result) if as_json else format_report(result), flush=True)
     return result
 
@@ -206,22 +210,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_tensorflow_start(run_an_op: bool) -> None:
+def _start_tensorflow(run_an_op: bool, serving: bool) -> None:
     # TensorFlow's native start-up lines (oneDNN, CUDA probing) bypass TF_CPP_MIN_LOG_LEVEL
-    # and bury our one-line messages; import it and probe devices with stderr muted. Keras'
-    # RNN transposes a bool mask, for which oneDNN logs "oneDNN supports DT_BOOL only on
-    # platforms with AVX-512" at ERROR level, once per process: spend that once here too,
-    # unless multi-worker training needs to be the first to run a TensorFlow op.
-    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "2" or "tensorflow" in sys.modules:
-        return
+    # and bury our one-line messages; import it and probe devices with stderr muted. oneDNN
+    # logs "supports DT_BOOL (or DT_INT32) only on platforms with AVX-512" at ERROR level,
+    # once per process: spend that once here too, unless multi-worker training needs to be
+    # the first to run a TensorFlow op. Serving's thread setting must come before any op; a
+    # process that brought its own TensorFlow (a test, a notebook) keeps its settings.
+    fresh = "tensorflow" not in sys.modules
+    quiet = fresh and os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") >= "2"
     saved = os.dup(2)
     try:
         with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), 2)
+            if quiet:
+                os.dup2(null.fileno(), 2)
             import tensorflow as tf
 
             tf.config.list_physical_devices()
-            if run_an_op:
+            if serving and fresh:
+                from .prediction import serving_threads
+
+                serving_threads()
+            if run_an_op and quiet:
                 tf.transpose(tf.zeros([2, 1], tf.bool))
     finally:
         os.dup2(saved, 2)
@@ -235,7 +245,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = None
         if args.command in ("fit", "export"):
             cfg = make_config({k: getattr(args, k, None) for k in FIELDS}, args.config)
-        _quiet_tensorflow_start(run_an_op=cfg is None or cfg.strategy != "multi-worker")
+        serving = args.command == "evaluate" or (args.command == "predict" and not args.server)
+        multi_worker = cfg is not None and cfg.strategy == "multi-worker"
+        _start_tensorflow(run_an_op=not multi_worker, serving=serving)
         if cfg is not None:
             if args.command == "fit":
                 fit(cfg)

@@ -53,6 +53,9 @@ def format_report(result: dict) -> str:
             f"{row['f1-score']:>9.4f} {int(row['support']):>9d}"
         )
     lines += ["", f"{'accuracy':>{width}} {result['accuracy']:.4f} on {result['support']} texts"]
+    if "seconds" in result:
+        rate = result["support"] / max(result["seconds"], 1e-9)
+        lines[-1] += f", scored in {result['seconds']:.1f}s ({rate:,.0f} texts/s)"
     lines += ["", "confusion matrix (rows: true, columns: predicted)"]
     lines.append(" " * (width + 1) + " ".join(f"{n:>10}" for n in names))
     for name, row in zip(names, result["confusion_matrix"]):

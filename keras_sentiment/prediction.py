@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,20 @@ def resolve_version(path: str | Path) -> Path:
     return path / str(found[-1])
 
 
+def serving_threads() -> int:
+    """Keep each op to half the cores, so the LSTM's two directions run side by side."""
+    # Both directions already run at once; an op spread over every core then fights the
+    # other direction. Measured on 2 cores: `evaluate` 16.1 s with TensorFlow's default
+    # threads against 11.8-12.6 s with 1 (batches of 512, two in flight). Process-wide,
+    # and only possible before TensorFlow runs its first op.
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(max(1, (cores or 2) // 2))
+    except RuntimeError:  # TensorFlow is already running: keep what it has
+        pass
+    return tf.config.threading.get_intra_op_parallelism_threads()
+
+
 class SavedModelPredictor:
     """The `serving_default` signature of an exported model, fed in length-sorted batches."""
 
@@ -41,18 +57,29 @@ class SavedModelPredictor:
         meta = self.path / "assets.extra" / "metadata.json"
         self.metadata = json.loads(meta.read_text()) if meta.is_file() else {}
 
-    def __call__(self, texts: list[str | bytes], batch_size: int = 256) -> dict[str, np.ndarray]:
-        """Outputs for every text, in input order."""
+    def __call__(
+        self, texts: list[str | bytes], batch_size: int | None = None
+    ) -> dict[str, np.ndarray]:
+        """Outputs for every text, in input order, two batches in flight."""
+        if batch_size is None:
+            # Big batches pay only when ops keep to their own cores (see serving_threads):
+            # 512 against 256 took 11.8-12.6 s against 13.4 s with 1 thread per op, but
+            # 16.1 against 13.5 s with TensorFlow's default threads.
+            batch_size = 512 if tf.config.threading.get_intra_op_parallelism_threads() else 256
         data = [t.encode("utf-8", "surrogatepass") if isinstance(t, str) else t for t in texts]
         if not data:  # the model's own answer to no texts: every output, with zero rows
             return {
                 k: v.numpy() for k, v in self.signature(text=tf.constant([], tf.string)).items()
             }
         order = np.argsort([len(t) for t in data], kind="stable")
-        parts = []
-        for start in range(0, len(data), batch_size):
+
+        def score(start: int) -> dict[str, np.ndarray]:
             batch = tf.constant([data[i] for i in order[start : start + batch_size]], tf.string)
-            parts.append({k: v.numpy() for k, v in self.signature(text=batch).items()})
+            return {k: v.numpy() for k, v in self.signature(text=batch).items()}
+
+        # A second batch in flight fills the cores while the first runs its short rows.
+        with ThreadPoolExecutor(2) as pool:
+            parts = list(pool.map(score, range(0, len(data), batch_size)))
         outputs = {}
         for key in parts[0] if parts else []:
             joined = np.concatenate([p[key] for p in parts])

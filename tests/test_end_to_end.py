@@ -128,8 +128,26 @@ def test_evaluate_json(imdb_run, reviews, tmp_path):
         assert key in result
     assert sum(map(sum, result["confusion_matrix"])) == 400
     assert set(result["per_class"]) == {"neg", "pos"}
+    assert 0 < result["seconds"] < 60  # the scoring alone, after loading
     text = run_cli("evaluate", str(imdb_run["base"]), "--dataset", str(path))
     assert "precision" in text.stdout and "confusion matrix" in text.stdout
+    assert re.search(r"on 400 texts, scored in [0-9.]+s \([0-9,]+ texts/s\)", text.stdout)
+
+
+def test_serving_commands_keep_each_op_to_half_the_cores(imdb_run):
+    # Checked inside the process the CLI ran in: the setting is process-wide.
+    code = (
+        "import os\n"
+        "from keras_sentiment.cli import main\n"
+        f"main(['predict', {str(imdb_run['version'])!r}, 'a fine film'])\n"
+        "import tensorflow as tf\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads(), "
+        "len(os.sched_getaffinity(0)))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    threads, cores = map(int, done.stdout.strip().splitlines()[-1].split())
+    assert threads == max(1, cores // 2)
 
 
 @pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["predict"], ["export"], ["runs"]])

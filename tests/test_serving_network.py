@@ -90,6 +90,9 @@ def test_savedmodel_answers_as_the_keras_model(imdb_run, trained, reviews):
     # The predictor's batches (length-sorted, 256) and single-review requests, both paths.
     got = served(texts)["probabilities"]
     np.testing.assert_allclose(got, keras_probabilities(model, pre, texts), rtol=0, atol=1e-5)
+    # Many small batches, two in flight, still answer in input order.
+    small = served(texts, batch_size=16)["probabilities"]
+    np.testing.assert_allclose(small, got, rtol=0, atol=1e-5)
     for text in reviews[:5] + HOSTILE_BYTES:
         one = served.signature(text=tf.constant([text]))["probabilities"].numpy()
         np.testing.assert_allclose(one, keras_probabilities(model, pre, [text]), atol=1e-5)
