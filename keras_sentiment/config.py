@@ -103,6 +103,13 @@ class Config:
             "perturbation (Miyato et al. 2017; 0: off)"
         },
     )
+    weight_average: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight averaging: momentum of a moving average of the weights that "
+            "replaces them at each epoch's end, before validation (0: off; e.g. 0.99)"
+        },
+    )
     lr_decay: float = field(
         default=0.5,
         metadata={"help": "multiply the learning rate by this when val. stalls (1: off)"},
@@ -158,6 +165,8 @@ class Config:
             )
         if not 0 <= self.dropout < 1:
             raise UserError(f"config: dropout must be in [0, 1), got {self.dropout}")
+        if not 0 <= self.weight_average < 1:
+            raise UserError(f"config: weight_average must be in [0, 1), got {self.weight_average}")
         if not 0 < self.lr_decay <= 1:
             raise UserError(f"config: lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.monitor not in ("val_loss", "val_accuracy"):

@@ -186,6 +186,11 @@ def _card_training(summary: dict) -> str:
             f"- Adversarial training: each text's embeddings also pushed the worst way, "
             f"L2 norm {cfg['adversarial']:g} (Miyato et al. 2017)"
         )
+    if cfg.get("weight_average"):
+        lines.append(
+            f"- Weight averaging: a moving average of the weights (momentum "
+            f"{cfg['weight_average']:g}) replaced them at the end of every epoch"
+        )
     if train.get("epoch_seconds"):
         seconds = train["epoch_seconds"]
         lines.append(

@@ -275,10 +275,19 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
     write_atomic(path, out.getvalue())
 
 
-def compile_model(model: keras.Model, cfg: Config) -> None:
+def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int = 1) -> None:
     """Adam with gradient-norm clipping on sparse categorical cross-entropy."""
+    averaging = {}
+    if cfg.weight_average:
+        # Keras' own moving average, swapped in at each epoch's last step: validation, the
+        # best epoch, early stopping and the export all see the averaged weights.
+        averaging = dict(
+            use_ema=True,
+            ema_momentum=cfg.weight_average,
+            ema_overwrite_frequency=steps_per_epoch,
+        )
     model.compile(
-        optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm),
+        optimizer=keras.optimizers.Adam(cfg.learning_rate, clipnorm=cfg.clipnorm, **averaging),
         loss="sparse_categorical_crossentropy",
         metrics=["accuracy"],
     )
@@ -374,7 +383,7 @@ def train(
     precision = set_precision(cfg.mixed_precision)
     with strategy.scope():
         model = build()
-        compile_model(model, cfg)
+        compile_model(model, cfg, math.ceil(len(train[1]) / cfg.batch_size))
         if cfg.adversarial:
             model.train_step = adversarial_step(model, cfg.adversarial)
     model.summary(print_fn=lambda line, **_: print(line, flush=True))

@@ -169,6 +169,32 @@ def test_the_adversarial_push_is_the_worst_case_of_its_size():
     np.testing.assert_allclose(gradients[dense].numpy(), twice, rtol=1e-5, atol=1e-8)
 
 
+def test_weight_averaging_replaces_the_weights_at_each_epoch_end():
+    keras.utils.set_random_seed(5)
+    cfg = tiny(weight_average=0.9, learning_rate=1e-2)
+    model = build_model(cfg, 30, 2, None)
+    compile_model(model, cfg, steps_per_epoch=4)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(1, 30, size=(64, 10)).astype(np.int32), rng.integers(0, 2, 64)
+    same = []
+
+    class Compare(keras.callbacks.Callback):
+        def check(self):
+            averages = self.model.optimizer._model_variables_moving_average
+            pairs = zip(self.model.trainable_variables, averages)
+            same.append(all(np.array_equal(w.numpy(), a.numpy()) for w, a in pairs))
+
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:  # mid-epoch the weights run ahead of their average
+                self.check()
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.check()
+
+    model.fit(x, y, batch_size=16, epochs=2, callbacks=[Compare()], verbose=0)
+    assert same == [False, True, False, True]
+
+
 def test_report_matches_sklearn():
     labels = np.array([0, 0, 1, 1, 1])
     probs = np.array([[0.9, 0.1], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6], [0.6, 0.4]])
