@@ -275,12 +275,13 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
     write_atomic(path, out.getvalue())
 
 
-def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int = 1) -> None:
+def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int | None = None) -> None:
     """Adam with gradient-norm clipping on sparse categorical cross-entropy."""
     averaging = {}
     if cfg.weight_average:
         # Keras' own moving average, swapped in at each epoch's last step: validation, the
-        # best epoch, early stopping and the export all see the averaged weights.
+        # best epoch, early stopping and the export all see the averaged weights. Without
+        # steps_per_epoch it is swapped in once, when fit() ends.
         averaging = dict(
             use_ema=True,
             ema_momentum=cfg.weight_average,
