@@ -19,6 +19,7 @@ PAD, OOV = 0, 1
 # Markers that cannot survive standardization, so they never collide with a real token.
 _APOSTROPHE = "\x01"
 _DROP = " "
+_DROPPED = -1  # the id of a dropped token, before it is dropped
 NEGATIONS = {"no", "not", "nor", "never", "n't", "none", "nobody", "nothing", "neither", "nowhere"}
 
 
@@ -63,7 +64,10 @@ class Standardize(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="keras_sentiment")
 class TokenMap(keras.layers.Layer):
-    """Maps each token through a fixed table (lemmas) and drops listed tokens (stopwords)."""
+    """Maps each token through a fixed table (lemmas) and drops listed tokens (stopwords).
+
+    Used where the vocabulary is counted; TextPreprocessor folds the same rules into its ids.
+    """
 
     def __init__(self, mapping: dict[str, str] | None = None, drop=(), **kwargs):
         super().__init__(**kwargs)
@@ -111,14 +115,26 @@ class TextPreprocessor(keras.layers.Layer):
         _string_layer(self)
         self.sequence_length = sequence_length
         self.truncate = truncate
+        self._vocabulary = [str(token) for token in vocabulary]
+        self.mapping, self.drop = dict(mapping or {}), sorted(drop)
         self.standardize = Standardize()
-        self.token_map = TokenMap(mapping, drop)
-        self.vectorize = keras.layers.TextVectorization(
-            standardize=None, split="whitespace", vocabulary=vocabulary, ragged=True
+        # One table from each raw token to its id, the lemma and stopword rules folded in,
+        # so a text is split and looked up once, lemmatized or not. (A TokenMap in front of
+        # TextVectorization would split, look up, join and split again at every request.)
+        index = {token: i for i, token in enumerate(self._vocabulary) if i > OOV}
+        ids = dict(index)
+        ids.update({token: index.get(lemma, OOV) for token, lemma in self.mapping.items()})
+        ids.update({token: _DROPPED for token in self.drop})
+        init = tf.lookup.KeyValueTensorInitializer(
+            tf.constant(list(ids), tf.string), tf.constant(list(ids.values()), tf.int64)
         )
+        self.table = tf.lookup.StaticHashTable(init, default_value=OOV)
 
     def call(self, texts):
-        ids = self.vectorize(self.token_map(self.standardize(texts)))
+        tokens = tf.strings.split(self.standardize(texts))
+        ids = tokens.with_flat_values(self.table.lookup(tokens.flat_values))
+        if self.drop:
+            ids = tf.ragged.boolean_mask(ids, tf.not_equal(ids, _DROPPED))
         n = self.sequence_length
         ids = ids[:, -n:] if self.truncate == "pre" else ids[:, :n]
         # Right padding only (cuDNN's condition), and at least one column.
@@ -130,7 +146,7 @@ class TextPreprocessor(keras.layers.Layer):
 
     @property
     def vocabulary(self) -> list[str]:
-        return [str(token) for token in self.vectorize.get_vocabulary()]
+        return list(self._vocabulary)
 
     def get_config(self):
         return {
@@ -138,8 +154,8 @@ class TextPreprocessor(keras.layers.Layer):
             "vocabulary": self.vocabulary,
             "sequence_length": self.sequence_length,
             "truncate": self.truncate,
-            "mapping": self.token_map.mapping,
-            "drop": self.token_map.drop,
+            "mapping": self.mapping,
+            "drop": self.drop,
         }
 
 

@@ -7,7 +7,7 @@ def test_defaults_are_valid():
     cfg = make_config({})
     assert (cfg.name, cfg.epochs, cfg.lstm_units, cfg.bidirectional) == ("imdb_lstm", 8, 128, True)
     assert (cfg.sequence_length, cfg.vocab_size, cfg.pooling) == (800, 50000, "max")
-    assert not cfg.lemmatize and cfg.embeddings == "glove-6b-50d"
+    assert cfg.lemmatize and cfg.embeddings == "glove-6b-50d"
 
 
 def test_toml_then_flags(tmp_path):

@@ -1,3 +1,4 @@
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -5,7 +6,9 @@ import tensorflow as tf
 from keras_sentiment.config import Config
 from keras_sentiment.preprocessing import (
     OOV,
+    PAD,
     TextPreprocessor,
+    TokenMap,
     adapt_preprocessor,
     lemma_table,
     load_stopwords,
@@ -97,7 +100,7 @@ def test_vocabulary_layout_and_lemmas(pre):
     vocab = pre.vocabulary
     assert vocab[:2] == ["", "[UNK]"] and len(vocab) <= 60
     assert "movie" in vocab and "movies" not in vocab  # lemmatized before counting
-    assert pre.token_map.mapping["movies"] == "movie"
+    assert pre.mapping["movies"] == "movie"
 
 
 def test_ids_right_padded_truncated_and_never_empty(pre):
@@ -121,6 +124,31 @@ def test_config_round_trip_and_vectorize(pre):
     rows = vectorize(pre, texts)
     assert [len(r) for r in rows] == [4, 1, 1]
     assert all((r > 0).all() for r in rows)
+
+
+def test_one_table_equals_lemmas_then_stopwords_then_vocabulary():
+    # The preprocessor's single token -> id table against the steps it folds together:
+    # TokenMap (lemmas, stopwords) and then TextVectorization, on real reviews.
+    from keras_sentiment.data import load_test_split
+
+    data, _ = load_test_split("imdb_reviews", "test")
+    # "found" -> "find" while "founding" -> "found": a lemma that is itself mapped elsewhere.
+    special = b"I found it, founding a firm; she finds. Having had it, the movies were better!"
+    texts = [special] * 20 + [bytes(t) for t in data.texts[:600]]
+    cfg = Config(vocab_size=3000, sequence_length=50, lemmatize=True, remove_stopwords=True)
+    pre = adapt_preprocessor(cfg, np.array(texts[:400], dtype=object))
+    assert pre.mapping["found"] == "find" and pre.mapping["founding"] == "found"
+    assert "found" in pre.vocabulary
+    assert "the" in pre.drop and len(pre.mapping) > 100
+    vectorizer = keras.layers.TextVectorization(
+        standardize=None, split="whitespace", vocabulary=pre.vocabulary, ragged=True
+    )
+    queries = texts[400:] + [special, b"", b"   ", b"the the", b"\xff\xfe bad \x80", b"XYZZY the"]
+    expected = vectorizer(TokenMap(pre.mapping, pre.drop)(standardize(tf.constant(queries))))
+    got = pre(tf.constant(queries)).numpy()
+    for row, ids in zip(got, expected.numpy()):
+        ids = list(ids[-cfg.sequence_length :]) or [OOV]
+        assert row.tolist() == ids + [PAD] * (cfg.sequence_length - len(ids))
 
 
 def test_stopword_removal_in_graph():
