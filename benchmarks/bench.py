@@ -616,7 +616,8 @@ def bench_evaluate(report: Report, path: Path) -> None:
     command = [sys.executable, "-m", "keras_sentiment", "evaluate", str(path), "--json"]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        raise UserError(f"evaluate failed: {done.stderr.strip().splitlines()[-1:]}")
+        last = done.stderr.strip().splitlines()[-1:] or [f"exit code {done.returncode}"]
+        raise UserError(f"evaluate failed: {last[0]}")
     result = json.loads(done.stdout.strip().splitlines()[-1])
     seconds, n = result["seconds"], result["support"]
     report.add(

@@ -122,7 +122,7 @@ def test_every_trainable_configuration_serves_the_same(settings, trained, review
     model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in weights])
     network = tf.function(ServingNetwork(model))
     # 1 and 3 rows take the fused-kernel path; the others the packed loop, whose rows drop
-    # out step by step (64 reviews, the hostile batch) or all end at once (40 equal rows);
+    # out step by step (64 reviews, the hostile batch) or all end at once (40 equal rows).
     # Steps of 64 rows or more run fused gates, narrower ones projected inputs: the batch
     # of 64 starts with the one and ends with the other, the rest run only narrow steps.
     same = [reviews[0]] * 40
