@@ -527,11 +527,13 @@ def bench_serving(
         "order": "test-split order (not length-sorted, like independent requests)",
         **{
             k: arch[k]
-            for k in ("lstm_layers", "lstm_units", "bidirectional", "sequence_length")
+            for k in ("lstm_layers", "lstm_units", "bidirectional", "sequence_length", "ngrams")
             if k in arch
         },
     }
-    brief = f"{origin}; raw strings through signatures['serving_default'], arrival order"
+    ngrams = (predictor.metadata.get("ngrams") or {}).get("order")
+    branch = f", plus the 1-{ngrams}-gram NB-LR branch" if ngrams else ""
+    brief = f"{origin}{branch}; raw strings through signatures['serving_default'], arrival order"
 
     for size in (1, *SERVE_BATCHES):  # warm-up: first calls of a new shape are slow
         for _ in range(2):
@@ -638,7 +640,7 @@ def trained_network(path: Path) -> tuple[keras.Model, TextPreprocessor] | None:
     run_dir = Path(meta.get("run_dir") or Path(meta["config"]["runs_dir"]) / meta["name"])
     if not (run_dir / "model.keras").is_file():
         return None
-    pre, network = run_model(run_dir)
+    pre, network, _ = run_model(run_dir)  # the peer runs the LSTM alone, without n-grams
     return network, pre
 
 
@@ -854,7 +856,7 @@ def main(argv: list[str] | None = None) -> int:
             # Serving speed depends on the architecture, not on how well it was trained.
             run = bench_fit(report, cfgs["a"], Path(tmp), train_data)
             model_path, origin = run.export_path, "ks.fit of the default Config, 1 epoch"
-            network = split_text_model(run.model)[::-1]
+            network = split_text_model(run.model)[1::-1]
         rates = bench_serving(report, model_path, splits.test.texts, serve_data, origin)
         bench_evaluate(report, model_path)
         if args.torch_python and network:

@@ -8,6 +8,9 @@ picked on the validation split, and so is the weight of the average
 
     python -m benchmarks.ngram_peer saved_models/NAME/VERSION [...]  # one per seed
 
+The models must be LSTM-only (`fit --ngrams 0`, or fitted before the n-gram branch became
+part of `fit` on 2026-11-28): the package's own branch is this peer's idea on token ids.
+
 Prints one line per model and the mean and range over the models, and writes a JSON file.
 """
 
@@ -46,6 +49,11 @@ def measure(path: str) -> dict:
     # The export's own config gives the same data, seed and validation hold-out as its fit.
     if "config" not in predictor.metadata:
         raise UserError(f"{predictor.path}: no assets.extra/metadata.json with the fit's config")
+    if predictor.metadata.get("ngrams"):
+        raise UserError(
+            f"{predictor.path}: this model already mixes in its own n-gram branch; "
+            "give one trained with `fit --ngrams 0`"
+        )
     cfg = Config(**{k: v for k, v in predictor.metadata["config"].items() if k in FIELDS})
     splits = load_splits(cfg)
     vectorizer = CountVectorizer(

@@ -1,6 +1,6 @@
 """keras_sentiment: an IMDB LSTM sentiment classifier with Keras 3, from raw text to TF Serving.
 
-Stages, in data-flow order: config, data, preprocessing, embeddings, model, batching,
+Stages, in data-flow order: config, data, preprocessing, embeddings, ngrams, model, batching,
 training, evaluation, plots, model_card, listing, export, prediction, then pipeline (`fit`,
 `load`) and cli.
 

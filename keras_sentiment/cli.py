@@ -91,10 +91,10 @@ def export(
     run_dir = finished[-1]
     summary = json.loads((run_dir / "summary.json").read_text())
     summary.pop("export", None)  # the new version gets its own path
-    pre, model = run_model(run_dir)
+    pre, model, mix = run_model(run_dir)
     base = Path(cfg.output_dir) / cfg.name
     path = export_saved_model(
-        pre, model, summary["class_names"], base, summary, version_files(summary)
+        pre, model, summary["class_names"], base, summary, version_files(summary), mix=mix
     )
     print(f"wrote: {path}  (the model of {run_dir})")
     if batching:

@@ -75,6 +75,13 @@ class Config:
     bidirectional: bool = field(default=True, metadata={"help": "bidirectional LSTMs"})
     pooling: str = field(default="max", metadata={"help": "max, mean or last (over time)"})
     dropout: float = field(default=0.5, metadata={"help": "dropout on embeddings and features"})
+    ngrams: int = field(
+        default=3,
+        metadata={
+            "help": "order of the n-gram branch: NB-LR on the ids' 1..N-grams, mixed with the "
+            "LSTM at a weight picked on validation; two classes only (0: off)"
+        },
+    )
 
     # Pretraining (Dai & Le 2015): language models on the training and unlabeled texts.
     pretrain_epochs: int = field(
@@ -156,6 +163,7 @@ class Config:
             "embedding_dim",
             "adversarial",
             "pretrain_epochs",
+            "ngrams",
         ]
         for key in nonnegative:
             if getattr(self, key) < 0:

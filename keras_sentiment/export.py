@@ -20,6 +20,7 @@ import tensorflow as tf
 from .config import kill_point, save_json, versions, write_atomic
 from .listing import read_metadata
 from .model import ServingNetwork
+from .ngrams import NgramMix, ServingNgrams
 from .preprocessing import TextPreprocessor
 
 WARMUP_TEXTS = [
@@ -29,12 +30,20 @@ WARMUP_TEXTS = [
 ]
 
 
-def serving_function(pre: TextPreprocessor, network: ServingNetwork, class_names: list[str]):
+def serving_function(
+    pre: TextPreprocessor,
+    network: ServingNetwork,
+    class_names: list[str],
+    mix: ServingNgrams | None = None,
+):
     """raw strings `text` -> probabilities, label, label_id and classes, all graph ops."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(text):
-        probabilities = network(pre(text))
+        ids = pre(text)
+        probabilities = network(ids)
+        if mix is not None:
+            probabilities = mix.mixed(ids, probabilities)
         label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         names = tf.constant(class_names)  # class names live in the graph
         return {
@@ -56,6 +65,7 @@ def export_saved_model(
     metadata: dict,
     extra_files: dict[str, str | Callable[[dict], str]] | None = None,
     version: int | None = None,
+    mix: NgramMix | None = None,
 ) -> Path:
     """Write `base_dir/VERSION/` (default: the next free); a server never sees it half-written.
 
@@ -75,7 +85,11 @@ def export_saved_model(
         archive = keras.export.ExportArchive()
         archive.track(pre)
         archive.track(network)
-        archive.add_endpoint("serving_default", serving_function(pre, network, class_names))
+        ngrams = ServingNgrams(mix) if mix is not None else None
+        if ngrams is not None:
+            archive.track(ngrams)
+        serve = serving_function(pre, network, class_names, ngrams)
+        archive.add_endpoint("serving_default", serve)
         archive.write_out(str(tmp), verbose=False)
         extra = tmp / "assets.extra"
         extra.mkdir()

@@ -8,6 +8,7 @@ import tensorflow as tf
 from keras import activations, layers, ops
 
 from .config import Config
+from .ngrams import NgramMix
 from .preprocessing import TextPreprocessor
 
 
@@ -210,21 +211,30 @@ def build_model(
     return model
 
 
-def text_model(pre: TextPreprocessor, network: keras.Model) -> keras.Model:
-    """Raw strings in, probabilities out: the preprocessing layer, then the network.
+def text_model(
+    pre: TextPreprocessor, network: keras.Model, mix: NgramMix | None = None
+) -> keras.Model:
+    """Raw strings in, probabilities out: the preprocessing layer, the network, the n-gram mix.
 
-    One .keras file holds both; `import keras_sentiment` registers the package's layers, so
-    `keras.saving.load_model` restores it in a new process, in Keras' safe mode.
+    One .keras file holds them all; `import keras_sentiment` registers the package's layers,
+    so `keras.saving.load_model` restores it in a new process, in Keras' safe mode.
     """
     text = keras.Input(shape=(), dtype="string", name="text")
-    return keras.Model(text, network(pre(text)), name="sentiment_text")
+    ids = pre(text)
+    probabilities = network(ids)
+    if mix is not None:
+        probabilities = mix([ids, probabilities])
+    return keras.Model(text, probabilities, name="sentiment_text")
 
 
-def split_text_model(model: keras.Model) -> tuple[TextPreprocessor, keras.Model]:
-    """The preprocessing layer and the token-id network of a `text_model`."""
+def split_text_model(
+    model: keras.Model,
+) -> tuple[TextPreprocessor, keras.Model, NgramMix | None]:
+    """The preprocessing layer, token-id network and n-gram mix (or None) of a `text_model`."""
     pre = next(layer for layer in model.layers if isinstance(layer, TextPreprocessor))
     network = next(layer for layer in model.layers if isinstance(layer, keras.Sequential))
-    return pre, network
+    mix = next((layer for layer in model.layers if isinstance(layer, NgramMix)), None)
+    return pre, network, mix
 
 
 # --- serving -----------------------------------------------------------------------------

@@ -159,6 +159,22 @@ def _card_architecture(summary: dict) -> str:
     lines = ["## Architecture", "", " -> ".join(c for c in chain if c)]
     if "parameters" in summary:
         lines += ["", f"Parameters: {_count(summary['parameters'])}"]
+    ngrams = summary.get("ngrams") or {}
+    if ngrams:
+        w = ngrams["lstm_weight"]
+        lines += [
+            "",
+            f"Mixed with an n-gram branch: NB-LR (Wang & Manning 2012) on the token ids' "
+            f"1-{ngrams['order']}-grams ({_count(ngrams['ngrams'])} seen in 2+ training texts, "
+            f"C={ngrams['C']}). Probabilities: {w:g} x LSTM + {1 - w:g} x NB-LR, the weight "
+            "picked on the validation split.",
+        ]
+        parts = ngrams.get("test_accuracy")
+        if parts:
+            lines.append(
+                f"Test accuracy of the parts alone: LSTM {parts['lstm']:.4f}, "
+                f"NB-LR {parts['ngrams']:.4f}."
+            )
     return "\n".join(lines)
 
 

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import keras
+import numpy as np
 
 from .config import Config, UserError, kill_point, save_json, write_atomic
 from .training import is_chief, make_strategy, open_run
 
 if TYPE_CHECKING:
+    from .ngrams import NgramMix
     from .preprocessing import TextPreprocessor
 
 
@@ -87,6 +89,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
     from .export import export_saved_model, library_versions, served_before
     from .model import build_model, text_model
     from .model_card import most_confident_errors
+    from .ngrams import fit_ngrams, mix_rows
     from .plots import write_plots
     from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
     from .pretraining import corpus, load_pretrained, pretrain
@@ -152,11 +155,32 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
         _remove(run_dir)
         print("worker done: the chief writes the report and the SavedModel", flush=True)
         return Run(None, history, {}, run_dir, None, {})
-    text = text_model(pre, model)  # raw strings in: what users load and call
+    mix, ngrams = None, {}
+    if cfg.ngrams and len(splits.class_names) == 2:
+        lstm_val = predict_rows(model, rows["val"])
+        train_part = (rows["train"], splits.train.labels)
+        val_part = (rows["val"], splits.val.labels)
+        mix, ngrams = fit_ngrams(cfg, len(pre.vocabulary), train_part, val_part, lstm_val)
+    elif cfg.ngrams:
+        print(f"n-grams: off (NB-LR needs two classes, not {len(splits.class_names)})", flush=True)
+    text = text_model(pre, model, mix)  # raw strings in: what users load and call
     save_keras(text, run_dir / "model.keras")
 
     # The test split is touched once, here, for the final report.
     probs = predict_rows(model, rows["test"])
+    if mix is not None:
+        lstm_probs = probs
+        probs, ngram_probs = mix_rows(mix, rows["test"], lstm_probs)
+        ngrams["test_accuracy"] = {
+            "lstm": float(np.mean(lstm_probs.argmax(1) == splits.test.labels)),
+            "ngrams": float(np.mean(ngram_probs.argmax(1) == splits.test.labels)),
+        }
+        print(
+            "test accuracy of the parts: LSTM alone {lstm:.4f}, NB-LR alone {ngrams:.4f}".format(
+                **ngrams["test_accuracy"]
+            ),
+            flush=True,
+        )
     result = report(splits.test.labels, probs, splits.class_names)
     print("\ntest report\n" + format_report(result), flush=True)
     save_json(run_dir / "report.json", result)
@@ -181,6 +205,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
         },
         "embeddings": glove,
         "pretraining": pretraining,
+        "ngrams": ngrams,
         "parameters": model.count_params(),
         "training": {
             "epochs_run": len(history),
@@ -206,6 +231,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
         summary,
         version_files(summary),
         version=int(run_dir.name),
+        mix=mix,
     )
     kill_point("exported")
     write_atomic(run_dir / "MODEL_CARD.md", (path / "assets.extra" / "MODEL_CARD.md").read_text())
@@ -225,8 +251,8 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
     return Run(text, history, result, run_dir, path, summary)
 
 
-def run_model(run_dir: Path) -> tuple[TextPreprocessor, keras.Model]:
-    """The preprocessor and the token-id network a run trained, from its folder."""
+def run_model(run_dir: Path) -> tuple[TextPreprocessor, keras.Model, NgramMix | None]:
+    """The preprocessor, the token-id network and the n-gram mix a run trained, from its folder."""
     from .model import split_text_model
     from .preprocessing import TextPreprocessor
 
@@ -236,7 +262,7 @@ def run_model(run_dir: Path) -> tuple[TextPreprocessor, keras.Model]:
     # Runs from before model.keras held the raw-text model: the network takes token ids and
     # the preprocessor lies beside it.
     config = json.loads((run_dir / "preprocessor.json").read_text())
-    return TextPreprocessor.from_config(config), model
+    return TextPreprocessor.from_config(config), model, None
 
 
 def version_files(summary: dict) -> dict:

@@ -40,8 +40,11 @@ ALLOWED_OPS = {
     "StringStrip", "StringSplitV2", "StringJoin", "ReduceJoin", "UnsortedSegmentJoin",
     "HashTableV2", "LookupTableFindV2", "LookupTableImportV2", "RaggedRange",
     "RaggedTensorToTensor", "DenseBincount",
+    # the n-gram branch: binary search in the sorted n-grams, distinct pairs, sums per row
+    "LowerBound", "Unique", "UnsortedSegmentSum", "FloorMod",
     # variables, saving and restoring
     "VarHandleOp", "ReadVariableOp", "AssignVariableOp", "DisableCopyOnRead", "SaveV2",
+    "VarIsInitializedOp",
     "RestoreV2", "MergeV2Checkpoints", "ShardedFilename", "StringFormat",
 }  # fmt: skip
 
@@ -64,6 +67,7 @@ def test_exported_graph_uses_only_allowed_ops(imdb_run):
     ops = graph_op_types(imdb_run["version"])
     assert not ops - ALLOWED_OPS, f"op types outside the allowed set: {sorted(ops - ALLOWED_OPS)}"
     assert "BlockLSTMV2" in ops and "StatelessWhile" in ops  # both paths are in the graph
+    assert "LowerBound" in ops  # and the n-gram branch
 
 
 @pytest.fixture(scope="module")
@@ -74,32 +78,32 @@ def reviews() -> list[bytes]:
 
 @pytest.fixture(scope="module")
 def trained(imdb_run):
-    """The tiny run's Keras model and preprocessor, as `fit` left them."""
-    pre, network = split_text_model(keras.models.load_model(imdb_run["run_dir"] / "model.keras"))
-    return network, pre
+    """The tiny run's raw-text Keras model and its preprocessor, as `fit` left them."""
+    model = keras.models.load_model(imdb_run["run_dir"] / "model.keras")
+    return model, split_text_model(model)[0]
 
 
-def keras_probabilities(model, pre, texts) -> np.ndarray:
-    return model(pre(tf.constant(texts)), training=False).numpy()
+def keras_probabilities(model, texts) -> np.ndarray:
+    return model(tf.constant(texts), training=False).numpy()
 
 
 def test_savedmodel_answers_as_the_keras_model(imdb_run, trained, reviews):
-    model, pre = trained
+    model, _ = trained
     served = SavedModelPredictor(imdb_run["version"])
     texts = reviews + HOSTILE_BYTES
     # The predictor's batches (length-sorted, 256) and single-review requests, both paths.
     got = served(texts)["probabilities"]
-    np.testing.assert_allclose(got, keras_probabilities(model, pre, texts), rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, keras_probabilities(model, texts), rtol=0, atol=1e-5)
     # Many small batches, two in flight, still answer in input order.
     small = served(texts, batch_size=16)["probabilities"]
     np.testing.assert_allclose(small, got, rtol=0, atol=1e-5)
     for text in reviews[:5] + HOSTILE_BYTES:
         one = served.signature(text=tf.constant([text]))["probabilities"].numpy()
-        np.testing.assert_allclose(one, keras_probabilities(model, pre, [text]), atol=1e-5)
+        np.testing.assert_allclose(one, keras_probabilities(model, [text]), atol=1e-5)
     # One request of 10,000 texts, in arrival order.
     many = (reviews * 34)[:10_000]
     got = served.signature(text=tf.constant(many))["probabilities"].numpy()
-    np.testing.assert_allclose(got, keras_probabilities(model, pre, many), atol=1e-5)
+    np.testing.assert_allclose(got, keras_probabilities(model, many), atol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,217 @@
+"""The n-gram branch: a linear NB-LR model on the token ids' 1..n-grams, mixed with the LSTM.
+
+Wang & Manning's (2012) NBSVM idea with a logistic regression: binary n-gram features scaled
+by their naive-Bayes log-count ratios. It reads the ids the preprocessor already made, so it
+adds no string work to serving; an n-gram is one int64 (ids in base vocabulary-size), and
+the served graph finds it by binary search in the sorted n-grams kept from training. Both
+the mixing weight and the regularization are picked on the validation split.
+"""
+
+from __future__ import annotations
+
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .config import Config, UserError
+from .preprocessing import PAD
+
+C_GRID = (0.1, 0.3, 1.0)  # inverse L2 strength of the logistic regression, picked on validation
+LSTM_WEIGHTS = np.round(np.arange(0, 1.01, 0.1), 1)  # the mix's LSTM share, picked likewise
+MIN_COUNT = 2  # an n-gram seen in one training text only is noise
+
+
+def ngram_keys(ids: np.ndarray, order: int, vocabulary_size: int) -> np.ndarray:
+    """The distinct 1..order-grams of one unpadded row of ids, as sorted int64 keys."""
+    ids = np.asarray(ids, np.int64)
+    grams, gram = [ids], ids
+    for n in range(2, order + 1):
+        # Ids are >= 1, so each order keeps to its own range: [V^(n-1), V^n).
+        gram = gram[:-1] * vocabulary_size + ids[n - 1 :]
+        grams.append(gram)
+    return np.unique(np.concatenate(grams))
+
+
+class NgramScoring:
+    """The branch's math, shared by the Keras layer and the served module below.
+
+    Needs `order`, `vocabulary_size`, `size`, `lstm_weight`, and the weights `keys` (sorted
+    int64 n-grams), `coefficients` (one per n-gram) and `bias`.
+    """
+
+    def logits(self, ids: tf.Tensor) -> tf.Tensor:
+        """NB-LR logit of the positive class for right-padded ids [batch, time]."""
+        ids = tf.cast(ids, tf.int64)
+        grams, gram = [ids], ids
+        for n in range(2, self.order + 1):
+            gram = gram[:, :-1] * self.vocabulary_size + ids[:, n - 1 :]
+            grams.append(gram)
+        # An n-gram reaching into the padding ends in the digit PAD (0), which no kept
+        # n-gram has, so the search below rejects it: no mask needed.
+        grams = tf.concat(grams, 1)
+        flat = tf.reshape(grams, [-1])
+        keys = tf.convert_to_tensor(self.keys)
+        index = tf.minimum(tf.searchsorted(keys, flat, out_type=tf.int64), self.size - 1)
+        known = tf.gather(keys, index) == flat
+        width = tf.maximum(tf.shape(grams, out_type=tf.int64)[1], 1)
+        rows = tf.range(tf.size(flat, out_type=tf.int64)) // width
+        # Binary features: each (row, n-gram) pair counts once.
+        pairs, _ = tf.unique(tf.boolean_mask(rows * self.size + index, known))
+        weights = tf.gather(tf.convert_to_tensor(self.coefficients), pairs % self.size)
+        batch = tf.shape(ids)[0]
+        return tf.math.unsorted_segment_sum(weights, pairs // self.size, batch) + self.bias
+
+    def mixed(self, ids: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        """The LSTM's probabilities [batch, 2] mixed with the NB-LR's."""
+        return self.combine(tf.sigmoid(self.logits(ids)), probabilities)
+
+    def combine(self, positive: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        """w * LSTM + (1 - w) * NB-LR, from the NB-LR's probabilities of the positive class."""
+        ngram = tf.stack([1 - positive, positive], 1)
+        return self.lstm_weight * probabilities + (1 - self.lstm_weight) * ngram
+
+
+@keras.saving.register_keras_serializable(package="keras_sentiment")
+class NgramMix(NgramScoring, keras.layers.Layer):
+    """[token ids, LSTM probabilities] -> w * LSTM + (1 - w) * NB-LR, two classes."""
+
+    def __init__(self, order: int, vocabulary_size: int, size: int, lstm_weight: float, **kwargs):
+        super().__init__(**{"dtype": "float32", **kwargs})
+        self.order, self.vocabulary_size = order, vocabulary_size
+        self.size, self.lstm_weight = size, lstm_weight
+        # Weights, not config: the sorted n-grams (about 830,000 for IMDB) stay out of JSON.
+        self.keys = self.add_weight((size,), "zeros", dtype="int64", trainable=False, name="keys")
+        self.coefficients = self.add_weight((size,), "zeros", trainable=False, name="coefficients")
+        self.bias = self.add_weight((), "zeros", trainable=False, name="bias")
+        self.built = True
+
+    def call(self, inputs):
+        ids, probabilities = inputs
+        return self.mixed(ids, probabilities)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[1]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "order": self.order,
+            "vocabulary_size": self.vocabulary_size,
+            "size": self.size,
+            "lstm_weight": self.lstm_weight,
+        }
+
+
+class ServingNgrams(NgramScoring, tf.Module):
+    """The n-gram mix for the served graph, its weights copied into plain tf.Variables.
+
+    Exporting the Keras layer itself would save each of its weights twice (as the Keras
+    variable and as the tf.Variable under it): 10 MB more for IMDB's 830,000 n-grams.
+    """
+
+    def __init__(self, mix: NgramMix):
+        super().__init__(name="serving_ngrams")
+        self.order, self.vocabulary_size = mix.order, mix.vocabulary_size
+        self.size, self.lstm_weight = mix.size, mix.lstm_weight
+        self.keys = tf.Variable(mix.keys.numpy(), trainable=False)
+        self.coefficients = tf.Variable(mix.coefficients.numpy(), trainable=False)
+        self.bias = tf.Variable(mix.bias.numpy(), trainable=False)
+
+
+def _features(rows: list[np.ndarray], keys: np.ndarray, order: int, vocabulary_size: int):
+    from scipy.sparse import csr_matrix
+
+    columns, pointers = [], [0]
+    for row in rows:
+        found = ngram_keys(row, order, vocabulary_size)
+        index = np.minimum(np.searchsorted(keys, found), len(keys) - 1)
+        columns.append(index[keys[index] == found])
+        pointers.append(pointers[-1] + len(columns[-1]))
+    columns = np.concatenate(columns) if columns else np.zeros(0, np.int64)
+    values = np.ones(len(columns), np.float32)
+    return csr_matrix((values, columns, pointers), shape=(len(rows), len(keys)))
+
+
+def fit_ngrams(
+    cfg: Config,
+    vocabulary_size: int,
+    train: tuple[list[np.ndarray], np.ndarray],
+    val: tuple[list[np.ndarray], np.ndarray],
+    lstm_val: np.ndarray,
+) -> tuple[NgramMix | None, dict]:
+    """NB-LR on the training ids, its C and its mix with the LSTM picked on validation."""
+    from scipy.sparse import diags
+    from sklearn.linear_model import LogisticRegression
+
+    start, order = time.perf_counter(), cfg.ngrams
+    if vocabulary_size**order >= 2**63:
+        raise UserError(
+            f"config: ngrams {order} with a vocabulary of {vocabulary_size} overflows int64 "
+            "n-gram keys; lower ngrams or vocab_size"
+        )
+    (rows, labels), (val_rows, val_labels) = train, val
+    every = np.concatenate([ngram_keys(row, order, vocabulary_size) for row in rows])
+    keys, counts = np.unique(every, return_counts=True)
+    keys = keys[counts >= MIN_COUNT]
+    if not len(keys) or len(np.unique(labels)) < 2:
+        print("n-grams: off (no n-gram in 2+ training texts, or one class only)", flush=True)
+        return None, {}
+    x, x_val = (_features(r, keys, order, vocabulary_size) for r in (rows, val_rows))
+    positive = 1 + np.asarray(x[labels == 1].sum(0)).ravel()
+    negative = 1 + np.asarray(x[labels == 0].sum(0)).ravel()
+    ratio = np.log(positive / positive.sum()) - np.log(negative / negative.sum())
+    scale = diags(ratio)
+    best = None
+    for c in C_GRID:
+        model = LogisticRegression(
+            C=c, solver="liblinear", dual=True, max_iter=3000, random_state=cfg.seed
+        ).fit(x @ scale, labels)
+        accuracy = float(np.mean(model.predict(x_val @ scale) == val_labels))
+        if best is None or accuracy > best[0]:
+            best = (accuracy, c, model)
+    ngram_val_accuracy, c, model = best
+    p = model.predict_proba(x_val @ scale)
+    mixes = [w * lstm_val + (1 - w) * p for w in LSTM_WEIGHTS]
+    scores = [float(np.mean(m.argmax(1) == val_labels)) for m in mixes]
+    w = float(LSTM_WEIGHTS[int(np.argmax(scores))])
+    mix = NgramMix(order, vocabulary_size, len(keys), w, name="ngram_mix")
+    mix.keys.assign(keys)
+    mix.coefficients.assign((ratio * model.coef_.ravel()).astype(np.float32))
+    mix.bias.assign(float(model.intercept_[0]))
+    info = {
+        "order": order,
+        "ngrams": int(len(keys)),
+        "C": c,
+        "lstm_weight": w,
+        "validation_accuracy": {
+            "lstm": float(np.mean(lstm_val.argmax(1) == val_labels)),
+            "ngrams": ngram_val_accuracy,
+            "mixed": max(scores),
+        },
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    print(
+        f"n-grams: {len(keys):,} 1-{order}-grams seen in {MIN_COUNT}+ training texts, NB-LR "
+        f"C={c}; validation accuracy LSTM {info['validation_accuracy']['lstm']:.4f}, "
+        f"NB-LR {ngram_val_accuracy:.4f}, mixed {max(scores):.4f} at LSTM weight {w} "
+        f"({info['seconds']:.1f}s)",
+        flush=True,
+    )
+    return mix, info
+
+
+def mix_rows(mix: NgramMix, rows: list[np.ndarray], probabilities: np.ndarray, batch: int = 512):
+    """The mixed probabilities and the NB-LR's own, for unpadded rows and their LSTM's."""
+    mixed, ngram = [], []
+    for start in range(0, len(rows), batch):
+        part = rows[start : start + batch]
+        ids = tf.constant(keras.utils.pad_sequences(part, padding="post", value=PAD))
+        lstm = tf.constant(probabilities[start : start + batch], tf.float32)
+        positive = tf.sigmoid(mix.logits(ids))
+        mixed.append(mix.combine(positive, lstm).numpy())
+        ngram.append(np.stack([1 - positive.numpy(), positive.numpy()], 1))
+    if not mixed:
+        return probabilities, probabilities
+    return np.concatenate(mixed), np.concatenate(ngram)

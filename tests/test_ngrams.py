@@ -1,0 +1,97 @@
+"""The n-gram branch: NB-LR on the ids' n-grams, the same in the graph as in its reference."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_sentiment.config import Config, UserError
+from keras_sentiment.data import load_test_split
+from keras_sentiment.model import split_text_model, text_model
+from keras_sentiment.ngrams import fit_ngrams, mix_rows, ngram_keys
+from keras_sentiment.prediction import SavedModelPredictor
+from keras_sentiment.preprocessing import vectorize
+
+from .test_serving_network import HOSTILE_BYTES
+
+
+@pytest.fixture(scope="module")
+def tiny(imdb_run):
+    """The tiny run's preprocessor, network and n-gram mix, and 600 labeled test reviews."""
+    pre, network, mix = split_text_model(
+        keras.models.load_model(imdb_run["run_dir"] / "model.keras")
+    )
+    data, _ = load_test_split("imdb_reviews", "test")
+    order = np.random.default_rng(0).permutation(len(data.texts))[:600]
+    return pre, network, mix, data.texts[order], data.labels[order]
+
+
+def reference_logit(row: np.ndarray, mix) -> float:
+    """The logit by hand: every distinct n-gram of the row as a tuple, looked up in a dict."""
+    v = mix.vocabulary_size
+    weights = dict(zip(mix.keys.numpy().tolist(), mix.coefficients.numpy().tolist()))
+    orders = range(1, mix.order + 1)
+    grams = {tuple(row[i : i + n]) for n in orders for i in range(len(row) - n + 1)}
+    total = float(mix.bias.numpy())
+    for gram in grams:
+        key = 0
+        for token in gram:
+            key = key * v + int(token)
+        total += weights.get(key, 0.0)
+    return total
+
+
+def test_the_graph_scores_as_the_reference(tiny):
+    pre, network, _, texts, labels = tiny
+    rows = vectorize(pre, texts)
+    train, val = (rows[:400], labels[:400]), (rows[400:], labels[400:])
+    lstm_val = network.predict(keras.utils.pad_sequences(rows[400:], padding="post"), verbose=0)
+    mix, info = fit_ngrams(Config(ngrams=3, seed=1), len(pre.vocabulary), train, val, lstm_val)
+    assert info["ngrams"] == mix.size > 1000
+    assert info["validation_accuracy"]["ngrams"] > 0.7  # it learned from 400 reviews
+    assert info["validation_accuracy"]["mixed"] >= info["validation_accuracy"]["lstm"]
+    # Rows of different lengths padded together, with repeats of n-grams, and a 1-id row.
+    hostile = vectorize(pre, np.array(HOSTILE_BYTES, dtype=object))
+    batch = rows[400:440] + hostile + [np.array([1], np.int32)]
+    ids = tf.constant(keras.utils.pad_sequences(batch, padding="post"))
+    got = mix.logits(ids).numpy()
+    expected = [reference_logit(row, mix) for row in batch]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4)
+    # One row at a time is the same as padded among longer rows.
+    alone = [mix.logits(tf.constant(row[None, :])).numpy()[0] for row in batch[:5]]
+    np.testing.assert_allclose(alone, got[:5], rtol=0, atol=1e-5)
+    # The mix: w * LSTM + (1 - w) * NB-LR, and it sums to one.
+    lstm = np.full((len(batch), 2), 0.5, np.float32)
+    mixed, ngram = mix_rows(mix, batch, lstm)
+    positive = 1 / (1 + np.exp(-got))
+    np.testing.assert_allclose(ngram[:, 1], positive, atol=1e-5)
+    w = mix.lstm_weight
+    np.testing.assert_allclose(mixed[:, 1], w * 0.5 + (1 - w) * positive, atol=1e-5)
+    np.testing.assert_allclose(mixed.sum(1), 1, atol=1e-5)
+
+
+def test_keys_keep_each_order_apart():
+    keys = ngram_keys(np.array([3, 1, 3, 1]), 3, 10)
+    # 1-grams 1, 3; 2-grams 31, 13; 3-grams 313, 131: distinct, each once.
+    assert keys.tolist() == [1, 3, 13, 31, 131, 313]
+    with pytest.raises(UserError, match="overflows int64"):
+        fit_ngrams(Config(ngrams=4), 3_000_000, ([], np.array([])), ([], np.array([])), None)
+
+
+def test_export_mixes_as_the_keras_model(tiny, tmp_path):
+    from keras_sentiment.export import export_saved_model
+
+    pre, network, mix, texts, _ = tiny
+    mix.lstm_weight = 0.5  # both parts count (the 1-epoch tiny LSTM alone got weight 0)
+    model = text_model(pre, network, mix)
+    path = export_saved_model(pre, network, ["neg", "pos"], tmp_path, {}, mix=mix)
+    served = SavedModelPredictor(path)
+    sample = [bytes(t) for t in texts[:64]] + HOSTILE_BYTES
+    expected = model(tf.constant(sample), training=False).numpy()
+    lstm = network(pre(tf.constant(sample)), training=False).numpy()
+    assert np.abs(expected - lstm).max() > 1e-2  # the n-grams changed the answers
+    # Batches of the packed path, and single requests (the fused-kernel path).
+    np.testing.assert_allclose(served(sample)["probabilities"], expected, rtol=0, atol=1e-5)
+    for i in (0, 1, len(sample) - 1):
+        one = served.signature(text=tf.constant(sample[i : i + 1]))["probabilities"].numpy()
+        np.testing.assert_allclose(one, expected[i : i + 1], rtol=0, atol=1e-5)
