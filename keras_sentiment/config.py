@@ -176,6 +176,11 @@ class Config:
             raise UserError(f"config: dropout must be in [0, 1), got {self.dropout}")
         if not 0 <= self.weight_average < 1:
             raise UserError(f"config: weight_average must be in [0, 1), got {self.weight_average}")
+        if self.vocab_size**self.ngrams >= 2**63:  # an n-gram is one int64 (see ngrams.py)
+            raise UserError(
+                f"config: ngrams {self.ngrams} with vocab_size {self.vocab_size} overflows "
+                "int64 n-gram keys; lower one of them"
+            )
         if not 0 < self.lr_decay <= 1:
             raise UserError(f"config: lr_decay must be in (0, 1], got {self.lr_decay}")
         if self.monitor not in ("val_loss", "val_accuracy"):

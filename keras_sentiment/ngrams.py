@@ -37,8 +37,8 @@ def ngram_keys(ids: np.ndarray, order: int, vocabulary_size: int) -> np.ndarray:
 class NgramScoring:
     """The branch's math, shared by the Keras layer and the served module below.
 
-    Needs `order`, `vocabulary_size`, `size`, `lstm_weight`, and the weights `keys` (sorted
-    int64 n-grams), `coefficients` (one per n-gram) and `bias`.
+    Needs `order`, `vocabulary_size`, `size`, `lstm_weight`, the weights `coefficients` (one
+    per kept n-gram) and `bias`, and `find` (here a binary search in the sorted weight `keys`).
     """
 
     def logits(self, ids: tf.Tensor) -> tf.Tensor:
@@ -52,9 +52,7 @@ class NgramScoring:
         # n-gram has, so the search below rejects it: no mask needed.
         grams = tf.concat(grams, 1)
         flat = tf.reshape(grams, [-1])
-        keys = tf.convert_to_tensor(self.keys)
-        index = tf.minimum(tf.searchsorted(keys, flat, out_type=tf.int64), self.size - 1)
-        known = tf.gather(keys, index) == flat
+        index, known = self.find(flat)
         width = tf.maximum(tf.shape(grams, out_type=tf.int64)[1], 1)
         rows = tf.range(tf.size(flat, out_type=tf.int64)) // width
         # Binary features: each (row, n-gram) pair counts once.
@@ -62,6 +60,12 @@ class NgramScoring:
         weights = tf.gather(tf.convert_to_tensor(self.coefficients), pairs % self.size)
         batch = tf.shape(ids)[0]
         return tf.math.unsorted_segment_sum(weights, pairs // self.size, batch) + self.bias
+
+    def find(self, grams: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Each n-gram's index among the kept ones, and whether it is one of them."""
+        keys = tf.convert_to_tensor(self.keys)
+        index = tf.minimum(tf.searchsorted(keys, grams, out_type=tf.int64), self.size - 1)
+        return index, tf.gather(keys, index) == grams
 
     def mixed(self, ids: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
         """The LSTM's probabilities [batch, 2] mixed with the NB-LR's."""
@@ -105,19 +109,28 @@ class NgramMix(NgramScoring, keras.layers.Layer):
 
 
 class ServingNgrams(NgramScoring, tf.Module):
-    """The n-gram mix for the served graph, its weights copied into plain tf.Variables.
+    """The n-gram mix for the served graph: a hash table finds the n-grams, plain variables.
 
-    Exporting the Keras layer itself would save each of its weights twice (as the Keras
-    variable and as the tf.Variable under it): 10 MB more for IMDB's 830,000 n-grams.
+    A binary search costs about 20 cache misses per n-gram in 830,000 sorted keys, a hash
+    table about one (benchmarks/README.md has the measurements). Exporting the Keras layer
+    itself would also save each of its weights twice (as the Keras variable and as the
+    tf.Variable under it).
     """
 
     def __init__(self, mix: NgramMix):
         super().__init__(name="serving_ngrams")
         self.order, self.vocabulary_size = mix.order, mix.vocabulary_size
         self.size, self.lstm_weight = mix.size, mix.lstm_weight
-        self.keys = tf.Variable(mix.keys.numpy(), trainable=False)
+        keys = tf.constant(mix.keys.numpy())
+        init = tf.lookup.KeyValueTensorInitializer(keys, tf.range(mix.size, dtype=tf.int64))
+        self.table = tf.lookup.StaticHashTable(init, default_value=-1)
         self.coefficients = tf.Variable(mix.coefficients.numpy(), trainable=False)
         self.bias = tf.Variable(mix.bias.numpy(), trainable=False)
+
+    def find(self, grams: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Each n-gram's index among the kept ones, and whether it is one of them."""
+        index = self.table.lookup(grams)
+        return tf.maximum(index, 0), index >= 0
 
 
 def _features(rows: list[np.ndarray], keys: np.ndarray, order: int, vocabulary_size: int):

@@ -51,6 +51,8 @@ def test_toml_unknown_keys_and_wrong_types_name_the_key(tmp_path, text, key):
         ("pooling", "sum"),
         ("batch_size", 0),
         ("monitor", "accuracy"),
+        ("ngrams", -1),
+        ("ngrams", 5),  # 50,000^5 overflows an int64 n-gram key
     ],
 )
 def test_impossible_values_are_refused_naming_the_key(key, value):
@@ -81,7 +83,7 @@ def test_abbreviated_flags_are_refused(capsys):
 
 
 STAGES = [
-    "config", "data", "preprocessing", "embeddings", "model", "batching", "pretraining",
+    "config", "data", "preprocessing", "embeddings", "ngrams", "model", "batching", "pretraining",
     "training",
     "evaluation",
     "plots", "model_card", "listing", "export", "prediction", "pipeline", "cli", "__main__",
