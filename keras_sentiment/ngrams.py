@@ -2,9 +2,10 @@
 
 Wang & Manning's (2012) NBSVM idea with a logistic regression: binary n-gram features scaled
 by their naive-Bayes log-count ratios. It reads the ids the preprocessor already made, so it
-adds no string work to serving; an n-gram is one int64 (ids in base vocabulary-size), and
-the served graph finds it by binary search in the sorted n-grams kept from training. Both
-the mixing weight and the regularization are picked on the validation split.
+adds no string work to serving; an n-gram is one int64 (ids in base vocabulary-size), found
+among the n-grams kept from training by binary search in the Keras layer and by a hash table
+in the served graph. Both the mixing weight and the regularization are picked on the
+validation split.
 """
 
 from __future__ import annotations
