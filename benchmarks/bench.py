@@ -856,7 +856,8 @@ def main(argv: list[str] | None = None) -> int:
             # Serving speed depends on the architecture, not on how well it was trained.
             run = bench_fit(report, cfgs["a"], Path(tmp), train_data)
             model_path, origin = run.export_path, "ks.fit of the default Config, 1 epoch"
-            network = split_text_model(run.model)[1::-1]
+            pre, lstm, _ = split_text_model(run.model)  # the peer serves the LSTM alone
+            network = (lstm, pre)
         rates = bench_serving(report, model_path, splits.test.texts, serve_data, origin)
         bench_evaluate(report, model_path)
         if args.torch_python and network:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from .batching import eval_dataset
+from .ngrams import NgramMix
 
 
 def predict_rows(model: keras.Model, rows: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
@@ -15,6 +17,18 @@ def predict_rows(model: keras.Model, rows: list[np.ndarray], batch_size: int = 2
     probs = np.zeros((len(rows), model.output_shape[-1]), np.float32)
     probs[order] = model.predict(ds, verbose=0)
     return probs
+
+
+def mix_rows(
+    mix: NgramMix, rows: list[np.ndarray], probabilities: np.ndarray, batch_size: int = 512
+) -> tuple[np.ndarray, np.ndarray]:
+    """The LSTM's probabilities of rows mixed with the n-gram branch's, and the branch's own."""
+    positive = np.zeros(len(rows), np.float32)
+    if rows:
+        ds, order = eval_dataset(rows, None, batch_size)
+        positive[order] = np.concatenate([tf.sigmoid(mix.logits(ids)).numpy() for ids in ds])
+    mixed = mix.combine(tf.constant(positive), tf.constant(probabilities, tf.float32)).numpy()
+    return mixed, np.stack([1 - positive, positive], 1)
 
 
 def report(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:

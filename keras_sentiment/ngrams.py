@@ -17,7 +17,6 @@ import numpy as np
 import tensorflow as tf
 
 from .config import Config, UserError
-from .preprocessing import PAD
 
 C_GRID = (0.1, 0.3, 1.0)  # inverse L2 strength of the logistic regression, picked on validation
 LSTM_WEIGHTS = np.round(np.arange(0, 1.01, 0.1), 1)  # the mix's LSTM share, picked likewise
@@ -49,7 +48,7 @@ class NgramScoring:
         for n in range(2, self.order + 1):
             gram = gram[:, :-1] * self.vocabulary_size + ids[:, n - 1 :]
             grams.append(gram)
-        # An n-gram reaching into the padding ends in the digit PAD (0), which no kept
+        # An n-gram reaching into the padding ends in the padding id's digit 0, which no kept
         # n-gram has, so the search below rejects it: no mask needed.
         grams = tf.concat(grams, 1)
         flat = tf.reshape(grams, [-1])
@@ -112,7 +111,7 @@ class NgramMix(NgramScoring, keras.layers.Layer):
 class ServingNgrams(NgramScoring, tf.Module):
     """The n-gram mix for the served graph: a hash table finds the n-grams, plain variables.
 
-    A binary search costs about 20 cache misses per n-gram in 830,000 sorted keys, a hash
+    A binary search takes about 20 dependent probes per n-gram in 830,000 sorted keys, a hash
     table about one (benchmarks/README.md has the measurements). Exporting the Keras layer
     itself would also save each of its weights twice (as the Keras variable and as the
     tf.Variable under it).
@@ -134,18 +133,17 @@ class ServingNgrams(NgramScoring, tf.Module):
         return tf.maximum(index, 0), index >= 0
 
 
-def _features(rows: list[np.ndarray], keys: np.ndarray, order: int, vocabulary_size: int):
+def _features(row_keys: list[np.ndarray], keys: np.ndarray):
     from scipy.sparse import csr_matrix
 
     columns, pointers = [], [0]
-    for row in rows:
-        found = ngram_keys(row, order, vocabulary_size)
+    for found in row_keys:
         index = np.minimum(np.searchsorted(keys, found), len(keys) - 1)
         columns.append(index[keys[index] == found])
         pointers.append(pointers[-1] + len(columns[-1]))
     columns = np.concatenate(columns) if columns else np.zeros(0, np.int64)
     values = np.ones(len(columns), np.float32)
-    return csr_matrix((values, columns, pointers), shape=(len(rows), len(keys)))
+    return csr_matrix((values, columns, pointers), shape=(len(row_keys), len(keys)))
 
 
 def fit_ngrams(
@@ -166,13 +164,14 @@ def fit_ngrams(
             "n-gram keys; lower ngrams or vocab_size"
         )
     (rows, labels), (val_rows, val_labels) = train, val
-    every = np.concatenate([ngram_keys(row, order, vocabulary_size) for row in rows])
-    keys, counts = np.unique(every, return_counts=True)
+    train_keys = [ngram_keys(row, order, vocabulary_size) for row in rows]
+    val_keys = [ngram_keys(row, order, vocabulary_size) for row in val_rows]
+    keys, counts = np.unique(np.concatenate(train_keys), return_counts=True)
     keys = keys[counts >= MIN_COUNT]
     if not len(keys) or len(np.unique(labels)) < 2:
         print("n-grams: off (no n-gram in 2+ training texts, or one class only)", flush=True)
         return None, {}
-    x, x_val = (_features(r, keys, order, vocabulary_size) for r in (rows, val_rows))
+    x, x_val = _features(train_keys, keys), _features(val_keys, keys)
     positive = 1 + np.asarray(x[labels == 1].sum(0)).ravel()
     negative = 1 + np.asarray(x[labels == 0].sum(0)).ravel()
     ratio = np.log(positive / positive.sum()) - np.log(negative / negative.sum())
@@ -214,18 +213,3 @@ def fit_ngrams(
         flush=True,
     )
     return mix, info
-
-
-def mix_rows(mix: NgramMix, rows: list[np.ndarray], probabilities: np.ndarray, batch: int = 512):
-    """The mixed probabilities and the NB-LR's own, for unpadded rows and their LSTM's."""
-    mixed, ngram = [], []
-    for start in range(0, len(rows), batch):
-        part = rows[start : start + batch]
-        ids = tf.constant(keras.utils.pad_sequences(part, padding="post", value=PAD))
-        lstm = tf.constant(probabilities[start : start + batch], tf.float32)
-        positive = tf.sigmoid(mix.logits(ids))
-        mixed.append(mix.combine(positive, lstm).numpy())
-        ngram.append(np.stack([1 - positive.numpy(), positive.numpy()], 1))
-    if not mixed:
-        return probabilities, probabilities
-    return np.concatenate(mixed), np.concatenate(ngram)

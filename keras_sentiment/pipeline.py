@@ -85,11 +85,11 @@ def fit(cfg: Config | None = None) -> Run:
 def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started: float) -> Run:
     from .data import load_splits, load_unlabeled
     from .embeddings import embedding_matrix
-    from .evaluation import format_report, predict_rows, report
+    from .evaluation import format_report, mix_rows, predict_rows, report
     from .export import export_saved_model, library_versions, served_before
     from .model import build_model, text_model
     from .model_card import most_confident_errors
-    from .ngrams import fit_ngrams, mix_rows
+    from .ngrams import fit_ngrams
     from .plots import write_plots
     from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
     from .pretraining import corpus, load_pretrained, pretrain

@@ -7,8 +7,9 @@ import tensorflow as tf
 
 from keras_sentiment.config import Config, UserError
 from keras_sentiment.data import load_test_split
+from keras_sentiment.evaluation import mix_rows
 from keras_sentiment.model import split_text_model, text_model
-from keras_sentiment.ngrams import fit_ngrams, mix_rows, ngram_keys
+from keras_sentiment.ngrams import fit_ngrams, ngram_keys
 from keras_sentiment.prediction import SavedModelPredictor
 from keras_sentiment.preprocessing import vectorize
 
