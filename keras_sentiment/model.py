@@ -387,9 +387,31 @@ class ServingNetwork(tf.Module):
             lambda: self._packed(ids, lengths),
         )
 
-    # In both paths the last layer is pooled from each direction's states in the order the
+    # In every path the last layer is pooled from each direction's states in the order the
     # direction computed them: max and mean do not care about order, and Keras' last output
     # is each direction's final state (the backward one having read the row backwards).
+
+    def one(self, ids: tf.Tensor) -> tf.Tensor:
+        """One review's token ids [time], non-empty and unpadded -> probabilities [1, classes].
+
+        The single-review path: no lengths, masks or condition, the two directions' BlockLSTMV2
+        ops started straight from the embedded review.
+        """
+        x = tf.gather(self.embeddings, ids)[:, None]  # [time, 1, dim]
+        # Reversing the ids rather than the embedded review readies both directions' inputs
+        # at once, so the executor starts the two BlockLSTMV2 ops together.
+        backwards = tf.gather(self.embeddings, tf.reverse(ids, [0]))[:, None]
+        for i, (forward, backward) in enumerate(self.lstms):
+            states = [_block_lstm(x, *forward)]
+            if backward:
+                states.append(_block_lstm(backwards, *backward))
+            if i < len(self.lstms) - 1:
+                x = tf.concat(states[:1] + [tf.reverse(h, [0]) for h in states[1:]], -1)
+                backwards = tf.reverse(x, [0])
+        pool = {"max": tf.reduce_max, "mean": tf.reduce_mean, "last": lambda h, _: h[-1]}
+        pooled = tf.concat([pool[self.pooling](h, 0) for h in states], 1)
+        kernel, bias = self.dense
+        return tf.nn.softmax(tf.matmul(pooled, kernel) + bias)
 
     def _padded(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         steps = tf.maximum(tf.reduce_max(lengths), 1)

@@ -37,8 +37,9 @@ def ngram_keys(ids: np.ndarray, order: int, vocabulary_size: int) -> np.ndarray:
 class NgramScoring:
     """The branch's math, shared by the Keras layer and the served module below.
 
-    Needs `order`, `vocabulary_size`, `size`, `lstm_weight`, the weights `coefficients` (one
-    per kept n-gram) and `bias`, and `find` (here a binary search in the sorted weight `keys`).
+    Needs `order`, `vocabulary_size`, `size`, `lstm_weight`, `bias`, `weight_of` (here from
+    the weight `coefficients`, one per kept n-gram) and `find` (here a binary search in the
+    sorted weight `keys`).
     """
 
     def logits(self, ids: tf.Tensor) -> tf.Tensor:
@@ -57,9 +58,13 @@ class NgramScoring:
         rows = tf.range(tf.size(flat, out_type=tf.int64)) // width
         # Binary features: each (row, n-gram) pair counts once.
         pairs, _ = tf.unique(tf.boolean_mask(rows * self.size + index, known))
-        weights = tf.gather(tf.convert_to_tensor(self.coefficients), pairs % self.size)
+        weights = self.weight_of(pairs % self.size)
         batch = tf.shape(ids)[0]
         return tf.math.unsorted_segment_sum(weights, pairs // self.size, batch) + self.bias
+
+    def weight_of(self, index: tf.Tensor) -> tf.Tensor:
+        """The coefficient of each kept n-gram's index."""
+        return tf.gather(tf.convert_to_tensor(self.coefficients), index)
 
     def find(self, grams: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Each n-gram's index among the kept ones, and whether it is one of them."""
@@ -114,7 +119,8 @@ class ServingNgrams(NgramScoring, tf.Module):
     A binary search takes about 20 dependent probes per n-gram in 830,000 sorted keys, a hash
     table about one (benchmarks/README.md has the measurements). Exporting the Keras layer
     itself would also save each of its weights twice (as the Keras variable and as the
-    tf.Variable under it).
+    tf.Variable under it). The table gives each kept n-gram its index + 1 and every other 0,
+    whose weight is 0, so a single review's logit needs no mask.
     """
 
     def __init__(self, mix: NgramMix):
@@ -122,15 +128,30 @@ class ServingNgrams(NgramScoring, tf.Module):
         self.order, self.vocabulary_size = mix.order, mix.vocabulary_size
         self.size, self.lstm_weight = mix.size, mix.lstm_weight
         keys = tf.constant(mix.keys.numpy())
-        init = tf.lookup.KeyValueTensorInitializer(keys, tf.range(mix.size, dtype=tf.int64))
-        self.table = tf.lookup.StaticHashTable(init, default_value=-1)
-        self.coefficients = tf.Variable(mix.coefficients.numpy(), trainable=False)
+        init = tf.lookup.KeyValueTensorInitializer(keys, tf.range(1, mix.size + 1, dtype=tf.int64))
+        self.table = tf.lookup.StaticHashTable(init, default_value=0)
+        weights = np.concatenate([[0.0], mix.coefficients.numpy()]).astype(np.float32)
+        self.weights = tf.Variable(weights, trainable=False)  # [0, coefficients...]
         self.bias = tf.Variable(mix.bias.numpy(), trainable=False)
 
     def find(self, grams: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Each n-gram's index among the kept ones, and whether it is one of them."""
-        index = self.table.lookup(grams)
-        return tf.maximum(index, 0), index >= 0
+        found = self.table.lookup(grams)
+        return found - 1, found > 0
+
+    def weight_of(self, index: tf.Tensor) -> tf.Tensor:
+        """The coefficient of each kept n-gram's index."""
+        return tf.gather(self.weights, index + 1)
+
+    def logit_of_one(self, ids: tf.Tensor) -> tf.Tensor:
+        """NB-LR logit of the positive class for one review's unpadded ids [time]."""
+        ids = tf.cast(ids, tf.int64)
+        grams, gram = [ids], ids
+        for n in range(2, self.order + 1):
+            gram = gram[:-1] * self.vocabulary_size + ids[n - 1 :]
+            grams.append(gram)
+        found, _ = tf.unique(self.table.lookup(tf.concat(grams, 0)))  # binary features
+        return tf.reduce_sum(tf.gather(self.weights, found)) + self.bias
 
 
 def _features(row_keys: list[np.ndarray], keys: np.ndarray):

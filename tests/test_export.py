@@ -57,12 +57,11 @@ def test_warmup_file_parses_with_serving_protos(imdb_run):
 
     path = imdb_run["version"] / "assets.extra" / "tf_serving_warmup_requests"
     records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
-    assert len(records) == 1
-    log = prediction_log_pb2.PredictionLog.FromString(records[0])
-    request = log.predict_log.request
-    assert request.model_spec.signature_name == "serving_default"
-    texts = tf.make_ndarray(request.inputs["text"])
-    assert len(texts) == 3 and texts[-1] == b""
+    requests = [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request for r in records]
+    assert [r.model_spec.signature_name for r in requests] == ["serving_default"] * 2
+    texts = [tf.make_ndarray(r.inputs["text"]) for r in requests]
+    # A batch and a single review: the served graph has a path for each.
+    assert len(texts[0]) == 3 and texts[0][-1] == b"" and texts[1].tolist() == texts[0][:1].tolist()
 
 
 def export_args(imdb_run) -> list[str]:

@@ -12,6 +12,7 @@ from keras_sentiment.preprocessing import (
     adapt_preprocessor,
     lemma_table,
     load_stopwords,
+    separate,
     standardize,
     vectorize,
 )
@@ -76,6 +77,21 @@ def test_invalid_utf8_is_cleaned_as_after_a_transcode():
     )
 
 
+def test_separate_gives_the_tokens_of_standardize():
+    # The preprocessor splits separate()'s output, whose spaces are left as they fall; the
+    # tokens must be standardize()'s, on markup, punctuation runs, odd spaces and bad bytes.
+    rng = np.random.default_rng(1)
+    pieces = [b"good", b"don't", b"<br />", b" ", b"  ", b"!", b"?!", b"\x00", b"\t", b"\n\r",
+              "\u00a0".encode(), "\u3000".encode(), b"--", b"...", b"'s", b"<a href='x y'>",
+              b"&amp;", b"\xff", b"\xc3(", "\u2019".encode(), "caf\u00e9".encode(),
+              b"N'T"]  # fmt: skip
+    texts = [b"".join(pieces[i] for i in rng.integers(0, len(pieces), n))
+             for n in rng.integers(1, 16, 3000)]  # fmt: skip
+    texts += [rng.bytes(int(n)) for n in rng.integers(1, 40, 1000)]
+    got = tf.strings.split(separate(tf.constant(texts))).to_list()
+    assert got == tf.strings.split(standardize(tf.constant(texts))).to_list()
+
+
 def test_stopwords_never_drop_negations():
     words = load_stopwords()
     assert "the" in words and "and" in words
@@ -109,6 +125,18 @@ def test_ids_right_padded_truncated_and_never_empty(pre):
     assert ids[0].tolist() == [OOV, 0, 0, 0, 0, 0]  # empty -> one OOV token
     assert ids[1][0] == pre.vocabulary.index("great") and ids[1][1:].sum() == 0
     assert ids[2][-1] == pre.vocabulary.index("great")  # "pre": the end is kept
+
+
+def test_ids_of_one_text_are_its_row_of_the_batch(pre):
+    texts = ["", "   ", "great", "a b c d e f g h great", "I loved these movies!", "\x00\xff"]
+    post = TextPreprocessor.from_config({**pre.get_config(), "truncate": "post"})
+    dropping = TextPreprocessor.from_config({**pre.get_config(), "drop": ["great", "movie"]})
+    for layer in (pre, post, dropping):
+        rows = layer(tf.constant(texts)).numpy()
+        for text, row in zip(texts, rows):
+            one = layer.ids_of_one(tf.constant(text)).numpy()
+            assert one.dtype == np.int32
+            assert one.tolist() == row[: max(1, np.count_nonzero(row))].tolist()
 
 
 def test_truncate_post_keeps_the_start(pre):

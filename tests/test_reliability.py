@@ -214,8 +214,16 @@ def test_quick_runs_on_slices_get_their_own_name():
 def test_ctrl_c_keeps_the_best_model_and_says_how_to_resume(tmp_path):
     cmd = small_fit(tmp_path, "interrupted")
     run_dir = tmp_path / "runs" / "interrupted" / "1"
+    # A terminal's Ctrl-C: the default disposition, even when this test runs in a background
+    # job, which ignores SIGINT and passes that on to its children (Python then never raises
+    # KeyboardInterrupt).
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         assert wait_for(lambda: (run_dir / "best.keras").is_file(), proc)

@@ -29,7 +29,7 @@ ALLOWED_OPS = {
     "TensorListGetItem", "TensorListReserve", "TensorListSetItem", "TensorListSplit",
     "MatMul", "BiasAdd", "Sigmoid", "Tanh", "Softmax", "AddV2", "Sub", "Mul", "Maximum", "Minimum",
     "Max", "Sum", "Prod", "Cumsum", "RealDiv",
-    "ArgMax", "TopKV2", "ReverseSequence", "ScatterNd", "GatherV2", "GatherNd",
+    "ArgMax", "TopKV2", "ReverseSequence", "ReverseV2", "ScatterNd", "GatherV2", "GatherNd",
     "ResourceGather", "Split", "ConcatV2", "Transpose", "Reshape", "Squeeze", "ExpandDims",
     "BroadcastTo", "Tile", "Pad", "Fill", "Range", "Shape", "Size", "Pack", "StridedSlice",
     "Where", "Select", "SelectV2", "Cast", "Equal", "NotEqual", "Less", "LessEqual", "Greater",
@@ -136,3 +136,9 @@ def test_every_trainable_configuration_serves_the_same(settings, trained, review
         expected = model(ids, training=False).numpy()
         assert expected[:, 1].std() > 1e-3 or len(set(texts)) == 1  # not a constant answer
         np.testing.assert_allclose(network(ids).numpy(), expected, rtol=0, atol=1e-5)
+    # The single-review path (what the served graph runs for a request of one text).
+    one = tf.function(lambda text: serving.one(pre.ids_of_one(text)))
+    serving = ServingNetwork(model)
+    for text in reviews[:3] + HOSTILE_BYTES:
+        expected = model(pre(tf.constant([text])), training=False).numpy()
+        np.testing.assert_allclose(one(tf.constant(text)).numpy(), expected, rtol=0, atol=1e-5)
