@@ -263,15 +263,20 @@ def _lstm_weights(cell) -> tuple[tf.Variable, tf.Variable]:
     return tf.Variable(w.astype(np.float32), trainable=False), tf.Variable(b.astype(np.float32))
 
 
-def _block_lstm(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """Hidden states [time, batch, units] of a time-major batch, all steps in one op."""
+def _block_lstm(
+    x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, h: tf.Tensor | None = None, c: tf.Tensor | None = None
+) -> tf.Tensor:
+    """Hidden states [time, batch, units] of a time-major batch, all steps in one op.
+
+    It starts from the states `h` and `c` [batch, units], or zeros.
+    """
     units = tf.shape(b)[0] // 4
     zeros, no_peephole = tf.zeros([tf.shape(x)[1], units]), tf.zeros([units])
     return tf.raw_ops.BlockLSTMV2(
         seq_len_max=tf.cast(tf.shape(x)[0], tf.int64),
         x=x,
-        cs_prev=zeros,
-        h_prev=zeros,
+        cs_prev=zeros if c is None else c,
+        h_prev=zeros if h is None else h,
         w=w,
         wci=no_peephole,
         wcf=no_peephole,
@@ -295,23 +300,30 @@ def _packed_lstm(
     sum for "mean"), in packed row order: the loop keeps the running pool of the rows still
     going and sets a row's aside when it ends, so no hidden state is stored at all.
     """
-    # Two ways to compute a step's gates, each the faster where it runs (benchmarks/README.md):
-    # - wide steps (FUSED_ROWS rows or more, a prefix of the steps since rows only drop out):
-    #   per gate, [x_t, h] @ [kernel; recurrent] + bias and the activation are one oneDNN op
-    #   (grappler's remapper fuses MatMul, BiasAdd and Sigmoid or Tanh);
+    # Three ways to compute a step, each the faster where it runs (benchmarks/README.md);
+    # since rows only drop out, each covers a run of consecutive steps:
+    # - wide steps (FUSED_ROWS rows or more): per gate, [x_t, h] @ [kernel; recurrent] + bias
+    #   and the activation are one oneDNN op (grappler's remapper fuses MatMul, BiasAdd and
+    #   Sigmoid or Tanh);
     # - narrow steps, where a fused op's extra 10 us a call would dominate: the input
-    #   projection of all of them is one matmul up front, and a step adds its slice to h @ U.
+    #   projection of all of them is one matmul up front, and a step adds its slice to h @ U;
+    # - the tail, SMALL_BATCH rows or fewer: one BlockLSTMV2 from the loop's state, about 10 us
+    #   a step against some 45 for a loop step (most of a request of 32's steps are here; a
+    #   tail of up to 8 or 16 rows measured slower, BlockLSTMV2 costing 23 and 30 us a step).
     dim = tf.shape(x)[1]
     kernels, biases = tf.split(w, 4, axis=1), tf.split(b, 4)
-    steps = tf.shape(sizes)[0]
     wide = tf.reduce_sum(tf.cast(sizes >= FUSED_ROWS, tf.int32))
-    narrow_start = tf.reduce_sum(sizes[:wide])
-    xws = [tf.matmul(x[narrow_start:], k[:dim]) + bias for k, bias in zip(kernels, biases)]
+    tail = tf.reduce_sum(tf.cast(sizes > SMALL_BATCH, tf.int32))  # the tail's first step
+    starts = tf.cumsum(sizes, exclusive=True)
+    narrow_start, tail_start = tf.reduce_sum(sizes[:wide]), tf.reduce_sum(sizes[:tail])
+    xws = [
+        tf.matmul(x[narrow_start:tail_start], k[:dim]) + bias for k, bias in zip(kernels, biases)
+    ]
     recurrents = [k[dim:] for k in kernels]
-    # Pooled rows are written last-ended first at the end, so they concatenate in row order.
-    outputs = tf.TensorArray(
-        x.dtype, steps if pool is None else steps + 1, infer_shape=False, element_shape=[None, None]
-    )
+    # Index t holds step t's states; pooled, index tail + 1 - t holds the rows whose last step
+    # was t - 1, and index 0 the tail's rows: they concatenate in row order.
+    size = tail + 1 if pool is None else tail + 2
+    outputs = tf.TensorArray(x.dtype, size, infer_shape=False, element_shape=[None, None])
 
     def cell(t, start, rows, z, c, pooled, outputs):
         i, f, g, o = z
@@ -319,7 +331,7 @@ def _packed_lstm(
         h = tf.sigmoid(o) * tf.tanh(c)
         if pool is None:
             return t + 1, start + rows, h, c, pooled, outputs.write(t, h)
-        outputs = outputs.write(steps - t, pooled[rows:])  # rows whose last step was t - 1
+        outputs = outputs.write(tail + 1 - t, pooled[rows:])  # rows whose last step was t - 1
         pooled = pooled[:rows]
         pooled = {"max": tf.maximum(pooled, h), "mean": pooled + h, "last": h}[pool]
         return t + 1, start + rows, h, c, pooled, outputs
@@ -339,11 +351,27 @@ def _packed_lstm(
     first = tf.fill(tf.shape(zeros), -np.inf) if pool == "max" else zeros
     state = (0, 0, zeros, zeros, first, outputs)
     state = tf.while_loop(lambda t, *_: t < wide, wide_step, state, parallel_iterations=1)
-    state = tf.while_loop(lambda t, *_: t < steps, narrow_step, state, parallel_iterations=1)
-    _, _, _, _, pooled, outputs = state
-    if pool is not None:
-        outputs = outputs.write(0, pooled)  # the rows that went on to the last step
-    return outputs.concat()
+    state = tf.while_loop(lambda t, *_: t < tail, narrow_step, state, parallel_iterations=1)
+    _, _, h, c, pooled, outputs = state
+
+    # The tail: its rows' steps gathered time-major ([steps, rows], padded at each row's end,
+    # where BlockLSTMV2's extra steps come after every real one and are masked out).
+    rows = tf.concat([sizes, [0]], 0)[tail]
+    real = tf.range(rows)[None, :] < sizes[tail:, None]
+    at = tf.where(real, starts[tail:, None] + tf.range(rows)[None, :], 0)
+    states = _block_lstm(tf.gather(x, at), w, b, h[:rows], c[:rows])
+    if pool is None:
+        return outputs.write(tail, tf.boolean_mask(states, real)).concat()
+    outputs = outputs.write(1, pooled[rows:])  # rows whose last step was the tail's start - 1
+    pooled, real = pooled[:rows], real[:, :, None]
+    if pool == "max":
+        pooled = tf.maximum(pooled, tf.reduce_max(tf.where(real, states, -np.inf), 0))
+    elif pool == "mean":
+        pooled += tf.reduce_sum(tf.where(real, states, 0.0), 0)
+    else:
+        last = tf.reduce_sum(tf.cast(real[:, :, 0], tf.int32), 0) - 1  # each row's last step
+        pooled = tf.gather_nd(states, tf.stack([last, tf.range(rows)], 1))
+    return outputs.write(0, pooled).concat()
 
 
 class ServingNetwork(tf.Module):

@@ -127,10 +127,19 @@ def test_every_trainable_configuration_serves_the_same(settings, trained, review
     # 1 and 3 rows take the fused-kernel path; the others the packed loop, whose rows drop
     # out step by step (64 reviews, the hostile batch) or all end at once (40 equal rows).
     # Steps of 64 rows or more run fused gates, narrower ones projected inputs: the batch
-    # of 64 starts with the one and ends with the other, the rest run only narrow steps.
+    # of 64 starts with the one and goes on with the other, the rest run only narrow steps.
+    # The last steps with SMALL_BATCH rows or fewer run as one BlockLSTMV2 from the loop's
+    # state: the hostile batch and a ladder of one review's first 150, 120, ... 10 words have
+    # such a tail (the 64 reviews all reach the tiny model's sequence length; the 40 equal
+    # rows end together).
     same = [reviews[0]] * 40
+    words = max(reviews, key=len).split()
+    ladder = [b" ".join(words[:n]) for n in (150, 120, 90, 60, 30, 10)]
     batches = (reviews[:1], reviews[5:8], reviews[:64], HOSTILE_BYTES, HOSTILE_BYTES[-4:], same)
+    batches += (ladder,)
     assert len(reviews[5:8]) <= SMALL_BATCH < len(same) < FUSED_ROWS <= len(reviews[:64])
+    lengths = np.count_nonzero(pre(tf.constant(ladder)).numpy(), 1)
+    assert len(set(lengths)) == len(ladder) > SMALL_BATCH  # rows drop out into a tail
     for texts in batches:
         ids = pre(tf.constant(texts))
         expected = model(ids, training=False).numpy()
