@@ -55,7 +55,7 @@ def serving_function(
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(text):
         # A single review, the commonest request, skips the batch's ragged ids, lengths and
-        # masks: about 100 fewer small ops, each a step of TensorFlow's executor.
+        # masks: fewer small ops, each a step of TensorFlow's executor (benchmarks/README.md).
         probabilities = tf.cond(tf.size(text) == 1, lambda: one(text), lambda: batch(text))
         label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         names = tf.constant(class_names)  # class names live in the graph

@@ -308,7 +308,7 @@ def _packed_lstm(
     # - narrow steps, where a fused op's extra 10 us a call would dominate: the input
     #   projection of all of them is one matmul up front, and a step adds its slice to h @ U;
     # - the tail, SMALL_BATCH rows or fewer: one BlockLSTMV2 from the loop's state, about 10 us
-    #   a step against some 45 for a loop step (most of a request of 32's steps are here; a
+    #   a step against some 45-50 for a loop step (most of a request of 32's steps are here; a
     #   tail of up to 8 or 16 rows measured slower, BlockLSTMV2 costing 23 and 30 us a step).
     dim = tf.shape(x)[1]
     kernels, biases = tf.split(w, 4, axis=1), tf.split(b, 4)

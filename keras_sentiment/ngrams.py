@@ -42,16 +42,20 @@ class NgramScoring:
     sorted weight `keys`).
     """
 
-    def logits(self, ids: tf.Tensor) -> tf.Tensor:
-        """NB-LR logit of the positive class for right-padded ids [batch, time]."""
+    def grams(self, ids: tf.Tensor) -> tf.Tensor:
+        """Every 1..order-gram key along the last axis of ids ([time] or [batch, time])."""
         ids = tf.cast(ids, tf.int64)
         grams, gram = [ids], ids
         for n in range(2, self.order + 1):
-            gram = gram[:, :-1] * self.vocabulary_size + ids[:, n - 1 :]
+            gram = gram[..., :-1] * self.vocabulary_size + ids[..., n - 1 :]
             grams.append(gram)
+        return tf.concat(grams, -1)
+
+    def logits(self, ids: tf.Tensor) -> tf.Tensor:
+        """NB-LR logit of the positive class for right-padded ids [batch, time]."""
         # An n-gram reaching into the padding ends in the padding id's digit 0, which no kept
         # n-gram has, so the search below rejects it: no mask needed.
-        grams = tf.concat(grams, 1)
+        grams = self.grams(ids)
         flat = tf.reshape(grams, [-1])
         index, known = self.find(flat)
         width = tf.maximum(tf.shape(grams, out_type=tf.int64)[1], 1)
@@ -145,12 +149,7 @@ class ServingNgrams(NgramScoring, tf.Module):
 
     def logit_of_one(self, ids: tf.Tensor) -> tf.Tensor:
         """NB-LR logit of the positive class for one review's unpadded ids [time]."""
-        ids = tf.cast(ids, tf.int64)
-        grams, gram = [ids], ids
-        for n in range(2, self.order + 1):
-            gram = gram[:-1] * self.vocabulary_size + ids[n - 1 :]
-            grams.append(gram)
-        found, _ = tf.unique(self.table.lookup(tf.concat(grams, 0)))  # binary features
+        found, _ = tf.unique(self.table.lookup(self.grams(ids)))  # binary features
         return tf.reduce_sum(tf.gather(self.weights, found)) + self.bias
 
 

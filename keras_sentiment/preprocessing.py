@@ -158,7 +158,7 @@ class TextPreprocessor(keras.layers.Layer):
         """The ids `call` gives one text (a scalar string), unpadded: [time] int32, never empty.
 
         A single review is the commonest serving request; as a plain vector it needs none of
-        the ragged batch's bookkeeping (about 40 small ops).
+        the ragged batch's bookkeeping.
         """
         # The op under tf.strings.split, whose ragged wrapping a single text does not need.
         tokens = tf.raw_ops.StringSplitV2(input=separate(text)[None], sep="").values

@@ -123,7 +123,8 @@ def test_every_trainable_configuration_serves_the_same(settings, trained, review
     weights = model.get_weights()
     rng = np.random.default_rng(0)
     model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in weights])
-    network = tf.function(ServingNetwork(model))
+    serving = ServingNetwork(model)
+    network = tf.function(serving)
     # 1 and 3 rows take the fused-kernel path; the others the packed loop, whose rows drop
     # out step by step (64 reviews, the hostile batch) or all end at once (40 equal rows).
     # Steps of 64 rows or more run fused gates, narrower ones projected inputs: the batch
@@ -147,7 +148,6 @@ def test_every_trainable_configuration_serves_the_same(settings, trained, review
         np.testing.assert_allclose(network(ids).numpy(), expected, rtol=0, atol=1e-5)
     # The single-review path (what the served graph runs for a request of one text).
     one = tf.function(lambda text: serving.one(pre.ids_of_one(text)))
-    serving = ServingNetwork(model)
     for text in reviews[:3] + HOSTILE_BYTES:
         expected = model(pre(tf.constant([text])), training=False).numpy()
         np.testing.assert_allclose(one(tf.constant(text)).numpy(), expected, rtol=0, atol=1e-5)
