@@ -254,26 +254,33 @@ SMALL_BATCH = 4  # rows up to which BlockLSTMV2 beats the packed loop (benchmark
 FUSED_ROWS = 64  # rows from which a packed step's fused gates win (benchmarks/README.md)
 
 
-def _lstm_weights(cell) -> tuple[tf.Variable, tf.Variable]:
+def _lstm_weights(cell) -> tuple[np.ndarray, np.ndarray]:
     # BlockLSTMV2 wants [kernel; recurrent_kernel] and uses Keras' gate order (i, f, c, o).
     if (cell.activation, cell.recurrent_activation) != (activations.tanh, activations.sigmoid):
         raise ValueError("ServingNetwork needs LSTMs with tanh and sigmoid activations")
     w = np.concatenate([np.asarray(cell.kernel), np.asarray(cell.recurrent_kernel)])
     b = np.asarray(cell.bias) if cell.use_bias else np.zeros(w.shape[1], np.float32)
-    return tf.Variable(w.astype(np.float32), trainable=False), tf.Variable(b.astype(np.float32))
+    return w.astype(np.float32), b.astype(np.float32)
 
 
 def _block_lstm(
-    x: tf.Tensor, w: tf.Tensor, b: tf.Tensor, h: tf.Tensor | None = None, c: tf.Tensor | None = None
+    x: tf.Tensor,
+    w: tf.Tensor,
+    b: tf.Tensor,
+    h: tf.Tensor | None = None,
+    c: tf.Tensor | None = None,
+    steps: tf.Tensor | None = None,
 ) -> tf.Tensor:
     """Hidden states [time, batch, units] of a time-major batch, all steps in one op.
 
-    It starts from the states `h` and `c` [batch, units], or zeros.
+    It starts from the states `h` and `c` [batch, units], or zeros; `steps` is x's time
+    length as int64, when the caller has it.
     """
-    units = tf.shape(b)[0] // 4
-    zeros, no_peephole = tf.zeros([tf.shape(x)[1], units]), tf.zeros([units])
+    units = b.shape[0] // 4
+    rows = x.shape[1] if x.shape[1] is not None else tf.shape(x)[1]  # static: zeros are a Const
+    zeros, no_peephole = tf.zeros([rows, units]), tf.zeros([units])
     return tf.raw_ops.BlockLSTMV2(
-        seq_len_max=tf.cast(tf.shape(x)[0], tf.int64),
+        seq_len_max=tf.cast(tf.shape(x)[0], tf.int64) if steps is None else steps,
         x=x,
         cs_prev=zeros if c is None else c,
         h_prev=zeros if h is None else h,
@@ -310,7 +317,8 @@ def _packed_lstm(
     # - the tail, SMALL_BATCH rows or fewer: one BlockLSTMV2 from the loop's state, about 10 us
     #   a step against some 45-50 for a loop step (most of a request of 32's steps are here; a
     #   tail of up to 8 or 16 rows measured slower, BlockLSTMV2 costing 23 and 30 us a step).
-    dim = tf.shape(x)[1]
+    w, b = tf.convert_to_tensor(w), tf.convert_to_tensor(b)  # one constant for split and tail
+    dim = w.shape[0] - b.shape[0] // 4
     kernels, biases = tf.split(w, 4, axis=1), tf.split(b, 4)
     wide = tf.reduce_sum(tf.cast(sizes >= FUSED_ROWS, tf.int32))
     tail = tf.reduce_sum(tf.cast(sizes > SMALL_BATCH, tf.int32))  # the tail's first step
@@ -347,7 +355,7 @@ def _packed_lstm(
         z = [xw[at : at + rows] + tf.matmul(h[:rows], r) for xw, r in zip(xws, recurrents)]
         return cell(t, start, rows, z, c, pooled, outputs)
 
-    zeros = tf.zeros([sizes[0], tf.shape(w)[1] // 4], x.dtype)
+    zeros = tf.zeros([sizes[0], b.shape[0] // 4], x.dtype)
     first = tf.fill(tf.shape(zeros), -np.inf) if pool == "max" else zeros
     state = (0, 0, zeros, zeros, first, outputs)
     state = tf.while_loop(lambda t, *_: t < wide, wide_step, state, parallel_iterations=1)
@@ -379,7 +387,10 @@ class ServingNetwork(tf.Module):
 
     Same function as the Keras model with `training=False` (to float rounding), for every
     configuration `build_model` makes: stacked, uni- or bidirectional, max/mean/last pooling.
-    Holds its own copy of the weights, laid out for the kernels it runs.
+    Holds its own copy of the weights, laid out for the kernels it runs: the embeddings as a
+    variable, the LSTM and dense weights as numpy arrays that become constants of the graph,
+    since a served call passes each variable in as an argument, a cost paid on every request
+    (benchmarks/README.md).
     """
 
     def __init__(self, model: keras.Model, small_batch: int = SMALL_BATCH):
@@ -400,9 +411,7 @@ class ServingNetwork(tf.Module):
             elif isinstance(layer, layers.GlobalAveragePooling1D):
                 self.pooling = "mean"
             elif isinstance(layer, layers.Dense):
-                self.dense = tuple(
-                    tf.Variable(np.asarray(v), trainable=False) for v in layer.weights
-                )
+                self.dense = tuple(np.asarray(v, np.float32) for v in layer.weights)
             elif not isinstance(layer, (layers.Dropout, layers.SpatialDropout1D)):
                 raise ValueError(f"ServingNetwork: no serving path for layer {layer.name!r}")
 
@@ -429,10 +438,11 @@ class ServingNetwork(tf.Module):
         # Reversing the ids rather than the embedded review readies both directions' inputs
         # at once, so the executor starts the two BlockLSTMV2 ops together.
         backwards = tf.gather(self.embeddings, tf.reverse(ids, [0]))[:, None]
+        steps = tf.size(ids, out_type=tf.int64)
         for i, (forward, backward) in enumerate(self.lstms):
-            states = [_block_lstm(x, *forward)]
+            states = [_block_lstm(x, *forward, steps=steps)]
             if backward:
-                states.append(_block_lstm(backwards, *backward))
+                states.append(_block_lstm(backwards, *backward, steps=steps))
             if i < len(self.lstms) - 1:
                 x = tf.concat(states[:1] + [tf.reverse(h, [0]) for h in states[1:]], -1)
                 backwards = tf.reverse(x, [0])

@@ -69,6 +69,36 @@ def test_exported_graph_uses_only_allowed_ops(imdb_run):
     assert "UnsortedSegmentSum" in ops  # and the n-gram branch
 
 
+def test_batch_path_is_a_call_kept_out_of_line(imdb_run):
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    pb = (imdb_run["version"] / "saved_model.pb").read_bytes()
+    library = saved_model_pb2.SavedModel.FromString(pb).meta_graphs[0].graph_def.library
+    functions = {f.signature.name: f for f in library.function}
+
+    def ops_under(name: str) -> set[str]:
+        """Op types of a function and of every function its ops call (branches, loops)."""
+        ops, seen, todo = set(), set(), [name]
+        while todo:
+            f = functions[todo.pop()]
+            seen.add(f.signature.name)
+            for node in f.node_def:
+                ops.add(node.op)
+                called = [a.func.name for a in node.attr.values() if a.HasField("func")]
+                todo += [c for c in called if c in functions and c not in seen]
+        return ops
+
+    kept = [name for name, f in functions.items() if f.attr["_noinline"].b]
+    # The packed loop lives in a function no optimizer inlines, so a single review's branch
+    # of the served cond skips it as one op.
+    assert any("StatelessWhile" in ops_under(name) for name in kept)
+    # The LSTM and dense weights are constants of the graph; only the embeddings (and the
+    # n-gram weights) are variables a call passes in.
+    served = tf.saved_model.load(str(imdb_run["version"])).signatures["serving_default"]
+    variables = [t for t in served.captured_inputs if t.dtype == tf.resource]
+    assert len(variables) <= 5  # embeddings, n-gram weights and bias, two tables
+
+
 @pytest.fixture(scope="module")
 def reviews() -> list[bytes]:
     data, _ = load_test_split("imdb_reviews", "test")
