@@ -265,8 +265,8 @@ def _lstm_weights(cell) -> tuple[np.ndarray, np.ndarray]:
 
 def _block_lstm(
     x: tf.Tensor,
-    w: tf.Tensor,
-    b: tf.Tensor,
+    w: tf.Tensor | np.ndarray,
+    b: tf.Tensor | np.ndarray,
     h: tf.Tensor | None = None,
     c: tf.Tensor | None = None,
     steps: tf.Tensor | None = None,
@@ -299,7 +299,11 @@ def _time_major_mask(lengths: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
 
 
 def _packed_lstm(
-    x: tf.Tensor, sizes: tf.Tensor, w: tf.Tensor, b: tf.Tensor, pool: str | None = None
+    x: tf.Tensor,
+    sizes: tf.Tensor,
+    w: tf.Tensor | np.ndarray,
+    b: tf.Tensor | np.ndarray,
+    pool: str | None = None,
 ) -> tf.Tensor:
     """Packed steps [steps, features] (rows by time, then by row) -> their hidden states.
 
