@@ -48,13 +48,17 @@ ALLOWED_OPS = {
 }  # fmt: skip
 
 
-def graph_op_types(version_dir) -> set[str]:
-    """Op types of a SavedModel's graph and of every function in its library."""
+def saved_model_proto(version_dir):
+    """The SavedModel protocol buffer of an exported version."""
     from tensorflow.core.protobuf import saved_model_pb2
 
-    saved = saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+    return saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
+
+
+def graph_op_types(version_dir) -> set[str]:
+    """Op types of a SavedModel's graph and of every function in its library."""
     ops = set()
-    for graph in saved.meta_graphs:
+    for graph in saved_model_proto(version_dir).meta_graphs:
         ops |= {node.op for node in graph.graph_def.node}
         for function in graph.graph_def.library.function:
             ops |= {node.op for node in function.node_def}
@@ -70,10 +74,7 @@ def test_exported_graph_uses_only_allowed_ops(imdb_run):
 
 
 def test_batch_path_is_a_call_kept_out_of_line(imdb_run):
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    pb = (imdb_run["version"] / "saved_model.pb").read_bytes()
-    library = saved_model_pb2.SavedModel.FromString(pb).meta_graphs[0].graph_def.library
+    library = saved_model_proto(imdb_run["version"]).meta_graphs[0].graph_def.library
     functions = {f.signature.name: f for f in library.function}
 
     def ops_under(name: str) -> set[str]:
