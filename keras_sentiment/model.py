@@ -451,8 +451,12 @@ class ServingNetwork(tf.Module):
                 x = tf.concat(states[:1] + [tf.reverse(h, [0]) for h in states[1:]], -1)
                 backwards = tf.reverse(x, [0])
         pool = {"max": tf.reduce_max, "mean": tf.reduce_mean, "last": lambda h, _: h[-1]}
-        pooled = tf.concat([pool[self.pooling](h, 0) for h in states], 1)
-        return tf.nn.softmax(self._logits(pooled))
+        pooled = tf.concat([pool[self.pooling](h, 0) for h in states], 1)[0]  # [features]
+        kernel, bias = self.dense
+        # Multiplied and summed rather than a matmul: oneDNN's call for a [1, 256] by [256, 2]
+        # product costs more than the product, 0.13 ms of a single review's 2.2
+        # (benchmarks/README.md).
+        return tf.nn.softmax(tf.reduce_sum(pooled[:, None] * kernel, 0) + bias)[None]
 
     def _padded(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         steps = tf.maximum(tf.reduce_max(lengths), 1)
@@ -503,11 +507,5 @@ class ServingNetwork(tf.Module):
     def _classify(self, pooled: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         if self.pooling == "mean":
             pooled /= tf.cast(lengths, pooled.dtype)[:, None]
-        return tf.nn.softmax(self._logits(pooled))
-
-    def _logits(self, pooled: tf.Tensor) -> tf.Tensor:
-        # Multiplied and summed rather than a matmul: oneDNN's call for a [rows, 256] by
-        # [256, 2] product costs more than the product, 0.13 ms of a single review's 2.2
-        # (benchmarks/README.md).
         kernel, bias = self.dense
-        return tf.reduce_sum(pooled[:, :, None] * kernel, 1) + bias
+        return tf.nn.softmax(tf.matmul(pooled, kernel) + bias)
