@@ -8,6 +8,7 @@ row, so a long run shows progress and keeps what it measured if it is stopped.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -30,7 +31,12 @@ from keras_sentiment.batching import bucket_boundaries, train_dataset
 from keras_sentiment.config import Config, UserError, save_json
 from keras_sentiment.data import Splits, load_splits
 from keras_sentiment.embeddings import embedding_matrix
-from keras_sentiment.model import MaskedGlobalMaxPooling1D, build_model, split_text_model
+from keras_sentiment.model import (
+    MaskedGlobalMaxPooling1D,
+    build_model,
+    cpu_has_bfloat16,
+    split_text_model,
+)
 from keras_sentiment.pipeline import run_model
 from keras_sentiment.prediction import SavedModelPredictor, resolve_version
 from keras_sentiment.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
@@ -169,8 +175,11 @@ def bench_matmul(report: Report, n: int, repeats: int) -> float:
 def model_brief(cfg: Config) -> str:
     """The settings that shape the work per token, for the table (the JSON has all of them)."""
     kind = "biLSTM" if cfg.bidirectional else "LSTM"
+    precision = cfg.precision
+    if precision == "auto":
+        precision = "bfloat16" if cpu_has_bfloat16() else "float32"
     return (
-        f"{cfg.lstm_layers}x{kind} {cfg.lstm_units}, glove {cfg.embeddings}, "
+        f"{cfg.lstm_layers}x{kind} {cfg.lstm_units}, {precision}, glove {cfg.embeddings}, "
         f"vocab {cfg.vocab_size}, seq {cfg.sequence_length}, batch {cfg.batch_size}, "
         f"pool {cfg.pooling}, dropout {cfg.dropout}, lemmatize {cfg.lemmatize}, "
         f"stopwords {cfg.remove_stopwords}, lr {cfg.learning_rate}"
@@ -457,8 +466,9 @@ def bench_torch_peer(
     rows: list[np.ndarray],
     labels: np.ndarray,
     runs: int,
-    ours: float,
+    ours: dict[str, float],
     data: str,
+    modes: tuple[str, ...] = ("packed", "padded"),
 ) -> None:
     """The same seed model in PyTorch (benchmarks/torch_peer.py), on the same token ids."""
     matrix, _ = embedding_matrix(cfg, pre.vocabulary)
@@ -472,7 +482,7 @@ def bench_torch_peer(
             embeddings=matrix,
         )
         script = Path(__file__).with_name("torch_peer.py")
-        for mode in ("packed", "padded"):
+        for mode in modes:
             command = [python, str(script), str(path), "--epochs", str(runs)]
             command += ["--batch-size", str(cfg.batch_size), "--units", str(cfg.lstm_units)]
             command += ["--max-batches", str(TORCH_BATCHES[mode])]
@@ -487,7 +497,9 @@ def bench_torch_peer(
             result = json.loads(done.stdout.strip().splitlines()[-1])
             rate = result["median_tokens_per_s"]
             seconds = statistics.median(e["seconds"] for e in result["epochs"])
-            result["ours_over_torch"] = round(ours / rate, 3)
+            ratios = {f"ours_{name}_over_torch": round(r / rate, 3) for name, r in ours.items()}
+            result.update(ratios)
+            said = ", ".join(f"ours (b) {k} / PyTorch = {r / rate:.2f}x" for k, r in ours.items())
             how = "packed sequences (the tutorial's)" if mode == "packed" else "padded batches"
             report.add(
                 f"training (b) PyTorch peer, {mode}: same model, same token ids, measured here",
@@ -506,8 +518,7 @@ def bench_torch_peer(
                 seconds,
                 result,
                 f"{rate:,.0f} real tokens/s, median of {runs} run(s) of "
-                f"{result['batches_per_epoch']} batches ({seconds:.1f}s); "
-                f"ours (b) / PyTorch = {ours / rate:.2f}x",
+                f"{result['batches_per_epoch']} batches ({seconds:.1f}s); {said}",
                 f"torchtext tutorial model in PyTorch, {how}, Adam, same machine, same run",
             )
 
@@ -823,11 +834,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["serving"],
-        help="only the matmul peak and the serving rows (needs --model)",
+        choices=["serving", "training"],
+        help="serving: the matmul peak, serving and evaluate (needs --model); training: the "
+        "matmul peak, pipeline and training rows, and PyTorch's padded peer",
     )
     args = parser.parse_args(argv)
-    if args.only and not args.model:
+    if args.only == "serving" and not args.model:
         parser.error("--only serving needs --model saved_models/NAME[/VERSION]")
     runs = args.runs or (1 if args.quick else 3)
     rounds = args.serving_rounds or (1 if args.quick else 3)
@@ -888,6 +900,23 @@ def main(argv: list[str] | None = None) -> int:
             f"= {pipeline_rate / train_rate:,.1f}x",
             "ratio of the two rows above",
         )
+        used = cfg.precision
+        if used == "auto":
+            used = "bfloat16" if cpu_has_bfloat16() else "float32"
+        rates = {used: tokens_per_s}
+        if cpu_has_bfloat16():  # the other precision too, in the same run
+            other = "float32" if used == "bfloat16" else "bfloat16"
+            _, rates[other] = bench_training(
+                report,
+                f"{name} {other}",
+                dataclasses.replace(cfg, precision=other),
+                pre,
+                rows,
+                splits,
+                runs,
+                peak,
+                train_data,
+            )
         if label == "b" and not args.quick:
             full_tokens = sum(len(r) for r in rows)
         if label == "b" and args.torch_python:
@@ -899,10 +928,15 @@ def main(argv: list[str] | None = None) -> int:
                 rows,
                 splits.train.labels,
                 runs,
-                tokens_per_s,
+                rates,
                 train_data,
+                ("padded",) if args.only == "training" else ("packed", "padded"),
             )
     published_row(report, peak, cfgs["b"], full_tokens)
+    if args.only == "training":
+        print("\n" + report.table(), flush=True)
+        print(f"\nwrote {report.path}", flush=True)
+        return 0
 
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
         if model_path:

@@ -136,6 +136,14 @@ class Config:
         default="auto", metadata={"help": "auto, default, mirrored or multi-worker (TF_CONFIG)"}
     )
     mixed_precision: bool = field(default=False, metadata={"help": "float16 compute on GPU"})
+    precision: str = field(
+        default="auto",
+        metadata={
+            "help": "bfloat16: the LSTMs' weight-gradient matmuls in bfloat16 on a CPU with "
+            "bfloat16 instructions (AVX512_BF16 or AMX), the weights, states and export "
+            "staying float32; float32; auto: bfloat16 where the CPU has them"
+        },
+    )
 
     def __post_init__(self):
         # A quick run on a slice never replaces the full model TF Serving serves by default.
@@ -195,6 +203,7 @@ class Config:
             "truncate": ("pre", "post"),
             "pooling": ("max", "mean", "last"),
             "strategy": ("auto", "default", "mirrored", "multi-worker"),
+            "precision": ("auto", "float32", "bfloat16"),
         }
         for key, allowed in choices.items():
             if getattr(self, key) not in allowed:

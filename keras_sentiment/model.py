@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import keras
 import numpy as np
 import tensorflow as tf
@@ -40,19 +43,32 @@ class MaskedGlobalMaxPooling1D(layers.Layer):
 # Gate order is Keras' (i, f, g, o); tanh(z) = 2*sigmoid(2z) - 1 lets one sigmoid cover all four.
 
 
+def cpu_has_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 matmul instructions (Linux: AVX512_BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def _cpu_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+
+
 def _gate_scale(units: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     one = tf.ones([units], dtype)
     return tf.concat([one, one, 2 * one, one], 0)
 
 
 @tf.function(jit_compile=True, reduce_retracing=True)
-def _lstm_forward(xw, mt, h0, c0, u):
+def _lstm_forward(xw, mt, h0, c0, u, bias):
     """The recurrence over time-major input projections; keeps what the backward pass needs."""
     steps = tf.shape(xw)[0]
     hs, cs, gates = (tf.TensorArray(xw.dtype, size=steps) for _ in range(3))
 
     def step(t, h, c, hs, cs, gates):
-        s = tf.sigmoid(xw[t] + tf.matmul(h, u))
+        s = tf.sigmoid(xw[t] + bias + tf.matmul(h, u))  # the bias add is fused here
         i, f, g, o = tf.split(s, 4, axis=1)
         c_new = f * c + i * (2.0 * g - 1.0)
         h_new = o * tf.tanh(c_new)
@@ -68,13 +84,13 @@ def _lstm_forward(xw, mt, h0, c0, u):
 
 @tf.function(jit_compile=True, reduce_retracing=True)
 def _lstm_backward(mt, c0, recurrent_kernel, cs, gates, d_hs, d_h, d_c):
-    """Backpropagation through time: the gate gradients of every step, and of h0 and c0."""
+    """Backpropagation through time: the gate gradients of every step, and of h0, c0, bias."""
     steps = tf.shape(cs)[0]
     u_t = tf.transpose(recurrent_kernel)
     mf = tf.cast(mt, cs.dtype)
     d_gates = tf.TensorArray(cs.dtype, size=steps)
 
-    def step(t, dh, dc, d_gates):
+    def step(t, dh, dc, d_bias, d_gates):
         i, f, g, o = tf.split(gates[t], 4, axis=1)
         g = 2.0 * g - 1.0
         c_prev = tf.where(t > 0, cs[tf.maximum(t - 1, 0)], c0)
@@ -91,37 +107,59 @@ def _lstm_backward(mt, c0, recurrent_kernel, cs, gates, d_hs, d_h, d_c):
             1,
         )
         skip = 1.0 - m  # a padded step passed its gradient straight through
-        return t - 1, tf.matmul(dz, u_t) + dh * skip, dc_new * f + dc * skip, d_gates.write(t, dz)
+        dh, dc = tf.matmul(dz, u_t) + dh * skip, dc_new * f + dc * skip
+        return t - 1, dh, dc, d_bias + dz, d_gates.write(t, dz)
 
-    _, dh0, dc0, d_gates = tf.while_loop(lambda t, *_: t >= 0, step, (steps - 1, d_h, d_c, d_gates))
-    return d_gates.stack(), dh0, dc0
+    d_bias = tf.zeros_like(gates[0])
+    _, dh0, dc0, d_bias, d_gates = tf.while_loop(
+        lambda t, *_: t >= 0, step, (steps - 1, d_h, d_c, d_bias, d_gates)
+    )
+    return d_gates.stack(), dh0, dc0, tf.reduce_sum(d_bias, 0)
 
 
-@tf.custom_gradient
-def _lstm_train(xt, mt, h0, c0, kernel, recurrent_kernel, bias):
-    # The tape must not trace into the compiled loops: grad() is their gradient. The large
-    # matmuls stay outside XLA, where TensorFlow's oneDNN kernels run them faster.
-    args = [tf.stop_gradient(a) for a in (xt, mt, h0, c0, kernel, recurrent_kernel, bias)]
-    xt, mt, h0, c0, kernel, recurrent_kernel, bias = args
-    units = tf.shape(recurrent_kernel)[0]
-    steps, batch, dim = tf.shape(xt)[0], tf.shape(xt)[1], tf.shape(xt)[2]
-    scale = _gate_scale(units, xt.dtype)
-    flat_x = tf.reshape(xt, [-1, dim])
-    xw = tf.matmul(flat_x, kernel * scale) + bias * scale
-    xw = tf.reshape(xw, [steps, batch, 4 * units])
-    hs, h, c, cs, gates = _lstm_forward(xw, mt, h0, c0, recurrent_kernel * scale)
+def _make_lstm_train(dtype: tf.DType):
+    """The training LSTM; its weight-gradient matmuls run in `dtype` (float32 or bfloat16)."""
 
-    def grad(d_hs, d_h, d_c):
-        d_gates, dh0, dc0 = _lstm_backward(mt, c0, recurrent_kernel, cs, gates, d_hs, d_h, d_c)
-        dz = tf.reshape(d_gates, [-1, 4 * units])
-        h_prev = tf.reshape(hs[:-1], [-1, units])
-        d_recurrent = tf.matmul(h_prev, dz[batch:], transpose_a=True)
-        d_recurrent += tf.matmul(h0, dz[:batch], transpose_a=True)
-        d_kernel = tf.matmul(flat_x, dz, transpose_a=True)
-        d_x = tf.reshape(tf.matmul(dz, kernel, transpose_b=True), tf.shape(xt))
-        return d_x, None, dh0, dc0, d_kernel, d_recurrent, tf.reduce_sum(dz, 0)
+    @tf.custom_gradient
+    def lstm_train(xt, mt, h0, c0, kernel, recurrent_kernel, bias):
+        # The tape must not trace into the compiled loops: grad() is their gradient. The large
+        # matmuls stay outside XLA, where TensorFlow's oneDNN kernels run them faster, and in
+        # bfloat16 on the CPU's bfloat16 instructions, which XLA's CPU dots do not use. The
+        # input projection stays float32: with 50 inputs it is bound by memory, not arithmetic.
+        args = [tf.stop_gradient(a) for a in (xt, mt, h0, c0, kernel, recurrent_kernel, bias)]
+        xt, mt, h0, c0, kernel, recurrent_kernel, bias = args
+        units = tf.shape(recurrent_kernel)[0]
+        steps, batch, dim = tf.shape(xt)[0], tf.shape(xt)[1], tf.shape(xt)[2]
+        scale = _gate_scale(units, xt.dtype)
+        flat_x = tf.reshape(xt, [-1, dim])
+        xw = tf.reshape(tf.matmul(flat_x, kernel * scale), [steps, batch, 4 * units])
+        loop = _lstm_forward(xw, mt, h0, c0, recurrent_kernel * scale, bias * scale)
+        hs, h, c, cs, gates = loop
 
-    return (hs, h, c), grad
+        def grad(d_hs, d_h, d_c):
+            d_gates, dh0, dc0, d_bias = _lstm_backward(
+                mt, c0, recurrent_kernel, cs, gates, d_hs, d_h, d_c
+            )
+            # Cast once here: XLA's own float32 -> bfloat16 conversion in the loop is slow.
+            dz = tf.cast(tf.reshape(d_gates, [-1, 4 * units]), dtype)
+            h_prev = tf.cast(tf.reshape(hs[:-1], [-1, units]), dtype)
+            x, h_first, k = (tf.cast(a, dtype) for a in (flat_x, h0, kernel))
+
+            def matmul(a, b, **kwargs):  # in bfloat16: float32 accumulation, rounded product
+                return tf.cast(tf.matmul(a, b, **kwargs), tf.float32)
+
+            d_recurrent = matmul(h_prev, dz[batch:], transpose_a=True)
+            d_recurrent += matmul(h_first, dz[:batch], transpose_a=True)
+            d_kernel = matmul(x, dz, transpose_a=True)
+            d_x = tf.reshape(matmul(dz, k, transpose_b=True), tf.shape(xt))
+            return d_x, None, dh0, dc0, d_kernel, d_recurrent, d_bias
+
+        return (hs, h, c), grad
+
+    return lstm_train
+
+
+_lstm_train = {dtype: _make_lstm_train(dtype) for dtype in (tf.float32, tf.bfloat16)}
 
 
 @keras.saving.register_keras_serializable(package="keras_sentiment")
@@ -130,8 +168,19 @@ class CompiledLSTM(layers.LSTM):
 
     Same weights, config, masking and Bidirectional behaviour as the Keras layer; inference,
     GPUs (cuDNN) and options the compiled path lacks (dropout inside the LSTM, other
-    activations, float16) use Keras' own implementation.
+    activations, float16) use Keras' own implementation. `matmul_dtype="bfloat16"` runs the
+    large matmuls outside the compiled loops in bfloat16 (float32 accumulation; the state, the
+    gates and the weights stay float32); "auto" does so where the CPU has bfloat16 instructions.
     """
+
+    def __init__(self, units: int, matmul_dtype: str = "float32", batch_splits: int = 1, **kwargs):
+        super().__init__(units, **kwargs)
+        self.matmul_dtype = matmul_dtype
+        self.batch_splits = batch_splits
+
+    def get_config(self) -> dict:
+        extra = {"matmul_dtype": self.matmul_dtype, "batch_splits": self.batch_splits}
+        return {**super().get_config(), **extra}
 
     def _compiled(self, training: bool) -> bool:
         cell = self.cell
@@ -156,15 +205,20 @@ class CompiledLSTM(layers.LSTM):
         if self.go_backwards:  # Keras' contract: outputs in processing (reversed) order
             xt, mt = tf.reverse(xt, [0]), tf.reverse(mt, [0])
         cell = self.cell
-        hs, h, c = _lstm_train(
-            xt,
-            mt,
-            initial_state[0],
-            initial_state[1],
-            cell.kernel.value,
-            cell.recurrent_kernel.value,
-            cell.bias.value,
-        )
+        weights = (cell.kernel.value, cell.recurrent_kernel.value, cell.bias.value)
+        # Without bfloat16 instructions, oneDNN would emulate them, slower than float32.
+        bfloat16 = self.matmul_dtype in ("auto", "bfloat16") and cpu_has_bfloat16()
+        train = _lstm_train[tf.bfloat16 if bfloat16 else tf.float32]
+        # Parts of the batch are independent loops, which the executor runs at once: one
+        # loop's small per-step matmuls keep only one of a CPU's cores busy.
+        batch = tf.shape(xt)[1]
+        cuts = [batch * i // self.batch_splits for i in range(self.batch_splits + 1)]
+        h0, c0 = initial_state[0], initial_state[1]
+        parts = [
+            train(xt[:, a:b], mt[:, a:b], h0[a:b], c0[a:b], *weights)
+            for a, b in zip(cuts[:-1], cuts[1:])
+        ]
+        hs, h, c = (tf.concat(part, axis) for part, axis in zip(zip(*parts), (1, 0, 0)))
         if self.zero_output_for_mask:
             hs = tf.where(mt, hs, tf.zeros_like(hs))
         last = hs[-1]
@@ -194,7 +248,14 @@ def build_model(
     ]
     for i in range(cfg.lstm_layers):
         last = i == cfg.lstm_layers - 1
-        lstm = CompiledLSTM(cfg.lstm_units, return_sequences=not last or cfg.pooling != "last")
+        lstm = CompiledLSTM(
+            cfg.lstm_units,
+            return_sequences=not last or cfg.pooling != "last",
+            matmul_dtype=cfg.precision,
+            # Two directions are already two loops at once; one direction splits its batch
+            # in two (benchmarks/README.md: 1.26x at the seed configuration on 2 cores).
+            batch_splits=2 if not cfg.bidirectional and _cpu_cores() >= 2 else 1,
+        )
         stack.append(layers.Bidirectional(lstm) if cfg.bidirectional else lstm)
     if cfg.pooling == "max":
         stack.append(MaskedGlobalMaxPooling1D())

@@ -20,6 +20,7 @@ import tensorflow as tf
 
 from .batching import eval_dataset, train_dataset
 from .config import Config, UserError, kill_point, save_json, versions, write_atomic
+from .model import cpu_has_bfloat16
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -83,13 +84,23 @@ def _config_of(run_dir: Path) -> dict | None:
         return None
 
 
-def set_precision(mixed: bool) -> str:
-    """mixed_float16 on a GPU when asked; float32 otherwise (CPUs gain nothing from float16)."""
-    policy = "mixed_float16" if mixed and tf.config.list_logical_devices("GPU") else "float32"
-    if mixed and policy == "float32":
+def set_precision(cfg: Config) -> str:
+    """mixed_float16 on a GPU when asked; float32 otherwise (CPUs gain nothing from float16).
+
+    Returns the policy, and says where the LSTMs' weight gradients run in bfloat16.
+    """
+    gpu = bool(tf.config.list_logical_devices("GPU"))
+    policy = "mixed_float16" if cfg.mixed_precision and gpu else "float32"
+    if cfg.mixed_precision and policy == "float32":
         print("mixed precision needs a GPU: training in float32", flush=True)
     keras.mixed_precision.set_global_policy(policy)
-    return policy
+    if cfg.precision == "float32" or gpu:  # GPUs train with cuDNN, in the policy's dtype
+        return policy
+    if not cpu_has_bfloat16():
+        if cfg.precision == "bfloat16":
+            print("bfloat16 needs a CPU with AVX512_BF16 or AMX: training in float32", flush=True)
+        return policy
+    return f"{policy}, LSTM weight gradients in bfloat16"
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -381,7 +392,7 @@ def train(
     Sets the precision policy first, prints the model and the strategy, and resumes where
     `run_dir`'s backup says an interrupted fit stopped.
     """
-    precision = set_precision(cfg.mixed_precision)
+    precision = set_precision(cfg)
     with strategy.scope():
         model = build()
         compile_model(model, cfg, math.ceil(len(train[1]) / cfg.batch_size))

@@ -53,6 +53,7 @@ def test_toml_unknown_keys_and_wrong_types_name_the_key(tmp_path, text, key):
         ("monitor", "accuracy"),
         ("ngrams", -1),
         ("ngrams", 5),  # 50,000^5 overflows an int64 n-gram key
+        ("precision", "bf16"),
     ],
 )
 def test_impossible_values_are_refused_naming_the_key(key, value):

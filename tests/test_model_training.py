@@ -1,3 +1,5 @@
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -6,7 +8,7 @@ import tensorflow as tf
 from keras_sentiment.batching import bucket_boundaries, eval_dataset, train_dataset
 from keras_sentiment.config import Config
 from keras_sentiment.evaluation import format_report, predict_rows, report
-from keras_sentiment.model import CompiledLSTM, build_model
+from keras_sentiment.model import CompiledLSTM, build_model, cpu_has_bfloat16
 from keras_sentiment.training import adversarial_losses, compile_model, read_history, train
 
 
@@ -28,7 +30,10 @@ def test_padding_never_changes_the_answer(pooling, bidirectional):
 
 @pytest.mark.parametrize("bidirectional", [True, False])
 @pytest.mark.parametrize("return_sequences", [True, False])
-def test_compiled_lstm_trains_exactly_like_keras_lstm(bidirectional, return_sequences):
+@pytest.mark.parametrize("splits, dtype", [(1, "float32"), (3, "float32"), (2, "bfloat16")])
+def test_compiled_lstm_trains_exactly_like_keras_lstm(
+    bidirectional, return_sequences, splits, dtype
+):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(6, 11, 5)).astype(np.float32)
     mask = np.arange(11)[None, :] < np.array([11, 1, 4, 7, 9, 2])[:, None]
@@ -36,7 +41,10 @@ def test_compiled_lstm_trains_exactly_like_keras_lstm(bidirectional, return_sequ
     def wrap(layer):
         return keras.layers.Bidirectional(layer) if bidirectional else layer
 
-    ours = wrap(CompiledLSTM(7, return_sequences=return_sequences))
+    compiled = CompiledLSTM(
+        7, return_sequences=return_sequences, batch_splits=splits, matmul_dtype=dtype
+    )
+    ours = wrap(compiled)
     ref = wrap(keras.layers.LSTM(7, return_sequences=return_sequences))
     ours.build(x.shape), ref.build(x.shape)
     weights = [w + rng.normal(size=w.shape).astype(np.float32) for w in ours.get_weights()]
@@ -54,8 +62,14 @@ def test_compiled_lstm_trains_exactly_like_keras_lstm(bidirectional, return_sequ
         results.append([out.numpy()] + [g.numpy() for g in grads])
     inner = [ours.forward_layer, ours.backward_layer] if bidirectional else [ours]
     assert all(layer._compiled(True) for layer in inner)  # the compiled path was tested
-    for a, b in zip(*results):
-        assert np.allclose(a, b, atol=1e-5)
+    assert all(layer.batch_splits == splits for layer in inner)  # kept through Bidirectional
+    bfloat16 = dtype == "bfloat16" and cpu_has_bfloat16()
+    exact = {0, 4, len(results[0]) - 1}  # outputs and bias gradients stay float32
+    for i, (a, b) in enumerate(zip(*results)):
+        if not bfloat16 or i in exact:
+            assert np.allclose(a, b, atol=1e-5)
+        else:  # gradients from bfloat16 products: 8 bits of mantissa
+            assert np.abs(a - b).max() <= 2e-2 * np.abs(b).max()
 
 
 def test_glove_matrix_is_the_starting_embedding():
@@ -84,9 +98,17 @@ def test_length_buckets_are_right_padded_and_similar():
 
 
 @pytest.mark.parametrize(
-    "monitor, adversarial", [("val_loss", 0.0), ("val_accuracy", 0.0), ("val_loss", 1.0)]
+    "monitor, adversarial, precision, bidirectional",
+    [
+        ("val_loss", 0.0, "float32", True),
+        ("val_accuracy", 0.0, "float32", True),
+        ("val_loss", 1.0, "float32", True),
+        ("val_loss", 0.0, "bfloat16", False),  # bfloat16 gradients, the batch in two loops
+    ],
 )
-def test_tiny_model_learns_a_separable_task(tmp_path, monitor, adversarial):
+def test_tiny_model_learns_a_separable_task(
+    tmp_path, monitor, adversarial, precision, bidirectional
+):
     rng = np.random.default_rng(1)
     # Class 1 texts contain token 3, class 0 texts token 4: trivially learnable.
     rows, labels = [], []
@@ -104,6 +126,8 @@ def test_tiny_model_learns_a_separable_task(tmp_path, monitor, adversarial):
         seed=3,
         monitor=monitor,
         adversarial=adversarial,
+        precision=precision,
+        bidirectional=bidirectional,
     )
     build = lambda: build_model(cfg, 30, 2, None)  # noqa: E731
     strategy = tf.distribute.get_strategy()
@@ -113,6 +137,10 @@ def test_tiny_model_learns_a_separable_task(tmp_path, monitor, adversarial):
     model, history = trained.model, trained.history
     # The adversarial step is in use exactly when the config asks for it.
     assert ("adversarial_step" in model.train_step.__qualname__) == bool(adversarial)
+    lstm = model.layers[2].forward_layer if bidirectional else model.layers[2]
+    assert lstm.matmul_dtype == precision
+    # One direction runs its batch as two loops on a CPU with two cores or more.
+    assert lstm.batch_splits == (2 if not bidirectional and os.cpu_count() > 1 else 1)
     assert [row["epoch"] for row in history] == list(range(1, len(history) + 1))
     assert read_history(tmp_path / "history.csv") == history
     assert (tmp_path / "best.keras").is_file()
