@@ -137,7 +137,7 @@ class Config:
     )
     mixed_precision: bool = field(default=False, metadata={"help": "float16 compute on GPU"})
     precision: str = field(
-        default="auto",
+        default="float32",
         metadata={
             "help": "bfloat16: the LSTMs' weight-gradient matmuls in bfloat16 on a CPU with "
             "bfloat16 instructions (AVX512_BF16 or AMX), the weights, states and export "
