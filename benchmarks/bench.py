@@ -35,6 +35,7 @@ from keras_sentiment.model import (
     MaskedGlobalMaxPooling1D,
     build_model,
     cpu_has_bfloat16,
+    gradient_dtype,
     split_text_model,
 )
 from keras_sentiment.pipeline import run_model
@@ -175,11 +176,9 @@ def bench_matmul(report: Report, n: int, repeats: int) -> float:
 def model_brief(cfg: Config) -> str:
     """The settings that shape the work per token, for the table (the JSON has all of them)."""
     kind = "biLSTM" if cfg.bidirectional else "LSTM"
-    precision = cfg.precision
-    if precision == "auto":
-        precision = "bfloat16" if cpu_has_bfloat16() else "float32"
     return (
-        f"{cfg.lstm_layers}x{kind} {cfg.lstm_units}, {precision}, glove {cfg.embeddings}, "
+        f"{cfg.lstm_layers}x{kind} {cfg.lstm_units}, {gradient_dtype(cfg.precision)}, "
+        f"glove {cfg.embeddings}, "
         f"vocab {cfg.vocab_size}, seq {cfg.sequence_length}, batch {cfg.batch_size}, "
         f"pool {cfg.pooling}, dropout {cfg.dropout}, lemmatize {cfg.lemmatize}, "
         f"stopwords {cfg.remove_stopwords}, lr {cfg.learning_rate}"
@@ -900,9 +899,7 @@ def main(argv: list[str] | None = None) -> int:
             f"= {pipeline_rate / train_rate:,.1f}x",
             "ratio of the two rows above",
         )
-        used = cfg.precision
-        if used == "auto":
-            used = "bfloat16" if cpu_has_bfloat16() else "float32"
+        used = gradient_dtype(cfg.precision)
         rates = {used: tokens_per_s}
         if cpu_has_bfloat16():  # the other precision too, in the same run
             other = "float32" if used == "bfloat16" else "bfloat16"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -43,6 +44,7 @@ class MaskedGlobalMaxPooling1D(layers.Layer):
 # Gate order is Keras' (i, f, g, o); tanh(z) = 2*sigmoid(2z) - 1 lets one sigmoid cover all four.
 
 
+@functools.cache
 def cpu_has_bfloat16() -> bool:
     """Whether this CPU has bfloat16 matmul instructions (Linux: AVX512_BF16 or AMX)."""
     try:
@@ -50,6 +52,13 @@ def cpu_has_bfloat16() -> bool:
     except OSError:
         return False
     return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def gradient_dtype(precision: str) -> str:
+    """The dtype of the training LSTM's gradient matmuls for a `Config.precision` value."""
+    # Without bfloat16 instructions, oneDNN would emulate them, slower than float32.
+    wanted = precision in ("auto", "bfloat16")
+    return "bfloat16" if wanted and cpu_has_bfloat16() else "float32"
 
 
 def _cpu_cores() -> int:
@@ -206,9 +215,7 @@ class CompiledLSTM(layers.LSTM):
             xt, mt = tf.reverse(xt, [0]), tf.reverse(mt, [0])
         cell = self.cell
         weights = (cell.kernel.value, cell.recurrent_kernel.value, cell.bias.value)
-        # Without bfloat16 instructions, oneDNN would emulate them, slower than float32.
-        bfloat16 = self.matmul_dtype in ("auto", "bfloat16") and cpu_has_bfloat16()
-        train = _lstm_train[tf.bfloat16 if bfloat16 else tf.float32]
+        train = _lstm_train[tf.as_dtype(gradient_dtype(self.matmul_dtype))]
         # Parts of the batch are independent loops, which the executor runs at once: one
         # loop's small per-step matmuls keep only one of a CPU's cores busy.
         batch = tf.shape(xt)[1]

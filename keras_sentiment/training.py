@@ -20,7 +20,7 @@ import tensorflow as tf
 
 from .batching import eval_dataset, train_dataset
 from .config import Config, UserError, kill_point, save_json, versions, write_atomic
-from .model import cpu_has_bfloat16
+from .model import gradient_dtype
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -94,13 +94,13 @@ def set_precision(cfg: Config) -> str:
     if cfg.mixed_precision and policy == "float32":
         print("mixed precision needs a GPU: training in float32", flush=True)
     keras.mixed_precision.set_global_policy(policy)
-    if cfg.precision == "float32" or gpu:  # GPUs train with cuDNN, in the policy's dtype
+    if gpu:  # GPUs train with cuDNN, in the policy's dtype
         return policy
-    if not cpu_has_bfloat16():
-        if cfg.precision == "bfloat16":
-            print("bfloat16 needs a CPU with AVX512_BF16 or AMX: training in float32", flush=True)
-        return policy
-    return f"{policy}, LSTM weight gradients in bfloat16"
+    if gradient_dtype(cfg.precision) == "bfloat16":
+        return f"{policy}, LSTM weight gradients in bfloat16"
+    if cfg.precision == "bfloat16":
+        print("bfloat16 needs a CPU with AVX512_BF16 or AMX: training in float32", flush=True)
+    return policy
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
