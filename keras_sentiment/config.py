@@ -139,9 +139,9 @@ class Config:
     precision: str = field(
         default="float32",
         metadata={
-            "help": "bfloat16: the LSTMs' weight-gradient matmuls in bfloat16 on a CPU with "
-            "bfloat16 instructions (AVX512_BF16 or AMX), the weights, states and export "
-            "staying float32; float32; auto: bfloat16 where the CPU has them"
+            "help": "float32; bfloat16: the LSTMs' weight-gradient matmuls in bfloat16 on a CPU "
+            "with bfloat16 instructions (AVX512_BF16 or AMX), else float32 and a warning; auto: "
+            "the same without the warning. Weights, states and export stay float32"
         },
     )
 

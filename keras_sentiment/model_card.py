@@ -197,6 +197,8 @@ def _card_training(summary: dict) -> str:
     ]
     if settings:
         lines.append(f"- Optimizer: {', '.join(settings)}")
+    if train.get("precision"):
+        lines.append(f"- Precision: {train['precision']} (the exported weights are float32)")
     if cfg.get("adversarial"):
         lines.append(
             f"- Adversarial training: each text's embeddings also pushed the worst way, "

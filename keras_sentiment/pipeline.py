@@ -213,6 +213,7 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
             "history": history,
             "epoch_seconds": [row["seconds"] for row in history],
             "tokens_per_epoch": tokens,
+            "precision": trained.precision,
             "resumed": resuming,
         },
         "metrics": {k: result[k] for k in ("accuracy", "macro_f1")},

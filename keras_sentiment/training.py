@@ -377,6 +377,7 @@ class Trained:
     model: keras.Model  # a plain single-device model, even after a distributed fit
     history: list[dict[str, float]]
     best_epoch: int | None
+    precision: str  # as the strategy line says it: "float32, LSTM weight gradients in bfloat16"
 
 
 def train(
@@ -410,7 +411,7 @@ def train(
         plain = build()
         plain.set_weights(model.get_weights())
         model = plain
-    return Trained(model, state["history"], state["best_epoch"])
+    return Trained(model, state["history"], state["best_epoch"], precision)
 
 
 def _fit(model, cfg: Config, train, val, run_dir: Path) -> dict:

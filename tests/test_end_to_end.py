@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from keras_sentiment.data import load_test_split
+from keras_sentiment.model import gradient_dtype
 
 from .conftest import run_cli, write_csv
 
@@ -64,6 +65,10 @@ def test_fit_writes_everything(imdb_run):
     card = (version / "assets.extra" / "MODEL_CARD.md").read_text()
     assert "version 1" in card and f"{meta['metrics']['accuracy']:.4f}" in card
     assert f"{meta['parameters']:,}" in card
+    # The precision training used, as resolved on this CPU, is on record.
+    precision = meta["training"]["precision"]
+    assert precision == gradient_dtype(meta["config"]["precision"]) == "float32"
+    assert f"- Precision: {precision}" in card
     assert list((imdb_run["run_dir"] / "logs").rglob("events.out.tfevents.*"))  # TensorBoard
 
 

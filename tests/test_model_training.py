@@ -5,11 +5,18 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from keras_sentiment import model as model_module
 from keras_sentiment.batching import bucket_boundaries, eval_dataset, train_dataset
 from keras_sentiment.config import Config
 from keras_sentiment.evaluation import format_report, predict_rows, report
-from keras_sentiment.model import CompiledLSTM, build_model, cpu_has_bfloat16
-from keras_sentiment.training import adversarial_losses, compile_model, read_history, train
+from keras_sentiment.model import CompiledLSTM, build_model, cpu_has_bfloat16, gradient_dtype
+from keras_sentiment.training import (
+    adversarial_losses,
+    compile_model,
+    read_history,
+    set_precision,
+    train,
+)
 
 
 def tiny(**kw) -> Config:
@@ -99,6 +106,25 @@ def test_length_buckets_are_right_padded_and_similar():
     assert seen == 500 and sorted(order.tolist()) == list(range(500))
 
 
+@pytest.mark.parametrize("has_bfloat16", [True, False])
+def test_bfloat16_runs_exactly_where_asked_and_the_cpu_has_it(monkeypatch, capsys, has_bfloat16):
+    monkeypatch.setattr(model_module, "cpu_has_bfloat16", lambda: has_bfloat16)
+    assert Config().precision == "float32"  # bfloat16 measured no faster in fit (README)
+    cfg = tiny(bidirectional=False, precision="auto")
+    assert build_model(cfg, 30, 2, None).layers[2].matmul_dtype == "auto"
+    used = "bfloat16" if has_bfloat16 else "float32"
+    assert gradient_dtype("auto") == gradient_dtype("bfloat16") == used
+    assert gradient_dtype("float32") == "float32"
+    # The strategy line says where bfloat16 runs; only an explicit request that cannot be
+    # met prints the fallback, auto falls back silently.
+    assert ("bfloat16" in set_precision(cfg)) == has_bfloat16
+    assert capsys.readouterr().out == ""
+    assert set_precision(tiny()) == "float32"
+    assert ("bfloat16" in set_precision(tiny(precision="bfloat16"))) == has_bfloat16
+    fallback = "bfloat16 needs a CPU with AVX512_BF16 or AMX: training in float32\n"
+    assert capsys.readouterr().out == ("" if has_bfloat16 else fallback)
+
+
 @pytest.mark.parametrize(
     "monitor, adversarial, precision, bidirectional",
     [
@@ -164,7 +190,9 @@ def test_the_adversarial_push_is_the_worst_case_of_its_size():
     keras.utils.set_random_seed(7)
     # Mean pooling: the loss is smooth in the embeddings (under max pooling a push can change
     # which step wins the max, and first-order predictions break at that kink).
-    cfg = tiny(dropout=0.0, pooling="mean")
+    # float32 gradients (as by default): the check is to first order at 1e-3, finer than
+    # bfloat16 products.
+    cfg = tiny(dropout=0.0, pooling="mean", precision="float32")
     model = build_model(cfg, 40, 2, None)
     compile_model(model, cfg)
     # Every token once in the batch: the gradient of its embedding row is the gradient of
