@@ -1,32 +1,80 @@
-"""One config object for every stage; the CLI and a TOML file only fill it."""
+"""One config object for every stage; the CLI and a TOML file only fill it.
+
+`Config` is read top to bottom like the pipeline: run identity, data, preprocessing,
+embeddings, model, pretraining, training, hardware. Every field is a `fit` flag
+(`--lstm-units`) and a TOML key (`lstm_units`); `make_config` merges defaults, a TOML file and
+flags, and validates the result before any work starts.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
-import signal
-import tempfile
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+TABLE_SUFFIXES = (".csv", ".jsonl", ".json")
 
 
 class UserError(Exception):
     """A problem the user can fix; the CLI prints it as one line and exits with code 2."""
 
 
+def is_path(dataset: str) -> bool:
+    """Whether a `dataset` value names a file or folder rather than a TFDS data set."""
+    path = Path(dataset)
+    return path.suffix.lower() in TABLE_SUFFIXES or path.exists() or "/" in dataset
+
+
+def default_name(dataset: str, quick: bool) -> str:
+    """The model name a fit takes without `--name`: it follows the data, so data sets never
+    share a served name.
+
+    The file or folder stem, or the TFDS name without "_reviews", then "_lstm"; "_quick" is
+    added for a run on a slice. In-memory data ("memory:..." in a run's config) is "memory".
+
+    Example:
+        >>> default_name("imdb_reviews", quick=False), default_name("data/reviews.csv", True)
+        ('imdb_lstm', 'reviews_lstm_quick')
+    """
+    if dataset.startswith("memory:"):
+        stem = "memory"
+    elif is_path(dataset):
+        stem = Path(dataset.rstrip("/")).stem
+    else:
+        stem = dataset.removesuffix("_reviews")
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-") or "data"
+    return f"{slug}_lstm" + ("_quick" if quick else "")
+
+
 @dataclass
 class Config:
-    """Everything a run depends on, read top to bottom like the pipeline."""
+    """Everything a run depends on, read top to bottom like the pipeline.
+
+    Every field is a `fit` flag (`lstm_units` is `--lstm-units`) and a TOML key; each
+    field's `help` says what it does. `fit` validates the config before any work starts.
+
+    Args:
+        name: the model's name (default: from the data, see `default_name`).
+        dataset: a TFDS name, an aclImdb-style folder, or a CSV/JSONL file.
+        max_train, max_test: cut the data to a seeded, stratified slice (0: all).
+        epochs, lstm_units, ...: the rest of the recipe; see the fields below.
+
+    Example:
+        >>> cfg = Config(max_train=2000, max_test=2000, epochs=1)
+        >>> cfg.run_name, cfg.lstm_units
+        ('imdb_lstm_quick', 128)
+    """
 
     # Run identity and outputs.
     name: str = field(
         default="",
         metadata={
-            "help": "model name: saved_models/NAME/VERSION (imdb_lstm; imdb_lstm_quick when "
-            "--max-train or --max-test cut the data)"
+            "help": "model name: saved_models/NAME/VERSION (default: from the data, e.g. "
+            "imdb_lstm, reviews_lstm for reviews.csv; _quick added when --max-train or "
+            "--max-test cut the data)"
         },
     )
     output_dir: str = field(
@@ -46,11 +94,13 @@ class Config:
     max_train: int = field(default=0, metadata={"help": "use at most N training texts (0: all)"})
     max_test: int = field(default=0, metadata={"help": "use at most N test texts (0: all)"})
     validation_fraction: float = field(default=0.1, metadata={"help": "share of train held out"})
+    text_column: str = field(default="text", metadata={"help": "CSV/JSONL column of the texts"})
+    label_column: str = field(default="label", metadata={"help": "CSV/JSONL column of the labels"})
 
     # Preprocessing.
     lemmatize: bool = field(
         default=True,
-        metadata={"help": "NLTK WordNet lemmatization (3 seeds: within the seed spread)"},
+        metadata={"help": "NLTK WordNet lemmatization, folded into the vocabulary table"},
     )
     remove_stopwords: bool = field(
         default=False, metadata={"help": "drop stopwords (not negations)"}
@@ -145,75 +195,43 @@ class Config:
         },
     )
 
-    def __post_init__(self):
-        # A quick run on a slice never replaces the full model TF Serving serves by default.
-        if not self.name:
-            self.name = "imdb_lstm_quick" if self.max_train or self.max_test else "imdb_lstm"
+    @property
+    def run_name(self) -> str:
+        """`name`, or the name that follows the data when `name` is empty (see `default_name`).
+
+        Resolved each time it is read, so `dataclasses.replace(cfg, max_train=2000)` of a
+        config without a name gets the quick name too.
+        """
+        return self.name or default_name(self.dataset, bool(self.max_train or self.max_test))
 
     def validate(self) -> Config:
-        """Refuse impossible values before any work starts, naming the key."""
-        positive = [
-            "vocab_size",
-            "sequence_length",
-            "lstm_units",
-            "lstm_layers",
-            "batch_size",
-            "epochs",
-        ]
-        for key in positive:
-            if getattr(self, key) <= 0:
-                raise UserError(f"config: {key} must be > 0, got {getattr(self, key)}")
-        nonnegative = [
-            "max_train",
-            "max_test",
-            "patience",
-            "checkpoint_steps",
-            "embedding_dim",
-            "adversarial",
-            "pretrain_epochs",
-            "ngrams",
-        ]
-        for key in nonnegative:
-            if getattr(self, key) < 0:
-                raise UserError(f"config: {key} must be >= 0, got {getattr(self, key)}")
-        if not 0 < self.validation_fraction < 1:
-            raise UserError(
-                f"config: validation_fraction must be in (0, 1), got {self.validation_fraction}"
-            )
-        if not 0 <= self.dropout < 1:
-            raise UserError(f"config: dropout must be in [0, 1), got {self.dropout}")
-        if not 0 <= self.weight_average < 1:
-            raise UserError(f"config: weight_average must be in [0, 1), got {self.weight_average}")
+        """Refuse impossible values before any work starts, naming the key.
+
+        Returns:
+            The config itself, so that `Config(...).validate()` reads as one expression.
+
+        Raises:
+            UserError: a value out of its range or not among its choices.
+        """
+        for key in POSITIVE:
+            _check(self, key, getattr(self, key) > 0, "must be > 0")
+        for key in NONNEGATIVE:
+            _check(self, key, getattr(self, key) >= 0, "must be >= 0")
+        _check(self, "validation_fraction", 0 < self.validation_fraction < 1, "must be in (0, 1)")
+        _check(self, "lr_decay", 0 < self.lr_decay <= 1, "must be in (0, 1] (1: off)")
+        for key in ("dropout", "weight_average"):
+            _check(self, key, 0 <= getattr(self, key) < 1, "must be in [0, 1)")
+        for key, allowed in CHOICES.items():
+            _check(self, key, getattr(self, key) in allowed, f"must be one of {allowed}")
+        _check(self, "vocab_size", self.vocab_size >= 3, "must be >= 3 (padding, OOV, one token)")
         if self.vocab_size**self.ngrams >= 2**63:  # an n-gram is one int64 (see ngrams.py)
             raise UserError(
                 f"config: ngrams {self.ngrams} with vocab_size {self.vocab_size} overflows "
                 "int64 n-gram keys; lower one of them"
             )
-        if not 0 < self.lr_decay <= 1:
-            raise UserError(f"config: lr_decay must be in (0, 1], got {self.lr_decay}")
-        if self.monitor not in ("val_loss", "val_accuracy"):
-            raise UserError(
-                f"config: monitor must be val_loss or val_accuracy, got {self.monitor!r}"
-            )
-        if self.learning_rate <= 0 or self.clipnorm <= 0:
-            raise UserError("config: learning_rate and clipnorm must be > 0")
-        if self.vocab_size < 3:
-            raise UserError("config: vocab_size must be >= 3 (padding, OOV and one token)")
-        choices = {
-            "truncate": ("pre", "post"),
-            "pooling": ("max", "mean", "last"),
-            "strategy": ("auto", "default", "mirrored", "multi-worker"),
-            "precision": ("auto", "float32", "bfloat16"),
-        }
-        for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise UserError(
-                    f"config: {key} must be one of {allowed}, got {getattr(self, key)!r}"
-                )
-        if self.embeddings == "none" and self.embedding_dim <= 0:
-            raise UserError("config: embedding_dim must be > 0 with embeddings = none")
-        if not self.name or "/" in self.name or self.name.startswith("."):
-            raise UserError(f"config: name must be a plain folder name, got {self.name!r}")
+        name = self.run_name
+        if "/" in name or name.startswith(".") or not name.strip():
+            raise UserError(f"config: name must be a plain folder name, got {name!r}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -222,6 +240,22 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+POSITIVE = ("vocab_size", "sequence_length", "lstm_units", "lstm_layers", "batch_size", "epochs")
+POSITIVE += ("learning_rate", "clipnorm", "embedding_dim")
+NONNEGATIVE = ("max_train", "max_test", "patience", "checkpoint_steps", "adversarial")
+NONNEGATIVE += ("pretrain_epochs", "ngrams")
+CHOICES = {
+    "truncate": ("pre", "post"),
+    "pooling": ("max", "mean", "last"),
+    "monitor": ("val_loss", "val_accuracy"),
+    "strategy": ("auto", "default", "mirrored", "multi-worker"),
+    "precision": ("auto", "float32", "bfloat16"),
+}
+
+
+def _check(cfg: Config, key: str, ok: bool, rule: str) -> None:
+    if not ok:
+        raise UserError(f"config: {key} {rule}, got {getattr(cfg, key)!r}")
 
 
 def coerce(key: str, value: Any) -> Any:
@@ -253,45 +287,3 @@ def make_config(overrides: dict[str, Any], toml_path: str | None = None) -> Conf
     values = load_toml(toml_path) if toml_path else {}
     values.update({k: coerce(k, v) for k, v in overrides.items() if v is not None})
     return Config(**values).validate()
-
-
-def save_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically, so a crash never leaves a truncated file that reads as valid."""
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def write_atomic(path: str | Path, text: str | bytes) -> None:
-    """Write a file through a temporary sibling and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8") if isinstance(text, str) else text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from a server run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def versions(base: str | Path) -> list[int]:
-    """The integer folders under `base`, ascending: TF Serving's versions, or a name's runs."""
-    base = Path(base)
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-_KILL_HITS: dict[str, int] = {}
-
-
-def kill_point(name: str) -> None:
-    """Test hook: SIGKILL this process here when KERAS_SENTIMENT_KILL_AT is `name[@N]`."""
-    point, _, nth = os.environ.get("KERAS_SENTIMENT_KILL_AT", "").partition("@")
-    if point == name:
-        _KILL_HITS[name] = _KILL_HITS.get(name, 0) + 1
-        if _KILL_HITS[name] >= int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)

@@ -1,6 +1,9 @@
-"""Stage 8, evaluation: scikit-learn report (per class, macro, weighted), confusion matrix."""
+"""Evaluation: the scikit-learn report (per class, macro, weighted), the confusion matrix, and
+the errors the model was surest of."""
 
 from __future__ import annotations
+
+import re
 
 import keras
 import numpy as np
@@ -75,3 +78,40 @@ def format_report(result: dict) -> str:
     for name, row in zip(names, result["confusion_matrix"]):
         lines.append(f"{name:>{width}} " + " ".join(f"{v:>10d}" for v in row))
     return "\n".join(lines)
+
+
+def most_confident_errors(
+    texts: np.ndarray,
+    labels: np.ndarray,
+    probs: np.ndarray,
+    class_names: list[str],
+    k: int = 5,
+    width: int = 300,
+) -> list[dict]:
+    """The k misclassified texts the model was surest of, most confident first, shortened."""
+    labels = np.asarray(labels).astype(int)
+    probs = np.asarray(probs)
+    predicted = probs.argmax(axis=1)
+    confidence = probs[np.arange(len(probs)), predicted]
+    wrong = np.flatnonzero(predicted != labels)
+    # Stable sort: equally confident errors keep their order in the data.
+    order = wrong[np.argsort(-confidence[wrong], kind="stable")][:k]
+    return [
+        {
+            "text": shorten(texts[i], width),
+            "true": class_names[labels[i]],
+            "predicted": class_names[predicted[i]],
+            "confidence": float(confidence[i]),
+        }
+        for i in order
+    ]
+
+
+def shorten(text: str | bytes, width: int = 300) -> str:
+    """One line of at most `width` characters: <br /> tags gone, whitespace collapsed."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = " ".join(re.sub(r"<br\s*/?>", " ", str(text), flags=re.IGNORECASE).split())
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - 1)].rstrip() + "…"

@@ -1,4 +1,8 @@
-"""The runs: a table of exported versions, the unfinished runs, and two versions compared."""
+"""Listing: the versions and runs on disk, as a table, and two versions compared.
+
+Only the standard library: `python -m keras_sentiment runs` reads JSON files and starts no
+TensorFlow. `versions` is the one rule for TF Serving's integer version folders.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +11,33 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import UserError, versions
-from .model_card import duration, on_off
+from .config import UserError
 
 # Config keys that name where things go, not how the model was made; never worth comparing.
 _IDENTITY_KEYS = ("name", "output_dir", "runs_dir")
 _MISSING = object()
+
+
+def versions(base: str | Path) -> list[int]:
+    """The integer folders under `base`, ascending: TF Serving's versions, or a name's runs."""
+    base = Path(base)
+    if not base.is_dir():
+        return []
+    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def on_off(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a short human duration: 42.0s, 9m 30s, 2h 05m."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    return f"{minutes // 60}h {minutes % 60:02d}m"
 
 
 # --- runs --------------------------------------------------------------------------------

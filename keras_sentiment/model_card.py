@@ -1,52 +1,83 @@
-"""The model card: what a version is, what it learned from, how it scores, where it fails."""
+"""The run's summary and model card: what a version is, what it learned from, how it scores,
+where it fails.
+
+`run_summary` gathers everything a finished run is known by (summary.json, the version's
+metadata.json); `model_card` writes MODEL_CARD.md from it.
+"""
 
 from __future__ import annotations
 
-import re
+import platform
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-import numpy as np
+from .listing import duration, on_off
+
+if TYPE_CHECKING:  # types only: the card is read and written without TensorFlow
+    from .config import Config
+    from .data import Splits
+    from .training import Trained
 
 METRIC_KEYS = ("accuracy", "macro_f1")  # the headline numbers of a run
 
 
-# --- errors ------------------------------------------------------------------------------
+def run_summary(cfg: Config, splits: Splits, trained: Trained, result: dict, facts: dict) -> dict:
+    """Everything a run is known by: summary.json, the version's metadata, the model card.
+
+    Args:
+        cfg: the run's config (its name resolved).
+        splits: the data it learned from and was tested on.
+        trained: the training's model, history, best epoch and precision.
+        result: the test report.
+        facts: `embeddings`, `pretraining`, `ngrams` (what each did), `vocabulary_size`,
+            `run_dir`, `resumed`, `tokens_per_epoch` and `errors` (the most confident ones).
+    """
+    history, names = trained.history, splits.class_names
+    return {
+        "name": cfg.name,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "run_dir": facts["run_dir"],
+        "class_names": names,
+        "vocabulary_size": facts["vocabulary_size"],
+        "sequence_length": cfg.sequence_length,
+        "dataset": {
+            "source": splits.source,
+            "train": len(splits.train),
+            "validation": len(splits.val),
+            "test": len(splits.test),
+        },
+        "embeddings": facts["embeddings"],
+        "pretraining": facts["pretraining"],
+        "ngrams": facts["ngrams"],
+        "parameters": trained.model.count_params(),
+        "training": {
+            "epochs_run": len(history),
+            "best_epoch": trained.best_epoch,
+            "history": history,
+            "epoch_seconds": [row["seconds"] for row in history],
+            "tokens_per_epoch": facts["tokens_per_epoch"],
+            "precision": trained.precision,
+            "resumed": facts["resumed"],
+        },
+        "metrics": {k: result[k] for k in METRIC_KEYS},
+        "test_report": result,
+        "most_confident_errors": facts["errors"],
+        "config": cfg.to_dict(),
+        "versions": library_versions(),
+    }
 
 
-def most_confident_errors(
-    texts: np.ndarray,
-    labels: np.ndarray,
-    probs: np.ndarray,
-    class_names: list[str],
-    k: int = 5,
-    width: int = 300,
-) -> list[dict]:
-    """The k misclassified texts the model was surest of, most confident first, shortened."""
-    labels = np.asarray(labels).astype(int)
-    probs = np.asarray(probs)
-    predicted = probs.argmax(axis=1)
-    confidence = probs[np.arange(len(probs)), predicted]
-    wrong = np.flatnonzero(predicted != labels)
-    # Stable sort: equally confident errors keep their order in the data.
-    order = wrong[np.argsort(-confidence[wrong], kind="stable")][:k]
-    return [
-        {
-            "text": shorten(texts[i], width),
-            "true": class_names[labels[i]],
-            "predicted": class_names[predicted[i]],
-            "confidence": float(confidence[i]),
-        }
-        for i in order
-    ]
+def library_versions() -> dict[str, str]:
+    """Versions of what produced the model, for reproducing it."""
+    from importlib.metadata import PackageNotFoundError, version
 
-
-def shorten(text: str | bytes, width: int = 300) -> str:
-    """One line of at most `width` characters: <br /> tags gone, whitespace collapsed."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    text = " ".join(re.sub(r"<br\s*/?>", " ", str(text), flags=re.IGNORECASE).split())
-    if len(text) <= width:
-        return text
-    return text[: max(0, width - 1)].rstrip() + "…"
+    found = {"python": platform.python_version()}
+    for package in ["keras-sentiment", "tensorflow", "keras", "nltk", "scikit-learn", "numpy"]:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            found[package] = "not installed"
+    return found
 
 
 # --- model card --------------------------------------------------------------------------
@@ -72,15 +103,29 @@ def _card_title(summary: dict) -> str:
     name = summary.get("name", "model")
     version = summary.get("version")
     title = f"# Model card: {name}" + (f" (version {version})" if version is not None else "")
-    lines = [title, ""]
     names = summary.get("class_names") or summary.get("test_report", {}).get("class_names", [])
-    lines.append(
-        f"An LSTM text classifier that labels English movie reviews as one of: "
-        f"{', '.join(f'`{n}`' for n in names) or 'unknown classes'}."
-    )
+    classes = ", ".join(f"`{n}`" for n in names) or "unknown classes"
+    lines = [title, "", f"An LSTM text classifier that labels texts as one of: {classes}."]
+    lines.append(f"It learned from {describe_data(summary)}.")
     if summary.get("created"):
         lines.append(f"Trained {summary['created']}.")
     return "\n".join(lines)
+
+
+def describe_data(summary: dict) -> str:
+    """The data a model learned from, in words: "the IMDB movie reviews (...)", "the file ..."."""
+    source = summary.get("dataset", {}).get("source") or summary.get("config", {}).get("dataset")
+    source = str(source or "unknown data")
+    train = summary.get("dataset", {}).get("train")
+    size = f"{train:,} training texts" if isinstance(train, int) else ""
+    if source.startswith("tfds:imdb_reviews"):
+        return f"the IMDB movie reviews (Maas et al. 2011, TFDS `imdb_reviews`; {size})"
+    kind, _, where = source.partition(":")
+    what = {"tfds": "the TFDS data set", "file": "the file", "folder": "the folder"}
+    if kind == "memory":
+        return f"texts given in memory ({size or where.strip()})"
+    where = where.split(" (")[0] or source
+    return f"{what.get(kind, 'the data')} `{where}`" + (f" ({size})" if size else "")
 
 
 def _card_data(summary: dict) -> str:
@@ -169,6 +214,11 @@ def _card_architecture(summary: dict) -> str:
             f"C={ngrams['C']}). Probabilities: {w:g} x LSTM + {1 - w:g} x NB-LR, the weight "
             "picked on the validation split.",
         ]
+        if w == 0:
+            lines.append(
+                "Validation gave the LSTM weight 0: this model answers with the n-gram branch "
+                "alone (a model trained on little data often does)."
+            )
         parts = ngrams.get("test_accuracy")
         if parts:
             lines.append(
@@ -278,7 +328,7 @@ def _card_limits(summary: dict) -> str:
         "## Known limits",
         "",
         "- English only: the tokenizer, lemmatizer and stopwords are English.",
-        "- Trained on movie reviews; other domains (products, tweets, news) will score lower.",
+        f"- Trained on {describe_data(summary)}; texts unlike those will score lower.",
         f"- Texts longer than {length} tokens are truncated: {_truncation(cfg.get('truncate'))}.",
         "- Words outside the vocabulary all map to one unknown token.",
     ]
@@ -305,23 +355,9 @@ def _truncation(side: str | None) -> str:
     }.get(side or "", "truncation side unknown")
 
 
-def on_off(flag: bool) -> str:
-    return "on" if flag else "off"
-
-
 def _yes_no(flag: bool) -> str:
     return "yes" if flag else "no"
 
 
 def _count(value: int | None) -> str:
     return f"{value:,}" if isinstance(value, int) else "?"
-
-
-def duration(seconds: float) -> str:
-    """Seconds as a short human duration: 42.0s, 9m 30s, 2h 05m."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    return f"{minutes // 60}h {minutes % 60:02d}m"

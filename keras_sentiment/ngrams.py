@@ -1,10 +1,10 @@
-"""The n-gram branch: a linear NB-LR model on the token ids' 1..n-grams, mixed with the LSTM.
+"""N-grams: a linear NB-LR model on the token ids' 1..n-grams, mixed with the LSTM.
 
 Wang & Manning's (2012) NBSVM idea with a logistic regression: binary n-gram features scaled
 by their naive-Bayes log-count ratios. It reads the ids the preprocessor already made, so it
 adds no string work to serving; an n-gram is one int64 (ids in base vocabulary-size), found
 among the n-grams kept from training by binary search in the Keras layer and by a hash table
-in the served graph. Both the mixing weight and the regularization are picked on the
+in the served graph (`serving.py`). Both the mixing weight and the regularization are picked on the
 validation split.
 """
 
@@ -15,6 +15,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
+from scipy.sparse import csr_matrix, diags
 
 from .config import Config, UserError
 
@@ -117,44 +118,8 @@ class NgramMix(NgramScoring, keras.layers.Layer):
         }
 
 
-class ServingNgrams(NgramScoring, tf.Module):
-    """The n-gram mix for the served graph: a hash table finds the n-grams, plain variables.
-
-    A binary search takes about 20 dependent probes per n-gram in 830,000 sorted keys, a hash
-    table about one (benchmarks/README.md has the measurements). Exporting the Keras layer
-    itself would also save each of its weights twice (as the Keras variable and as the
-    tf.Variable under it). The table gives each kept n-gram its index + 1 and every other 0,
-    whose weight is 0, so a single review's logit needs no mask.
-    """
-
-    def __init__(self, mix: NgramMix):
-        super().__init__(name="serving_ngrams")
-        self.order, self.vocabulary_size = mix.order, mix.vocabulary_size
-        self.size, self.lstm_weight = mix.size, mix.lstm_weight
-        keys = tf.constant(mix.keys.numpy())
-        init = tf.lookup.KeyValueTensorInitializer(keys, tf.range(1, mix.size + 1, dtype=tf.int64))
-        self.table = tf.lookup.StaticHashTable(init, default_value=0)
-        weights = np.concatenate([[0.0], mix.coefficients.numpy()]).astype(np.float32)
-        self.weights = tf.Variable(weights, trainable=False)  # [0, coefficients...]
-        self.bias = tf.Variable(mix.bias.numpy(), trainable=False)
-
-    def find(self, grams: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """Each n-gram's index among the kept ones, and whether it is one of them."""
-        found = self.table.lookup(grams)
-        return found - 1, found > 0
-
-    def weight_of(self, index: tf.Tensor) -> tf.Tensor:
-        """The coefficient of each kept n-gram's index."""
-        return tf.gather(self.weights, index + 1)
-
-    def logit_of_one(self, ids: tf.Tensor) -> tf.Tensor:
-        """NB-LR logit of the positive class for one review's unpadded ids [time]."""
-        found, _ = tf.unique(self.table.lookup(self.grams(ids)))  # binary features
-        return tf.reduce_sum(tf.gather(self.weights, found)) + self.bias
-
-
-def _features(row_keys: list[np.ndarray], keys: np.ndarray):
-    from scipy.sparse import csr_matrix
+def _features(row_keys: list[np.ndarray], keys: np.ndarray) -> csr_matrix:
+    """Binary features: row i has a 1 in the column of each kept n-gram it contains."""
 
     columns, pointers = [], [0]
     for found in row_keys:
@@ -173,10 +138,18 @@ def fit_ngrams(
     val: tuple[list[np.ndarray], np.ndarray],
     lstm_val: np.ndarray,
 ) -> tuple[NgramMix | None, dict]:
-    """NB-LR on the training ids, its C and its mix with the LSTM picked on validation."""
-    from scipy.sparse import diags
-    from sklearn.linear_model import LogisticRegression
+    """NB-LR on the training ids, its C and its mix with the LSTM picked on validation.
 
+    Args:
+        cfg: `ngrams` (the order) and `seed` are read.
+        vocabulary_size: the preprocessor's vocabulary, the base of the n-gram keys.
+        train: token-id rows and labels the branch learns from.
+        val: rows and labels that pick C and the LSTM's weight in the mix.
+        lstm_val: the LSTM's probabilities on `val`.
+
+    Returns:
+        The mix layer (None when no n-gram occurs in two training texts) and what it measured.
+    """
     start, order = time.perf_counter(), cfg.ngrams
     if vocabulary_size**order >= 2**63:
         raise UserError(
@@ -185,13 +158,43 @@ def fit_ngrams(
         )
     (rows, labels), (val_rows, val_labels) = train, val
     train_keys = [ngram_keys(row, order, vocabulary_size) for row in rows]
-    val_keys = [ngram_keys(row, order, vocabulary_size) for row in val_rows]
     keys, counts = np.unique(np.concatenate(train_keys), return_counts=True)
     keys = keys[counts >= MIN_COUNT]
     if not len(keys) or len(np.unique(labels)) < 2:
         print("n-grams: off (no n-gram in 2+ training texts, or one class only)", flush=True)
         return None, {}
+    val_keys = [ngram_keys(row, order, vocabulary_size) for row in val_rows]
     x, x_val = _features(train_keys, keys), _features(val_keys, keys)
+    ratio, c, model, ngram_val_accuracy = _nb_lr(x, labels, x_val, val_labels, cfg.seed)
+    p = model.predict_proba(x_val @ diags(ratio))
+    scores = [
+        float(np.mean((w * lstm_val + (1 - w) * p).argmax(1) == val_labels)) for w in LSTM_WEIGHTS
+    ]
+    w = float(LSTM_WEIGHTS[int(np.argmax(scores))])
+    mix = NgramMix(order, vocabulary_size, len(keys), w, name="ngram_mix")
+    mix.keys.assign(keys)
+    mix.coefficients.assign((ratio * model.coef_.ravel()).astype(np.float32))
+    mix.bias.assign(float(model.intercept_[0]))
+    accuracy = {"lstm": float(np.mean(lstm_val.argmax(1) == val_labels))}
+    accuracy.update(ngrams=ngram_val_accuracy, mixed=max(scores))
+    info = {"order": order, "ngrams": int(len(keys)), "C": c, "lstm_weight": w}
+    info.update(validation_accuracy=accuracy, seconds=round(time.perf_counter() - start, 1))
+    alone = " (0: this model answers with the n-gram branch alone)" if w == 0 else ""
+    print(
+        f"n-grams: {len(keys):,} 1-{order}-grams seen in {MIN_COUNT}+ training texts, NB-LR "
+        f"C={c}; validation accuracy LSTM {accuracy['lstm']:.4f}, NB-LR "
+        f"{ngram_val_accuracy:.4f}, mixed {max(scores):.4f} at LSTM weight {w}{alone} "
+        f"({info['seconds']:.1f}s)",
+        flush=True,
+    )
+    return mix, info
+
+
+def _nb_lr(x, labels: np.ndarray, x_val, val_labels: np.ndarray, seed: int) -> tuple:
+    """NB log-count ratios and the logistic regression on the scaled features, C picked on
+    validation: (ratio, C, model, its validation accuracy)."""
+    from sklearn.linear_model import LogisticRegression
+
     positive = 1 + np.asarray(x[labels == 1].sum(0)).ravel()
     negative = 1 + np.asarray(x[labels == 0].sum(0)).ravel()
     ratio = np.log(positive / positive.sum()) - np.log(negative / negative.sum())
@@ -199,37 +202,10 @@ def fit_ngrams(
     best = None
     for c in C_GRID:
         model = LogisticRegression(
-            C=c, solver="liblinear", dual=True, max_iter=3000, random_state=cfg.seed
+            C=c, solver="liblinear", dual=True, max_iter=3000, random_state=seed
         ).fit(x @ scale, labels)
         accuracy = float(np.mean(model.predict(x_val @ scale) == val_labels))
         if best is None or accuracy > best[0]:
             best = (accuracy, c, model)
-    ngram_val_accuracy, c, model = best
-    p = model.predict_proba(x_val @ scale)
-    mixes = [w * lstm_val + (1 - w) * p for w in LSTM_WEIGHTS]
-    scores = [float(np.mean(m.argmax(1) == val_labels)) for m in mixes]
-    w = float(LSTM_WEIGHTS[int(np.argmax(scores))])
-    mix = NgramMix(order, vocabulary_size, len(keys), w, name="ngram_mix")
-    mix.keys.assign(keys)
-    mix.coefficients.assign((ratio * model.coef_.ravel()).astype(np.float32))
-    mix.bias.assign(float(model.intercept_[0]))
-    info = {
-        "order": order,
-        "ngrams": int(len(keys)),
-        "C": c,
-        "lstm_weight": w,
-        "validation_accuracy": {
-            "lstm": float(np.mean(lstm_val.argmax(1) == val_labels)),
-            "ngrams": ngram_val_accuracy,
-            "mixed": max(scores),
-        },
-        "seconds": round(time.perf_counter() - start, 1),
-    }
-    print(
-        f"n-grams: {len(keys):,} 1-{order}-grams seen in {MIN_COUNT}+ training texts, NB-LR "
-        f"C={c}; validation accuracy LSTM {info['validation_accuracy']['lstm']:.4f}, "
-        f"NB-LR {ngram_val_accuracy:.4f}, mixed {max(scores):.4f} at LSTM weight {w} "
-        f"({info['seconds']:.1f}s)",
-        flush=True,
-    )
-    return mix, info
+    accuracy, c, model = best
+    return ratio, c, model, accuracy

@@ -1,31 +1,50 @@
-"""The whole job as a Python API: `fit(Config) -> Run`, and `load(path)` -> a predictor.
+"""The whole job as a Python API: `fit`, `load`, `evaluate` and `export`.
 
-The CLI is a thin layer over these two calls; a notebook uses them directly:
-
-    import keras_sentiment as ks
-    run = ks.fit(ks.Config(epochs=3))
-    run.model.predict(tf.constant(["What a film!"]))
+The command line parses its flags into a `Config` and calls these; a notebook calls them
+directly and gets the same work, files and printed lines. `fit` reads top to bottom as the
+job does: load the data, open the run, preprocess, train, add the n-gram branch, report,
+export.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import shutil
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
 import keras
 import numpy as np
 
-from .config import Config, UserError, kill_point, save_json, write_atomic
-from .training import is_chief, make_strategy, open_run
+from .config import Config, UserError
+from .data import Splits, load_splits, load_unlabeled, memory_key
+from .embeddings import embedding_matrix
+from .evaluation import format_report, mix_rows, most_confident_errors, predict_rows, report
+from .model import build_model, text_model
+from .model_card import run_summary
+from .ngrams import NgramMix, fit_ngrams
+from .plots import write_plots
+from .prediction import Predictor, SavedModelPredictor, evaluate_predictor, load_predictor
+from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
+from .pretraining import corpus, load_pretrained, pretrain
+from .runs import (
+    finished_runs,
+    interrupted,
+    kill_point,
+    open_run,
+    remove,
+    save_json,
+    save_keras,
+    write_atomic,
+)
+from .saved_model import export_again, export_saved_model, served_before, version_files
+from .training import is_chief, make_strategy, train
 
-if TYPE_CHECKING:
-    from .ngrams import NgramMix
-    from .preprocessing import TextPreprocessor
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during `fit`; its message says what the run folder keeps and how to resume."""
 
 
 @dataclass
@@ -39,30 +58,76 @@ class Run:
     export_path: Path | None  # saved_models/NAME/VERSION (None on a worker)
     summary: dict = field(repr=False)
 
-
-def load(path: str | Path):
-    """A SavedModel folder (NAME or NAME/VERSION) -> SavedModelPredictor; a .keras file ->
-    the raw-text keras.Model it holds."""
-    from . import model  # noqa: F401  (registers the package's Keras layers)
-    from .prediction import SavedModelPredictor
-
-    path = Path(path)
-    if path.suffix == ".keras":
-        if not path.is_file():
-            raise UserError(f"{path}: no such .keras file")
-        return keras.saving.load_model(path)
-    return SavedModelPredictor(path)
+    def predictor(self) -> Predictor:
+        """The exported SavedModel as a predictor (labels as `str`)."""
+        return SavedModelPredictor(self.export_path)
 
 
-def fit(cfg: Config | None = None) -> Run:
-    """Data -> preprocessing -> embeddings -> model -> training -> report -> SavedModel.
+def fit(config: Config | None = None, data: Any = None, test_data: Any = None) -> Run:
+    """Train, report on the test split once, and export a SavedModel for TF Serving.
 
-    The same work and files as `python -m keras_sentiment fit`, with the same printed lines.
+    The same work, files and printed lines as `python -m keras_sentiment fit`. It seeds
+    Python, NumPy and TensorFlow with `config.seed` (`keras.utils.set_random_seed`) and leaves
+    them so; Keras' dtype policy is restored when it returns.
+
+    Args:
+        config: every setting (default: `Config()`, the full IMDB run).
+        data: in-memory training data instead of `config.dataset`: a pandas DataFrame with
+            `text` and `label` columns, a `(texts, labels)` pair, or a `tf.data.Dataset` of
+            `(text, label)`.
+        test_data: in-memory test data, in the same forms (default: a stratified 20% of
+            `data` is held out).
+
+    Returns:
+        The run: `model` (raw strings in, probabilities out), `history`, `report` (the test
+        report), `run_dir` and `export_path`.
+
+    Raises:
+        UserError: bad settings or data, missing resources (one line, no traceback needed).
+        Interrupted: Ctrl-C; the same call again resumes the run.
+
+    Example:
+        >>> import keras_sentiment as ks
+        >>> texts = ["a great film", "a dull film"] * 50
+        >>> run = ks.fit(ks.Config(epochs=1, lstm_units=8, embeddings="none",
+        ...     embedding_dim=8, lemmatize=False, runs_dir="/tmp/ks_runs",
+        ...     output_dir="/tmp/ks_models"), data=(texts, ["pos", "neg"] * 50))  # doctest: +SKIP
+        >>> run.report["accuracy"]  # doctest: +SKIP
+        1.0
     """
-    cfg = (cfg or Config()).validate()
+    cfg = (config or Config()).validate()
+    policy = keras.mixed_precision.global_policy()
+    try:
+        return _fit(cfg, data, test_data)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+
+
+def _fit(cfg: Config, data: Any, test_data: Any) -> Run:
     started = time.perf_counter()
     strategy = make_strategy(cfg.strategy)  # first: multi-worker must precede other TF ops
+    keras.utils.set_random_seed(cfg.seed)
+    splits = load_splits(cfg, data, test_data)
+    if data is not None:  # the run's config names its data, so a resume never mixes data
+        cfg = dataclasses.replace(cfg, dataset=f"memory:{memory_key(splits.train, splits.test)}")
+    cfg = dataclasses.replace(cfg, name=cfg.run_name)
     chief = is_chief(strategy)
+    run_dir, resuming = _open(cfg, strategy, chief)
+    try:
+        return _fit_run(cfg, splits, strategy, chief, run_dir, resuming, started)
+    except UserError:
+        if not (run_dir / "checkpoint").exists():  # nothing trained: leave no empty run
+            remove(run_dir)
+            if run_dir.parent.is_dir() and not any(run_dir.parent.iterdir()):
+                run_dir.parent.rmdir()
+            print(f"run folder {run_dir} removed: nothing was trained", flush=True)
+        raise
+    except KeyboardInterrupt:
+        raise Interrupted(interrupted(run_dir)) from None
+
+
+def _open(cfg: Config, strategy, chief: bool) -> tuple[Path, bool]:
+    """The run folder (a new one, or the interrupted run with this exact config)."""
     if chief:
         run_dir, resuming = open_run(cfg)
     else:  # workers keep their own backups; only the chief writes what users read
@@ -72,69 +137,22 @@ def fit(cfg: Config | None = None) -> Run:
         print(f"resuming the interrupted run in {run_dir}", flush=True)
     save_json(run_dir / "config.json", cfg.to_dict())
     print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir / 'logs'})", flush=True)
-    try:
-        return _fit_run(cfg, strategy, chief, run_dir, resuming, started)
-    except UserError:
-        if not (run_dir / "checkpoint").exists():  # nothing trained: leave no empty run behind
-            _remove(run_dir)
-            if run_dir.parent.is_dir() and not any(run_dir.parent.iterdir()):
-                run_dir.parent.rmdir()
-        raise
+    return run_dir, resuming
 
 
-def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started: float) -> Run:
-    from .data import load_splits, load_unlabeled
-    from .embeddings import embedding_matrix
-    from .evaluation import format_report, mix_rows, predict_rows, report
-    from .export import export_saved_model, library_versions, served_before
-    from .model import build_model, text_model
-    from .model_card import most_confident_errors
-    from .ngrams import fit_ngrams
-    from .plots import write_plots
-    from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-    from .pretraining import corpus, load_pretrained, pretrain
-    from .training import save_keras, train
-
-    keras.utils.set_random_seed(cfg.seed)
-    splits = load_splits(cfg)
-    texts = splits.train.texts
+def _fit_run(cfg, splits: Splits, strategy, chief, run_dir, resuming, started) -> Run:
+    texts, unlabeled = splits.train.texts, None
     if cfg.pretrain_epochs:
         # The vocabulary and the language models see every training text (labels unread)
         # and the unlabeled ones; validation labels still only pick the best epoch.
         unlabeled = load_unlabeled(cfg)
         texts = corpus(splits.train.texts, splits.val.texts, unlabeled)
         print(f"data: {len(unlabeled)} unlabeled texts for pretraining", flush=True)
-    if (run_dir / "preprocessor.json").is_file():
-        pre = TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
-    else:
-        pre = adapt_preprocessor(cfg, texts)
-        save_json(run_dir / "preprocessor.json", pre.get_config())
-    t = time.perf_counter()
-    rows = {name: vectorize(pre, getattr(splits, name).texts) for name in ("train", "val", "test")}
-    tokens = sum(len(r) for r in rows["train"])
-    print(
-        f"vectorized {sum(len(r) for r in rows.values())} texts "
-        f"({tokens / len(rows['train']):.0f} tokens per training text; "
-        f"{time.perf_counter() - t:.1f}s)",
-        flush=True,
-    )
-
+    pre = _preprocessor(cfg, texts, run_dir)
+    rows = _vectorize(pre, splits)
     matrix, glove = embedding_matrix(cfg, pre.vocabulary)
+    pretrained, pretraining = _pretrain(cfg, pre, texts, unlabeled, matrix)
     shape = (len(pre.vocabulary), len(splits.class_names))
-    pretrained, pretraining = None, {}
-    if cfg.pretrain_epochs:
-        t = time.perf_counter()
-        lm_rows = vectorize(pre, texts)
-        pretrained = pretrain(cfg, lm_rows, matrix, len(pre.vocabulary))
-        pretraining = {
-            "texts": len(lm_rows),
-            "unlabeled_texts": len(unlabeled),
-            "tokens": sum(len(r) for r in lm_rows),
-            "epochs": cfg.pretrain_epochs,
-            "seconds": round(time.perf_counter() - t, 1),
-        }
-        # Fine-tuning starts from the same random state whether pretraining ran or was cached.
-        keras.utils.set_random_seed(cfg.seed)
 
     def build() -> keras.Model:
         model = build_model(cfg, *shape, matrix)
@@ -142,38 +160,96 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
             load_pretrained(model, pretrained)
         return model
 
-    trained = train(
-        cfg,
-        strategy,
-        build,
-        (rows["train"], splits.train.labels),
-        (rows["val"], splits.val.labels),
-        run_dir,
-    )
-    model, history = trained.model, trained.history
+    train_rows, val_rows = (rows["train"], splits.train.labels), (rows["val"], splits.val.labels)
+    trained = train(cfg, strategy, build, train_rows, val_rows, run_dir)
     if not chief:
-        _remove(run_dir)
+        remove(run_dir)
         print("worker done: the chief writes the report and the SavedModel", flush=True)
-        return Run(None, history, {}, run_dir, None, {})
-    mix, ngrams = None, {}
-    if cfg.ngrams and len(splits.class_names) == 2:
-        lstm_val = predict_rows(model, rows["val"])
-        train_part = (rows["train"], splits.train.labels)
-        val_part = (rows["val"], splits.val.labels)
-        mix, ngrams = fit_ngrams(cfg, len(pre.vocabulary), train_part, val_part, lstm_val)
-    elif cfg.ngrams:
-        print(f"n-grams: off (NB-LR needs two classes, not {len(splits.class_names)})", flush=True)
-    text = text_model(pre, model, mix)  # raw strings in: what users load and call
+        return Run(None, trained.history, {}, run_dir, None, {})
+    mix, ngrams = _ngram_branch(cfg, splits, rows, len(pre.vocabulary), trained.model)
+    text = text_model(pre, trained.model, mix, splits.class_names)  # what users load and call
     save_keras(text, run_dir / "model.keras")
+    result, probs = _test_report(trained.model, mix, rows["test"], splits, ngrams)
+    save_json(run_dir / "report.json", result)
+    kill_point("reported")
+    labels, names = splits.test.labels, splits.class_names
+    plots = write_plots(run_dir, trained.history, labels, probs, names, trained.best_epoch)
+    kill_point("plotted")
+    facts = {"embeddings": glove, "pretraining": pretraining, "ngrams": ngrams, "resumed": resuming}
+    facts.update(vocabulary_size=len(pre.vocabulary), run_dir=str(run_dir.resolve()))
+    facts["tokens_per_epoch"] = sum(len(r) for r in rows["train"])
+    facts["errors"] = most_confident_errors(splits.test.texts, labels, probs, names)
+    summary = run_summary(cfg, splits, trained, result, facts)
+    summary["training"]["wall_seconds"] = round(time.perf_counter() - started, 1)
+    path = _export(cfg, pre, trained.model, mix, splits.class_names, summary, run_dir)
+    _finish(cfg, path, run_dir, plots, summary)
+    return Run(text, trained.history, result, run_dir, path, summary)
 
-    # The test split is touched once, here, for the final report.
-    probs = predict_rows(model, rows["test"])
+
+def _preprocessor(cfg: Config, texts: np.ndarray, run_dir: Path) -> TextPreprocessor:
+    """The run's preprocessor: adapted on the training texts, or as the interrupted run had it."""
+    if (run_dir / "preprocessor.json").is_file():
+        return TextPreprocessor.from_config(json.loads((run_dir / "preprocessor.json").read_text()))
+    pre = adapt_preprocessor(cfg, texts)
+    save_json(run_dir / "preprocessor.json", pre.get_config())
+    return pre
+
+
+def _vectorize(pre: TextPreprocessor, splits: Splits) -> dict[str, list[np.ndarray]]:
+    """Token ids of every split's texts, computed once."""
+    start = time.perf_counter()
+    rows = {name: vectorize(pre, getattr(splits, name).texts) for name in ("train", "val", "test")}
+    tokens = sum(len(r) for r in rows["train"])
+    print(
+        f"vectorized {sum(len(r) for r in rows.values())} texts "
+        f"({tokens / max(1, len(rows['train'])):.0f} tokens per training text; "
+        f"{time.perf_counter() - start:.1f}s)",
+        flush=True,
+    )
+    return rows
+
+
+def _pretrain(cfg: Config, pre, texts, unlabeled, matrix) -> tuple[dict | None, dict]:
+    """Language-model pretraining when asked: its weights and what it did (or None, {})."""
+    if not cfg.pretrain_epochs:
+        return None, {}
+    start = time.perf_counter()
+    lm_rows = vectorize(pre, texts)
+    weights = pretrain(cfg, lm_rows, matrix, len(pre.vocabulary))
+    info = {
+        "texts": len(lm_rows),
+        "unlabeled_texts": len(unlabeled),
+        "tokens": sum(len(r) for r in lm_rows),
+        "epochs": cfg.pretrain_epochs,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    # Fine-tuning starts from the same random state whether pretraining ran or was cached.
+    keras.utils.set_random_seed(cfg.seed)
+    return weights, info
+
+
+def _ngram_branch(cfg: Config, splits: Splits, rows: dict, vocabulary_size: int, model):
+    """The n-gram branch fitted on train, mixed on validation: (mix or None, what it did)."""
+    if not cfg.ngrams:
+        return None, {}
+    if len(splits.class_names) != 2:
+        print(f"n-grams: off (NB-LR needs two classes, not {len(splits.class_names)})", flush=True)
+        return None, {}
+    lstm_val = predict_rows(model, rows["val"])
+    train_part, val_part = (rows["train"], splits.train.labels), (rows["val"], splits.val.labels)
+    return fit_ngrams(cfg, vocabulary_size, train_part, val_part, lstm_val)
+
+
+def _test_report(model, mix: NgramMix | None, rows, splits: Splits, ngrams: dict):
+    """The test split, touched once, here: the report, and the probabilities it scored."""
+    probs = predict_rows(model, rows)
     if mix is not None:
         lstm_probs = probs
-        probs, ngram_probs = mix_rows(mix, rows["test"], lstm_probs)
+        probs, ngram_probs = mix_rows(mix, rows, lstm_probs)
+        labels = splits.test.labels
         ngrams["test_accuracy"] = {
-            "lstm": float(np.mean(lstm_probs.argmax(1) == splits.test.labels)),
-            "ngrams": float(np.mean(ngram_probs.argmax(1) == splits.test.labels)),
+            "lstm": float(np.mean(lstm_probs.argmax(1) == labels)),
+            "ngrams": float(np.mean(ngram_probs.argmax(1) == labels)),
         }
         print(
             "test accuracy of the parts: LSTM alone {lstm:.4f}, NB-LR alone {ngrams:.4f}".format(
@@ -183,103 +259,121 @@ def _fit_run(cfg, strategy, chief: bool, run_dir: Path, resuming: bool, started:
         )
     result = report(splits.test.labels, probs, splits.class_names)
     print("\ntest report\n" + format_report(result), flush=True)
-    save_json(run_dir / "report.json", result)
-    kill_point("reported")
+    return result, probs
 
-    best_epoch = trained.best_epoch
-    plots = write_plots(run_dir, history, splits.test.labels, probs, splits.class_names, best_epoch)
-    kill_point("plotted")
-    errors = most_confident_errors(splits.test.texts, splits.test.labels, probs, splits.class_names)
-    summary = {
-        "name": cfg.name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "run_dir": str(run_dir.resolve()),
-        "class_names": splits.class_names,
-        "vocabulary_size": len(pre.vocabulary),
-        "sequence_length": cfg.sequence_length,
-        "dataset": {
-            "source": splits.source,
-            "train": len(splits.train),
-            "validation": len(splits.val),
-            "test": len(splits.test),
-        },
-        "embeddings": glove,
-        "pretraining": pretraining,
-        "ngrams": ngrams,
-        "parameters": model.count_params(),
-        "training": {
-            "epochs_run": len(history),
-            "best_epoch": best_epoch,
-            "history": history,
-            "epoch_seconds": [row["seconds"] for row in history],
-            "tokens_per_epoch": tokens,
-            "precision": trained.precision,
-            "resumed": resuming,
-        },
-        "metrics": {k: result[k] for k in ("accuracy", "macro_f1")},
-        "test_report": result,
-        "most_confident_errors": errors,
-        "config": cfg.to_dict(),
-        "versions": library_versions(),
-    }
-    summary["training"]["wall_seconds"] = round(time.perf_counter() - started, 1)
+
+def _export(cfg, pre, model, mix, class_names, summary, run_dir) -> Path:
+    """The SavedModel under the run's own version number; the card beside the run too."""
     base = Path(cfg.output_dir) / cfg.name
-    path = export_saved_model(
-        pre,
-        model,
-        splits.class_names,
-        base,
-        summary,
-        version_files(summary),
-        version=int(run_dir.name),
-        mix=mix,
-    )
+    files = version_files(summary)
+    version = int(run_dir.name)
+    path = export_saved_model(pre, model, class_names, base, summary, files, version, mix)
     kill_point("exported")
     write_atomic(run_dir / "MODEL_CARD.md", (path / "assets.extra" / "MODEL_CARD.md").read_text())
     summary["export"] = str(path)
     save_json(run_dir / "summary.json", summary)  # written last: the run is finished
-    _remove(run_dir / "checkpoint")
+    remove(run_dir / "checkpoint")
+    return path
+
+
+def _finish(cfg: Config, path: Path, run_dir: Path, plots: list[Path], summary: dict) -> None:
+    """The closing lines: what was written, the score, and how to use the model."""
     print(f"\nwrote: {path}  (SavedModel for TF Serving; metadata in {path / 'assets.extra'})")
     print(f"wrote: {run_dir}  (config, history.csv, report.json, MODEL_CARD.md, model.keras, logs)")
     print(f"wrote: {', '.join(p.name for p in plots)} in {run_dir}")
     print(
-        f"test accuracy {result['accuracy']:.4f}, macro F1 {result['macro_f1']:.4f}, "
-        f"{summary['training']['wall_seconds']:.0f}s",
-        flush=True,
+        f"test accuracy {summary['metrics']['accuracy']:.4f}, macro F1 "
+        f"{summary['metrics']['macro_f1']:.4f}, {summary['training']['wall_seconds']:.0f}s"
     )
-    for line in served_before(base, int(path.name), summary):
+    print(f'try it: python -m keras_sentiment predict {path.parent} "What a wonderful film!"')
+    for line in served_before(path.parent, int(path.name), summary):
         print(line, flush=True)
-    return Run(text, history, result, run_dir, path, summary)
 
 
-def run_model(run_dir: Path) -> tuple[TextPreprocessor, keras.Model, NgramMix | None]:
-    """The preprocessor, the token-id network and the n-gram mix a run trained, from its folder."""
-    from .model import split_text_model
-    from .preprocessing import TextPreprocessor
+def load(path: str | Path) -> Predictor:
+    """A trained model as a predictor: raw texts in, probabilities and `str` labels out.
 
-    model = load(run_dir / "model.keras")
-    if any(isinstance(layer, TextPreprocessor) for layer in model.layers):
-        return split_text_model(model)
-    # Runs from before model.keras held the raw-text model: the network takes token ids and
-    # the preprocessor lies beside it.
-    config = json.loads((run_dir / "preprocessor.json").read_text())
-    return TextPreprocessor.from_config(config), model, None
+    Args:
+        path: a SavedModel (`saved_models/NAME`, its highest version, or
+            `saved_models/NAME/VERSION`), or a `.keras` file from `fit`
+            (`runs/NAME/VERSION/model.keras`).
 
+    Returns:
+        A `SavedModelPredictor` or a `KerasPredictor`; both answer `predictor(texts)` with
+        `probabilities`, `label`, `label_id` and `classes`.
 
-def version_files(summary: dict) -> dict:
-    """What assets.extra/ holds beside metadata.json, the same for `fit` and `export`."""
-    from .model_card import model_card
+    Raises:
+        UserError: no such model, or not one this package can read.
 
-    return {
-        "config.json": json.dumps(summary["config"], indent=2),
-        "report.json": json.dumps(summary["test_report"], indent=2),
-        # Called with the final metadata, so the card names its own version.
-        "MODEL_CARD.md": lambda meta: model_card(meta, summary.get("most_confident_errors", [])),
-    }
+    Example:
+        >>> predictor = ks.load("saved_models/imdb_lstm_quick")  # doctest: +SKIP
+        >>> predictor("What a wonderful film!")["label"]  # doctest: +SKIP
+        array(['pos'], dtype=object)
+    """
+    return load_predictor(path)
 
 
-def _remove(path: Path) -> None:
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+def evaluate(
+    model: str | Path | Predictor | Run, data: Any = None, split: str = "test", max_test: int = 0
+) -> dict:
+    """The classification report of a trained model on labeled texts.
+
+    Args:
+        model: a Run, a predictor, or a path `load` takes.
+        data: what to score: None for the test split the model was reported on (as its
+            `fit` cut it); a TFDS name, folder or CSV/JSONL file (its `split`; a file whole);
+            or in-memory data as `fit` takes it.
+        split: the split of a TFDS data set or folder.
+        max_test: score at most this many texts (a seeded, stratified sample; 0: all).
+
+    Returns:
+        The report (`accuracy`, `macro_f1`, `per_class`, `confusion_matrix`, ...) with
+        `seconds`, the scoring time after loading.
+
+    Example:
+        >>> ks.evaluate("saved_models/imdb_lstm_quick", max_test=500)["accuracy"]  # doctest: +SKIP
+        0.852
+    """
+    if isinstance(model, Run):
+        return evaluate_predictor(model.predictor(), data, split, max_test, model.summary)
+    predictor = load_predictor(model) if isinstance(model, (str, Path)) else model
+    return evaluate_predictor(predictor, data, split, max_test)
+
+
+def export(
+    run: Run | str | Path | None = None,
+    *,
+    name: str = "",
+    runs_dir: str = "runs",
+    output_dir: str = "saved_models",
+    models_config: bool = False,
+    batching: bool = False,
+    base_path_prefix: str = "/models",
+) -> Path:
+    """Export a finished run's model again, as the next version TF Serving will serve.
+
+    Args:
+        run: a Run, a run folder (`runs/NAME/VERSION`), or None for the latest finished run
+            of `name` in `runs_dir`.
+        name: the model name when `run` is None (default: `imdb_lstm`).
+        runs_dir: where the run folders are.
+        output_dir: where the versioned SavedModels go.
+        models_config: also write `output_dir/models.config` listing every model there.
+        batching: also time the new version and write `output_dir/NAME/batching_parameters.txt`.
+        base_path_prefix: where the server sees `output_dir`, for `models.config`.
+
+    Returns:
+        The new version folder.
+
+    Example:
+        >>> ks.export(name="imdb_lstm_quick", models_config=True)  # doctest: +SKIP
+        PosixPath('saved_models/imdb_lstm_quick/2')
+    """
+    run_dir = Path(run.run_dir if isinstance(run, Run) else run) if run else None
+    if run_dir is None:
+        name = name or Config().run_name
+        found = finished_runs(runs_dir, name)
+        if not found:
+            raise UserError(f"export: no finished run of {name!r} in {Path(runs_dir) / name}")
+        run_dir = found[-1]
+    return export_again(run_dir, output_dir, models_config, batching, base_path_prefix)

@@ -1,4 +1,4 @@
-"""Seeing the results: the training curves, confusion matrix, ROC and precision-recall plots."""
+"""Plots: the training curves, confusion matrix, ROC and precision-recall curves of a run."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import write_atomic
+from .runs import write_atomic
 
 DPI = 100
 CURVES_SIZE = (10.0, 4.5)  # inches: 1000 x 450 px
@@ -73,7 +73,9 @@ def _curves_figure(history: list[dict[str, float]], best_epoch: int | None):
                 best_epoch, color="tab:red", linestyle="--", label=f"best epoch {best_epoch}"
             )
         ax.set(title=title, xlabel="epoch", ylabel=metric)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # Whole epochs only; a run of one epoch would otherwise get ticks at 0.95, 1.00, ...
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         ax.grid(alpha=0.3)
         ax.legend(loc="best")
     return fig

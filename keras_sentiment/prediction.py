@@ -1,18 +1,50 @@
-"""Prediction: score raw texts with an exported SavedModel, locally or through TF Serving."""
+"""Prediction: score raw texts with an exported SavedModel or a `.keras` file.
+
+`SavedModelPredictor` and `KerasPredictor` answer the same way: texts in, a dict of arrays
+out, with labels as `str`. A single `str` or `bytes` is one text.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-import urllib.error
-import urllib.request
+import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
+import keras
 import numpy as np
 import tensorflow as tf
 
-from .config import UserError, versions
+from .config import FIELDS, Config, UserError
+from .data import load_test, load_test_split, subsample
+from .evaluation import report
+from .listing import versions
+from .model import class_names_of
+from .sources import from_memory
+
+Texts = str | bytes | Sequence[str | bytes]
+
+
+def as_texts(texts: Texts) -> list[bytes]:
+    """Texts as a list of UTF-8 bytes; one `str` or `bytes` is one text.
+
+    Raises:
+        TypeError: `texts` is neither a text nor a sequence of texts.
+    """
+    if isinstance(texts, (str, bytes)):
+        texts = [texts]
+    elif not isinstance(texts, Sequence) and not hasattr(texts, "__array__"):
+        raise TypeError(f"expected a text or a sequence of texts, got {type(texts).__name__}")
+    data = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(f"text {i} is a {type(text).__name__}, not str or bytes")
+        # surrogatepass: a lone surrogate (from surrogateescape'd bytes) still gets an answer.
+        data.append(text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text)
+    return data
 
 
 def resolve_version(path: str | Path) -> Path:
@@ -28,22 +60,74 @@ def resolve_version(path: str | Path) -> Path:
     return path / str(found[-1])
 
 
-def serving_threads() -> int:
-    """Keep each op to half the cores, so the LSTM's two directions run side by side."""
-    # Both directions already run at once; an op spread over every core then fights the
-    # other direction. Measured on 2 cores: `evaluate` 16.1 s with TensorFlow's default
-    # threads against 11.8-12.6 s with 1 (batches of 512, two in flight). Process-wide,
-    # and only possible before TensorFlow runs its first op.
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(max(1, (cores or 2) // 2))
-    except RuntimeError:  # TensorFlow is already running: keep what it has
-        pass
-    return tf.config.threading.get_intra_op_parallelism_threads()
+class Predictor:
+    """Raw texts in, probabilities and labels out, in length-sorted batches, two in flight.
+
+    Subclasses give `class_names` and `_score(batch)`, the probabilities of a batch of texts.
+    """
+
+    class_names: list[str]
+    default_batch = 256
+
+    def __call__(self, texts: Texts, batch_size: int | None = None) -> dict[str, np.ndarray]:
+        """Score texts.
+
+        Args:
+            texts: one text, or a sequence of texts (`str` or UTF-8 `bytes`).
+            batch_size: texts per call of the model (default: the predictor's own).
+
+        Returns:
+            In input order: `probabilities` (float32, [n, classes]), `label` (str, [n]),
+            `label_id` (int32, [n]) and `classes` (str, [n, classes]: each column's class).
+
+        Raises:
+            TypeError: `texts` is not a text or a sequence of texts.
+        """
+        data = as_texts(texts)
+        size = batch_size or self.default_batch
+        order = np.argsort([len(t) for t in data], kind="stable")
+        starts = range(0, len(data), size)
+
+        def score(start: int) -> np.ndarray:
+            return self._score([data[i] for i in order[start : start + size]])
+
+        if len(starts) <= 1:  # starting a thread pool costs a tenth of a short call
+            parts = [score(0)] if data else []
+        else:  # a second batch in flight fills the cores while the first runs its short rows
+            with ThreadPoolExecutor(2) as pool:
+                parts = list(pool.map(score, starts))
+        probabilities = np.zeros((len(data), len(self.class_names)), np.float32)
+        if parts:
+            probabilities[order] = np.concatenate(parts)
+        return self._outputs(probabilities)
+
+    def _outputs(self, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+        names = np.array(self.class_names, dtype=object)
+        label_id = probabilities.argmax(1).astype(np.int32)
+        classes = np.tile(names[None, :], (len(label_id), 1))
+        return {
+            "probabilities": probabilities,
+            "label": names[label_id],
+            "label_id": label_id,
+            "classes": classes,
+        }
+
+    def _score(self, batch: list[bytes]) -> np.ndarray:
+        raise NotImplementedError
 
 
-class SavedModelPredictor:
-    """The `serving_default` signature of an exported model, fed in length-sorted batches."""
+class SavedModelPredictor(Predictor):
+    """The `serving_default` signature of an exported model: what TF Serving answers.
+
+    Args:
+        path: a version folder (`saved_models/NAME/3`) or a model's folder (its highest
+            version is used).
+
+    Example:
+        >>> predictor = SavedModelPredictor("saved_models/imdb_lstm_quick")  # doctest: +SKIP
+        >>> predictor("What a great film!")["label"]  # doctest: +SKIP
+        array(['pos'], dtype=object)
+    """
 
     def __init__(self, path: str | Path):
         self.path = resolve_version(path)
@@ -56,93 +140,75 @@ class SavedModelPredictor:
             raise UserError(f"{self.path}: not a loadable SavedModel ({first})") from None
         meta = self.path / "assets.extra" / "metadata.json"
         self.metadata = json.loads(meta.read_text()) if meta.is_file() else {}
+        self.class_names = self.metadata.get("class_names") or [
+            c.decode("utf-8") for c in self.signature(text=tf.constant([""]))["classes"][0].numpy()
+        ]
+        # Big batches pay only when ops keep to their own cores (startup.serving_threads).
+        self.default_batch = 512 if tf.config.threading.get_intra_op_parallelism_threads() else 256
 
-    def __call__(
-        self, texts: list[str | bytes], batch_size: int | None = None
-    ) -> dict[str, np.ndarray]:
-        """Outputs for every text, in input order, two batches in flight."""
-        if batch_size is None:
-            # Big batches pay only when ops keep to their own cores (see serving_threads):
-            # 512 against 256 took 11.8-12.6 s against 13.4 s with 1 thread per op, but
-            # 16.1 against 13.5 s with TensorFlow's default threads.
-            batch_size = 512 if tf.config.threading.get_intra_op_parallelism_threads() else 256
-        data = [t.encode("utf-8", "surrogatepass") if isinstance(t, str) else t for t in texts]
-        if not data:  # the model's own answer to no texts: every output, with zero rows
-            return {
-                k: v.numpy() for k, v in self.signature(text=tf.constant([], tf.string)).items()
-            }
-        order = np.argsort([len(t) for t in data], kind="stable")
-
-        def score(start: int) -> dict[str, np.ndarray]:
-            batch = tf.constant([data[i] for i in order[start : start + batch_size]], tf.string)
-            return {k: v.numpy() for k, v in self.signature(text=batch).items()}
-
-        starts = range(0, len(data), batch_size)
-        if len(starts) == 1:  # starting a thread pool costs 170 us, a tenth of a short call
-            parts = [score(0)]
-        else:  # a second batch in flight fills the cores while the first runs its short rows
-            with ThreadPoolExecutor(2) as pool:
-                parts = list(pool.map(score, starts))
-        outputs = {}
-        for key in parts[0] if parts else []:
-            joined = np.concatenate([p[key] for p in parts])
-            outputs[key] = np.empty_like(joined)
-            outputs[key][order] = joined
-        return outputs
+    def _score(self, batch: list[bytes]) -> np.ndarray:
+        return self.signature(text=tf.constant(batch, tf.string))["probabilities"].numpy()
 
 
-def to_records(outputs: dict[str, np.ndarray]) -> list[dict]:
-    """One JSON-ready record per text: label, label_id and each class's probability."""
-    records = []
-    for i in range(len(outputs.get("label_id", []))):
-        classes = [_text(c) for c in outputs["classes"][i]]
-        records.append(
-            {
-                "label": _text(outputs["label"][i]),
-                "label_id": int(outputs["label_id"][i]),
-                "probabilities": {
-                    c: round(float(p), 6) for c, p in zip(classes, outputs["probabilities"][i])
-                },
-            }
+class KerasPredictor(Predictor):
+    """A raw-text Keras model (`run.model`, or a `.keras` file from `fit`) as a predictor.
+
+    Args:
+        model: raw strings in, probabilities out.
+        class_names: the classes of the probability columns (default: the model's own).
+    """
+
+    def __init__(self, model: keras.Model, class_names: list[str] | None = None):
+        self.model = model
+        self.class_names = class_names or class_names_of(model)
+
+    def _score(self, batch: list[bytes]) -> np.ndarray:
+        return np.asarray(self.model(tf.constant(batch, tf.string), training=False))
+
+
+def load_predictor(path: str | Path) -> Predictor:
+    """A SavedModel folder or a `.keras` file from `fit`, as a predictor (see `ks.load`)."""
+    path = Path(path)
+    if path.suffix != ".keras":
+        return SavedModelPredictor(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no such .keras file")
+    try:
+        return KerasPredictor(keras.saving.load_model(path))
+    except (ValueError, TypeError, OSError, KeyError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserError(f"{path}: not a keras_sentiment model ({first})") from None
+
+
+def evaluate_predictor(
+    predictor: Predictor, data: Any, split: str, max_test: int, summary: dict | None = None
+) -> dict:
+    """The report of `predictor` on `data` (see `ks.evaluate`), with the scoring `seconds`.
+
+    `summary` (a run's, else the SavedModel's metadata) says which test split its fit scored.
+    """
+    summary = summary or getattr(predictor, "metadata", {})
+    test, names = _evaluation_data(summary.get("config", {}), data, split, max_test, predictor)
+    if list(names) != list(predictor.class_names):
+        raise UserError(
+            f"the data's classes {names} differ from the model's {predictor.class_names}"
         )
-    return records
+    start = time.perf_counter()
+    outputs = predictor(list(test.texts))
+    result = report(test.labels, outputs["probabilities"], names)
+    result["seconds"] = round(time.perf_counter() - start, 2)  # scoring only, after loading
+    return result
 
 
-def _text(value) -> str:
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
-
-
-def rest_predict(
-    server: str, model_name: str, texts: list[str], timeout: float = 30.0
-) -> list[dict]:
-    """TF Serving REST predict (row format); answers in the same records as local prediction."""
-    if not texts:  # nothing to predict: nothing to ask the server
-        return []
-    url = f"{server.rstrip('/')}/v1/models/{model_name}:predict"
-    body = json.dumps({"signature_name": "serving_default", "instances": texts}).encode("utf-8")
-    request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            answer = json.loads(response.read())
-    except urllib.error.HTTPError as e:
-        raise UserError(f"{url}: HTTP {e.code}: {_server_error(e.read())}") from None
-    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
-        reason = getattr(e, "reason", e)
-        raise UserError(f"{url}: cannot reach TF Serving ({reason})") from None
-    except json.JSONDecodeError:
-        raise UserError(f"{url}: the answer is not JSON") from None
-    if "error" in answer:
-        raise UserError(f"{url}: {answer['error']}")
-    predictions = answer.get("predictions")
-    if not isinstance(predictions, list) or len(predictions) != len(texts):
-        raise UserError(f"{url}: unexpected answer (no predictions for {len(texts)} texts)")
-    columns = {k: np.array([p[k] for p in predictions], dtype=object) for k in predictions[0]}
-    columns["probabilities"] = columns["probabilities"].astype(float)
-    return to_records(columns)
-
-
-def _server_error(raw: bytes) -> str:
-    try:
-        return json.loads(raw).get("error", raw.decode("utf-8", "replace"))
-    except (json.JSONDecodeError, AttributeError):
-        return raw.decode("utf-8", "replace")[:200]
+def _evaluation_data(trained: dict, data: Any, split: str, max_test: int, predictor: Predictor):
+    cfg = Config(**{k: v for k, v in trained.items() if k in FIELDS})
+    if data is None:
+        if not trained:
+            raise UserError("this model has no record of its data: say which data to score")
+        # The test split its fit scored, cut further only when asked.
+        return load_test(dataclasses.replace(cfg, max_test=max_test or cfg.max_test))
+    if isinstance(data, (str, Path)):
+        test, names = load_test_split(str(data), split, cfg)
+    else:
+        test, names = from_memory(data, cfg, predictor.class_names)
+    return subsample(test, max_test, cfg.seed), names

@@ -1,4 +1,4 @@
-"""Stages 2-4: standardize, lemmatize (NLTK at adapt time only), vectorize, all as Keras layers.
+"""Preprocessing: standardize, lemmatize (NLTK at adapt time only), vectorize, as Keras layers.
 
 Every step is a Keras layer made of `tf.*` ops with a `get_config`, so the exported SavedModel
 takes raw strings and TF Serving runs exactly the preprocessing that training saw, with no
@@ -19,7 +19,7 @@ PAD, OOV = 0, 1
 # Markers that cannot survive standardization, so they never collide with a real token.
 _APOSTROPHE = "\x01"
 _DROP = " "
-_DROPPED = -1  # the id of a dropped token, before it is dropped
+DROPPED = -1  # the id of a dropped token, before it is dropped
 NEGATIONS = {"no", "not", "nor", "never", "n't", "none", "nobody", "nothing", "neither", "nowhere"}
 
 
@@ -27,14 +27,12 @@ def separate(texts: tf.Tensor) -> tf.Tensor:
     """Clean raw reviews into tokens separated by runs of spaces, as `tf.strings.split` reads them.
 
     Keeps negations, '!' and '?'. The token stream of `standardize`, without its one-space
-    layout: a review's runs of spaces cost two regex passes over every space, about half of
-    the standardizing (tokens identical on IMDB's 50,000 train and test reviews and 50,000
-    seeded hostile strings; tests/test_preprocessing.py keeps some).
+    layout: collapsing a review's runs of spaces would cost two more regex passes over every
+    space (the tokens are identical; tests/test_preprocessing.py checks on hostile strings).
     """
     # lower() decodes with ICU, replacing every invalid UTF-8 sequence by U+FFFD exactly as
     # unicode_transcode(errors="replace") would (tested), so no op after it sees bad bytes and
-    # a transcode (12-41 us of a single review's standardizing) is not needed. lower() stops
-    # at a NUL byte, hence the first replace.
+    # no transcode pass is needed. lower() stops at a NUL byte, hence the first replace.
     x = tf.strings.regex_replace(texts, "\x00", " ")
     x = tf.strings.lower(x, encoding="utf-8")
     x = tf.strings.regex_replace(x, r"<[^>]*>|&[a-z]+;", " ")  # IMDB's <br /> and entities
@@ -59,18 +57,6 @@ def _string_layer(layer: keras.layers.Layer) -> None:
     layer._allow_non_tensor_positional_args = True
     layer.supports_jit = False
     layer.built = True  # all state is made in __init__; export refuses unbuilt layers
-
-
-@keras.saving.register_keras_serializable(package="keras_sentiment")
-class Standardize(keras.layers.Layer):
-    """Raw text -> lowercase tokens without HTML or punctuation (negations kept)."""
-
-    def __init__(self, **kwargs):
-        super().__init__(**kwargs)
-        _string_layer(self)
-
-    def call(self, texts):
-        return standardize(texts)
 
 
 @keras.saving.register_keras_serializable(package="keras_sentiment")
@@ -134,7 +120,7 @@ class TextPreprocessor(keras.layers.Layer):
         index = {token: i for i, token in enumerate(self._vocabulary) if i > OOV}
         ids = dict(index)
         ids.update({token: index.get(lemma, OOV) for token, lemma in self.mapping.items()})
-        ids.update({token: _DROPPED for token in self.drop})
+        ids.update({token: DROPPED for token in self.drop})
         init = tf.lookup.KeyValueTensorInitializer(
             tf.constant(list(ids), tf.string), tf.constant(list(ids.values()), tf.int64)
         )
@@ -144,7 +130,7 @@ class TextPreprocessor(keras.layers.Layer):
         tokens = tf.strings.split(separate(texts))
         ids = tokens.with_flat_values(self.table.lookup(tokens.flat_values))
         if self.drop:
-            ids = tf.ragged.boolean_mask(ids, tf.not_equal(ids, _DROPPED))
+            ids = tf.ragged.boolean_mask(ids, tf.not_equal(ids, DROPPED))
         n = self.sequence_length
         ids = ids[:, -n:] if self.truncate == "pre" else ids[:, :n]
         # Right padding only (cuDNN's condition), and at least one column.
@@ -153,21 +139,6 @@ class TextPreprocessor(keras.layers.Layer):
         # An empty review becomes one OOV token: a fully masked row breaks the LSTM on GPU.
         first = tf.where(tf.equal(dense[:, :1], PAD), OOV, dense[:, :1])
         return tf.concat([first, dense[:, 1:]], axis=1)
-
-    def ids_of_one(self, text: tf.Tensor) -> tf.Tensor:
-        """The ids `call` gives one text (a scalar string), unpadded: [time] int32, never empty.
-
-        A single review is the commonest serving request; as a plain vector it needs none of
-        the ragged batch's bookkeeping.
-        """
-        # The op under tf.strings.split, whose ragged wrapping a single text does not need.
-        tokens = tf.raw_ops.StringSplitV2(input=separate(text)[None], sep="").values
-        ids = self.table.lookup(tokens)
-        if self.drop:
-            ids = tf.boolean_mask(ids, tf.not_equal(ids, _DROPPED))
-        n = self.sequence_length
-        ids = tf.cast(ids[-n:] if self.truncate == "pre" else ids[:n], tf.int32)
-        return tf.concat([ids, tf.fill([1 - tf.minimum(tf.size(ids), 1)], OOV)], 0)
 
     @property
     def vocabulary(self) -> list[str]:

@@ -1,4 +1,4 @@
-"""Stage 6, pretraining: the embedding and the LSTM first learn to predict words (Dai & Le 2015).
+"""Pretraining: the embedding and the LSTM first learn to predict words (Dai & Le 2015).
 
 Each direction of the first LSTM layer is trained as a language model on the training reviews
 and the data set's unlabeled ones (IMDB: 50,000): the forward one predicts the next word, the
@@ -26,8 +26,9 @@ import tensorflow as tf
 from keras import layers
 
 from .batching import train_dataset
-from .config import Config, write_atomic
-from .model import CompiledLSTM
+from .compiled_lstm import CompiledLSTM
+from .config import Config
+from .runs import write_atomic
 
 SAMPLED = 512  # classes per sampled softmax: the full 50,000 would cost 50x the LSTM step
 SEED = 0  # fixed, so that every seed of a recipe fine-tunes from the same pretraining
@@ -97,7 +98,17 @@ class SampledSoftmax(layers.Layer):
 def pretrain(
     cfg: Config, rows: list[np.ndarray], matrix: np.ndarray | None, vocab_size: int
 ) -> dict[str, np.ndarray]:
-    """Embedding and first-layer LSTM weights after language modelling, from cache if there."""
+    """Embedding and first-layer LSTM weights after language modelling, from cache if there.
+
+    Args:
+        cfg: `pretrain_epochs`, the LSTM's shape, `batch_size` and `runs_dir` (the cache).
+        rows: token-id rows of every text the language models read.
+        matrix: the starting embeddings (GloVe), or None.
+        vocab_size: the vocabulary, the language models' output classes.
+
+    Returns:
+        Arrays by name: "embedding", and "forward/kernel", "backward/bias", ... per direction.
+    """
     key = cache_key(cfg, rows, matrix)
     path = Path(cfg.runs_dir) / ".pretrained" / f"{key}.npz"
     tokens = sum(len(r) for r in rows)
@@ -111,17 +122,55 @@ def pretrain(
         flush=True,
     )
     keras.utils.set_random_seed(SEED)
+    embedding, lstms, heads = _language_models(cfg, matrix, vocab_size)
+    step = _train_step(embedding, lstms, heads)
+    steps = math.ceil(len(rows) / cfg.batch_size)
+    batches = iter(train_dataset(rows, np.zeros(len(rows), np.int32), _lm_config(cfg)))
+    for epoch in range(cfg.pretrain_epochs):
+        start, total, seen = time.perf_counter(), 0.0, 0
+        for i in range(steps):
+            ids, _ = next(batches)
+            total += float(step(ids))
+            seen += int(tf.math.count_nonzero(ids))
+            if (i + 1) % PRINT_EVERY == 0 or i + 1 == steps:
+                seconds = time.perf_counter() - start
+                print(
+                    f"pretraining epoch {epoch + 1}/{cfg.pretrain_epochs}: step {i + 1}/{steps}, "
+                    f"sampled loss {total / (i + 1):.3f}, {seen / seconds:,.0f} tokens/s, "
+                    f"{seconds:.0f}s",
+                    flush=True,
+                )
+    weights = {"embedding": np.asarray(embedding.embeddings)}
+    for name, lstm, head in zip(("forward", "backward"), lstms, heads):
+        for part in ("kernel", "recurrent_kernel", "bias"):
+            weights[f"{name}/{part}"] = np.asarray(getattr(lstm.cell, part))
+        # The output layers are not fine-tuned; kept so the cache holds whole language models.
+        weights[f"{name}/softmax_kernel"] = np.asarray(head.kernel)
+        weights[f"{name}/softmax_bias"] = np.asarray(head.bias)
+    buffer = io.BytesIO()
+    np.savez(buffer, **weights)
+    write_atomic(path, buffer.getvalue())  # whole or absent: a kill never leaves half a cache
+    return weights
+
+
+def _language_models(cfg: Config, matrix: np.ndarray | None, vocab_size: int) -> tuple:
+    """The shared embedding, and an LSTM and a sampled-softmax head per direction, built."""
     dim = cfg.embedding_dim if matrix is None else matrix.shape[1]
     embedding = layers.Embedding(vocab_size, dim, trainable=cfg.train_embeddings or matrix is None)
     embedding.build((None, None))
     if matrix is not None:
         embedding.embeddings.assign(matrix)
-    directions = ["forward", "backward"] if cfg.bidirectional else ["forward"]
-    lstms = [CompiledLSTM(cfg.lstm_units, return_sequences=True) for _ in directions]
-    heads = [SampledSoftmax(vocab_size) for _ in directions]
+    directions = 2 if cfg.bidirectional else 1
+    lstms = [CompiledLSTM(cfg.lstm_units, return_sequences=True) for _ in range(directions)]
+    heads = [SampledSoftmax(vocab_size) for _ in range(directions)]
     for lstm, head in zip(lstms, heads):
         lstm.build((None, None, dim))
         head.build((None, cfg.lstm_units))
+    return embedding, lstms, heads
+
+
+def _train_step(embedding, lstms: list, heads: list):
+    """One Adam step of every direction's language model on a batch of ids."""
     variables = [v for layer in [embedding, *lstms, *heads] for v in layer.trainable_variables]
     optimizer = keras.optimizers.Adam(LEARNING_RATE, clipnorm=CLIPNORM)
     optimizer.build(variables)
@@ -144,33 +193,7 @@ def pretrain(
         optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
         return loss
 
-    steps = math.ceil(len(rows) / cfg.batch_size)
-    batches = iter(train_dataset(rows, np.zeros(len(rows), np.int32), _lm_config(cfg)))
-    for epoch in range(cfg.pretrain_epochs):
-        start, total, seen = time.perf_counter(), 0.0, 0
-        for i in range(steps):
-            ids, _ = next(batches)
-            total += float(step(ids))
-            seen += int(tf.math.count_nonzero(ids))
-            if (i + 1) % PRINT_EVERY == 0 or i + 1 == steps:
-                seconds = time.perf_counter() - start
-                print(
-                    f"pretraining epoch {epoch + 1}/{cfg.pretrain_epochs}: step {i + 1}/{steps}, "
-                    f"sampled loss {total / (i + 1):.3f}, {seen / seconds:,.0f} tokens/s, "
-                    f"{seconds:.0f}s",
-                    flush=True,
-                )
-    weights = {"embedding": np.asarray(embedding.embeddings)}
-    for name, lstm, head in zip(directions, lstms, heads):
-        for part in ("kernel", "recurrent_kernel", "bias"):
-            weights[f"{name}/{part}"] = np.asarray(getattr(lstm.cell, part))
-        # The output layers are not fine-tuned; kept so the cache holds whole language models.
-        weights[f"{name}/softmax_kernel"] = np.asarray(head.kernel)
-        weights[f"{name}/softmax_bias"] = np.asarray(head.bias)
-    buffer = io.BytesIO()
-    np.savez(buffer, **weights)
-    write_atomic(path, buffer.getvalue())  # whole or absent: a kill never leaves half a cache
-    return weights
+    return step
 
 
 def _lm_config(cfg: Config) -> Config:

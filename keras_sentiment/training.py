@@ -1,15 +1,16 @@
-"""Stage 7, training: length-bucketed tf.data batches, Adam with clipping, early stopping."""
+"""Training: the strategy, the precision, Adam with clipping, adversarial steps, and `fit`.
+
+`train` builds and compiles the model under a `tf.distribute` strategy and runs Keras' `fit`
+over length-bucketed batches (`batching.py`), with `RunState` (`runs.py`) doing early
+stopping, learning-rate decay and the backups that make a run resumable.
+"""
 
 from __future__ import annotations
 
-import csv
 import inspect
-import io
-import json
 import math
 import os
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +20,9 @@ import numpy as np
 import tensorflow as tf
 
 from .batching import eval_dataset, train_dataset
-from .config import Config, UserError, kill_point, save_json, versions, write_atomic
-from .model import gradient_dtype
+from .compiled_lstm import gradient_dtype
+from .config import Config, UserError
+from .runs import RunState
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -55,35 +57,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "chief" or (not has_chief and resolver.task_id == 0)
 
 
-def open_run(cfg: Config) -> tuple[Path, bool]:
-    """The run's folder `runs/NAME/VERSION/` and whether it resumes an interrupted run.
-
-    An unfinished run with this exact config is resumed; otherwise a new folder takes the
-    next version that neither runs/NAME nor saved_models/NAME holds, so the run and the
-    SavedModel it exports share a number. Nothing of another run is ever touched.
-    """
-    base = Path(cfg.runs_dir) / cfg.name
-    for version in reversed(versions(base)):
-        run_dir = base / str(version)
-        if not (run_dir / "summary.json").is_file() and _config_of(run_dir) == cfg.to_dict():
-            return run_dir, True
-    taken = versions(base) + versions(Path(cfg.output_dir) / cfg.name)
-    version = max(taken, default=0) + 1
-    while True:  # mkdir is the reservation: two fits started at once get two numbers
-        try:
-            (base / str(version)).mkdir(parents=True)
-            return base / str(version), False
-        except FileExistsError:
-            version += 1
-
-
-def _config_of(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def set_precision(cfg: Config) -> str:
     """mixed_float16 on a GPU when asked; float32 otherwise (CPUs gain nothing from float16).
 
@@ -101,189 +74,6 @@ def set_precision(cfg: Config) -> str:
     if cfg.precision == "bfloat16":
         print("bfloat16 needs a CPU with AVX512_BF16 or AMX: training in float32", flush=True)
     return policy
-
-
-def read_history(path: Path) -> list[dict[str, float]]:
-    """The epochs a run logged, from its history.csv (epochs count from 1)."""
-    if not path.is_file():
-        return []
-    with open(path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-class RunState(keras.callbacks.Callback):
-    """Early stopping, learning-rate decay, best model and backups, all surviving SIGKILL.
-
-    Keras' BackupAndRestore, EarlyStopping, ReduceLROnPlateau and ModelCheckpoint keep their
-    state in memory and write their files in place: a kill loses the state or leaves a cut
-    file that breaks the resume. Here every file is written whole and renamed, and one JSON
-    file, written last, names the files that belong together. The backup holds every model
-    variable (dropout seeds included) and the optimizer's, so a resumed run continues with
-    exactly the numbers an uninterrupted one would have.
-    """
-
-    def __init__(self, run_dir: Path, cfg: Config, steps_per_epoch: int):
-        super().__init__()
-        self.run_dir, self.cfg, self.steps = run_dir, cfg, steps_per_epoch
-        self.dir = run_dir / "checkpoint"
-        path = self.dir / "state.json"
-        self.state = (
-            json.loads(path.read_text())
-            if path.is_file()
-            else {
-                "epoch": 0,  # epochs finished
-                "step": 0,  # steps finished in the next epoch
-                "history": [],
-                "best": None,
-                "best_epoch": None,
-                "wait": 0,
-                "stopped": False,
-                "finished": False,
-                "weights": None,
-                "best_weights": None,
-            }
-        )
-        self.step_offset = 0
-
-    # -- what _fit() asks --------------------------------------------------------------
-    @property
-    def position(self) -> tuple[int, int]:
-        """(epochs finished, steps finished in the next epoch)."""
-        return self.state["epoch"], self.state["step"]
-
-    @property
-    def done(self) -> bool:
-        """Training is over: every epoch run, or early stopping said stop."""
-        return self.state["stopped"] or self.state["epoch"] >= self.cfg.epochs
-
-    def restore(self, model: keras.Model) -> None:
-        """Put the backed-up variables (weights, seeds, optimizer) back into the model."""
-        if self.state["weights"]:
-            _assign(_variables(model), self._load(self.state["weights"]))
-
-    def finish(self, model: keras.Model) -> None:
-        """End of training: the best epoch's weights in the model, and the state says so."""
-        if self.state["best_weights"]:
-            _assign(model.weights, self._load(self.state["best_weights"]))
-        self.state["finished"] = True
-        self._commit()
-        kill_point("trained")
-
-    # -- Keras hooks ---------------------------------------------------------------------
-    def on_epoch_begin(self, epoch, logs=None):
-        self._started = time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.step_offset + batch + 1
-        every = self.cfg.checkpoint_steps
-        if every and step % every == 0 and step < self.steps:
-            self.state["step"] = step
-            self._backup()
-
-    def on_epoch_end(self, epoch, logs=None):
-        state, monitor = self.state, self.cfg.monitor
-        lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
-        row = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
-        row.update(learning_rate=lr, seconds=round(time.perf_counter() - self._started, 2))
-        state["history"].append(row)
-        score, best, best_file = row[monitor], state["best"], None
-        if best is None or (score < best if monitor.endswith("loss") else score > best):
-            state.update(best=score, best_epoch=epoch + 1, wait=0)
-            best_file = f"best-e{epoch + 1}.npz"
-            self._save(best_file, self.model.weights)
-        else:
-            state["wait"] += 1
-            if self.cfg.lr_decay < 1:  # smaller steps once the validation score stalls
-                lower = max(lr * self.cfg.lr_decay, self.cfg.learning_rate / 16)
-                self.model.optimizer.learning_rate.assign(lower)
-                print(f"epoch {epoch + 1}: learning rate {lr:.2e} -> {lower:.2e}", flush=True)
-            if state["wait"] >= self.cfg.patience:
-                state["stopped"] = True
-                self.model.stop_training = True
-                print(f"epoch {epoch + 1}: early stopping, best epoch {state['best_epoch']}")
-        state.update(epoch=epoch + 1, step=0)
-        self.step_offset = 0
-        self._backup(best_file)
-
-    # -- files ---------------------------------------------------------------------------
-    def _backup(self, best_file: str | None = None) -> None:
-        name = f"e{self.state['epoch']}-s{self.state['step']}.npz"
-        self._save(name, _variables(self.model))
-        kill_point("backup-written")
-        self.state["weights"] = name
-        if best_file:
-            self.state["best_weights"] = best_file
-        self._commit()
-        if best_file:  # the user's copy of the best model, for Ctrl-C and inspection
-            save_keras(self.model, self.run_dir / "best.keras")
-        kill_point("step-backup" if self.state["step"] else "epoch-end")
-
-    def _commit(self) -> None:
-        # The state names its files, so it is written after them and before old ones go.
-        save_json(self.dir / "state.json", self.state)
-        keep = {"state.json", self.state["weights"], self.state["best_weights"]}
-        for path in self.dir.iterdir():
-            if path.name not in keep and not path.name.startswith("."):
-                path.unlink(missing_ok=True)
-        write_history(self.run_dir / "history.csv", self.state["history"])
-
-    def _save(self, name: str, variables: list) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{name}.tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, *[keras.ops.convert_to_numpy(v) for v in variables])
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.dir / name)
-
-    def _load(self, name: str) -> list[np.ndarray]:
-        with np.load(self.dir / name) as data:
-            return [data[f"arr_{i}"] for i in range(len(data.files))]
-
-
-class EpochTimer(keras.callbacks.Callback):
-    """Wall time of every epoch, for the benchmarks' throughput numbers."""
-
-    def __init__(self):
-        super().__init__()
-        self.seconds: list[float] = []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.seconds.append(time.perf_counter() - self._start)
-
-
-def _variables(model: keras.Model) -> list:
-    # Built before the first step, so a resumed run can restore into them.
-    if not model.optimizer.built:
-        model.optimizer.build(model.trainable_variables)
-    return list(model.variables) + list(model.optimizer.variables)
-
-
-def _assign(variables: list, values: list[np.ndarray]) -> None:
-    if len(variables) != len(values):
-        raise UserError("the run's backup does not fit this model; pass another --name")
-    for variable, value in zip(variables, values):
-        variable.assign(value)
-
-
-def save_keras(model: keras.Model, path: Path) -> None:
-    """Save a .keras file whole or not at all."""
-    # Keras wants the .keras suffix; write a sibling, then rename over the old one.
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    tmp.replace(path)
-
-
-def write_history(path: Path, history: list[dict[str, float]]) -> None:
-    """history.csv, rewritten whole from the run's state (never a half or repeated row)."""
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=list(dict.fromkeys(k for row in history for k in row)))
-    writer.writeheader()
-    writer.writerows(history)
-    write_atomic(path, out.getvalue())
 
 
 def compile_model(model: keras.Model, cfg: Config, steps_per_epoch: int | None = None) -> None:

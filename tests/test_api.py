@@ -1,5 +1,8 @@
-"""The Python API: ks.fit -> Run with a raw-text keras.Model, ks.load, and one .keras file."""
+"""The Python API: fit -> Run, load -> a predictor with str labels, evaluate, export, and the
+.keras file Keras itself loads once keras_sentiment is imported."""
 
+import inspect
+import os
 import subprocess
 import sys
 
@@ -9,78 +12,135 @@ import pytest
 import tensorflow as tf
 
 import keras_sentiment as ks
-from keras_sentiment.data import load_test_split
-from keras_sentiment.prediction import SavedModelPredictor
+from keras_sentiment.prediction import KerasPredictor, SavedModelPredictor
 
-from .conftest import ROOT
+from .conftest import HOSTILE_BYTES, ROOT, synthetic_reviews
 
 TEXTS = ["What a film!", "Dull, predictable and far too long.", "", "<br />!!!"]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    work = tmp_path_factory.mktemp("api")
-    cfg = ks.Config(
-        name="api", max_train=600, max_test=200, epochs=1, sequence_length=64, lstm_units=8,
-        batch_size=32, output_dir=str(work / "saved_models"), runs_dir=str(work / "runs"),
-    )  # fmt: skip
-    return ks.fit(cfg)
-
-
-@pytest.fixture(scope="module")
-def reviews() -> list[bytes]:
-    data, _ = load_test_split("imdb_reviews", "test")
-    return [t if isinstance(t, bytes) else t.encode() for t in data.texts[:200]]
-
-
-def test_fit_returns_the_run(run):
+def test_fit_returns_the_run(tiny_run, tiny_data):
+    run = tiny_run["run"]
     assert isinstance(run.model, keras.Model)
     assert run.run_dir.name == "1" and run.export_path.name == "1"
     assert (run.export_path / "saved_model.pb").is_file()
-    assert [row["epoch"] for row in run.history] == [1]
-    assert run.report["accuracy"] == run.summary["metrics"]["accuracy"]
+    assert [row["epoch"] for row in run.history] == [1, 2]
+    assert run.report["accuracy"] == run.summary["metrics"]["accuracy"] > 0.9
+    assert run.report["support"] == 80  # a stratified fifth of the 400 held out as test
     probs = run.model.predict(tf.constant(TEXTS), verbose=0)
     assert probs.shape == (4, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    # The run's config names its in-memory data by content, so a resume never mixes data.
+    assert run.summary["config"]["dataset"].startswith("memory:")
+    assert run.summary["config"]["name"] == "tiny"
 
 
-def test_api_and_cli_write_the_same_files(run, imdb_run):
-    def names(folder):
-        return {p.relative_to(folder).parts[0] for p in folder.iterdir()}
-
-    assert names(run.run_dir) == names(imdb_run["run_dir"])
-    assert names(run.export_path) == names(imdb_run["version"])
-
-
-def test_the_exported_model_serves_what_the_trained_model_says(run, reviews):
-    # Train/serve parity on real reviews: the SavedModel's graph against the in-process model.
-    texts = reviews + [t.encode() for t in TEXTS]
-    served = SavedModelPredictor(run.export_path)(texts)["probabilities"]
-    in_process = run.model.predict(tf.constant(texts), verbose=0)
+def test_the_exported_model_serves_what_the_trained_model_says(tiny_run, tiny_predictor):
+    # Train/serve parity: the SavedModel's graph against the in-process raw-text model.
+    texts = [t.encode() for t in synthetic_reviews(200, seed=5)[0]] + HOSTILE_BYTES
+    served = tiny_predictor(texts)["probabilities"]
+    in_process = tiny_run["run"].model.predict(tf.constant(texts), verbose=0)
     np.testing.assert_allclose(served, in_process, rtol=0, atol=1e-5)
-    assert isinstance(ks.load(run.export_path.parent), SavedModelPredictor)
 
 
-LOAD_IN_A_NEW_PROCESS = """
+def test_load_gives_str_labels_and_one_text_is_one_answer(tiny_run):
+    predictor = ks.load(tiny_run["base"])
+    assert isinstance(predictor, SavedModelPredictor) and predictor.class_names == ["neg", "pos"]
+    one = predictor("What a wonderful film!")
+    assert one["probabilities"].shape == (1, 2) and one["label"].tolist() == ["pos"]
+    assert predictor(b"What a wonderful film!")["label"].tolist() == ["pos"]
+    many = predictor(["wonderful", "dull and boring", ""])
+    assert many["label"].tolist()[:2] == ["pos", "neg"] and isinstance(many["label"][0], str)
+    assert many["classes"].tolist()[0] == ["neg", "pos"]
+    for bad in (42, None, {"text": "x"}, ["fine", 3]):
+        with pytest.raises(TypeError, match="text"):
+            predictor(bad)
+
+
+def test_a_keras_file_loads_as_a_predictor_and_errors_are_one_line(tiny_run, tmp_path):
+    predictor = ks.load(tiny_run["run_dir"] / "model.keras")
+    assert isinstance(predictor, KerasPredictor) and predictor.class_names == ["neg", "pos"]
+    expected = ks.load(tiny_run["version"])(TEXTS)["probabilities"]
+    np.testing.assert_allclose(predictor(TEXTS)["probabilities"], expected, atol=1e-5)
+    with pytest.raises(ks.UserError, match="no such .keras file"):
+        ks.load(tmp_path / "missing.keras")
+    broken = tmp_path / "broken.keras"
+    broken.write_bytes(b"not a zip archive")
+    with pytest.raises(ks.UserError) as error:
+        ks.load(broken)
+    assert len(str(error.value).splitlines()) == 1 and len(str(error.value)) < 400
+
+
+IN_A_NEW_PROCESS = """
 import sys
+import keras_sentiment as ks  # and nothing else of the package
+print("light:", "tensorflow" in sys.modules or "keras" in sys.modules)
+print("said:", ks.load(sys.argv[2])(sys.argv[3:])["label"].tolist())  # starts TensorFlow
 import keras, numpy as np, tensorflow as tf
-import keras_sentiment.model  # registers the package's layers
-model = keras.saving.load_model(sys.argv[1])  # safe mode, the default
-texts = [line.encode() for line in sys.argv[2:]]
-np.save(sys.argv[1] + ".npy", model.predict(tf.constant(texts), verbose=0))
+model = keras.saving.load_model(sys.argv[1])  # safe mode; the layers registered themselves
+np.save(sys.argv[1] + ".npy", model.predict(tf.constant(sys.argv[3:]), verbose=0))
 """
 
 
-def test_one_keras_file_predicts_raw_strings_in_a_new_process(run, tmp_path):
+def test_a_new_process_imports_lightly_starts_quietly_and_keras_loads_the_file(tiny_run, tmp_path):
     path = tmp_path / "sentiment.keras"
-    run.model.save(path)
+    tiny_run["run"].model.save(path)
+    # As a notebook user would: no TF_CPP_MIN_LOG_LEVEL of their own.
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     done = subprocess.run(
-        [sys.executable, "-c", LOAD_IN_A_NEW_PROCESS, str(path), *TEXTS],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
+        [sys.executable, "-c", IN_A_NEW_PROCESS, str(path), str(tiny_run["base"]), *TEXTS],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, env=env,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
-    expected = run.model.predict(tf.constant(TEXTS), verbose=0)
+    assert "light: False" in done.stdout  # `import keras_sentiment` starts no TensorFlow
+    assert "said: ['pos', 'neg'" in done.stdout
+    # TensorFlow's C++ start-up lines (CUDA probing, oneDNN) stay off a notebook's stderr.
+    assert "cuInit" not in done.stderr and "oneDNN" not in done.stderr, done.stderr[-2000:]
+    assert not [x for x in done.stderr.splitlines() if x[:1] in "IWEF" and x[1:5].isdigit()]
+    expected = tiny_run["run"].model.predict(tf.constant(TEXTS), verbose=0)
     np.testing.assert_allclose(np.load(str(path) + ".npy"), expected, rtol=0, atol=1e-5)
-    loaded = ks.load(path)
-    np.testing.assert_allclose(loaded.predict(tf.constant(TEXTS), verbose=0), expected, atol=1e-5)
-    with pytest.raises(ks.config.UserError, match="no such .keras file"):
-        ks.load(tmp_path / "missing.keras")
+
+
+def test_evaluate_and_export_from_python(tiny_run, tiny_data, tmp_path):
+    texts, labels = synthetic_reviews(100, seed=9)
+    result = ks.evaluate(tiny_run["run"], data=(texts, labels))
+    assert result["support"] == 100 and result["accuracy"] > 0.9 and result["seconds"] > 0
+    assert ks.evaluate(tiny_run["base"], data=(texts, labels), max_test=40)["support"] == 40
+    with pytest.raises(ks.UserError, match="in-memory data: pass the test data"):
+        ks.evaluate(tiny_run["run"])
+    with pytest.raises(ks.UserError, match="classes"):
+        ks.evaluate(tiny_run["run"], data=(["x", "y"], ["good", "bad"]))
+    with pytest.raises(ks.UserError, match="no finished run of 'nope'"):
+        ks.export(name="nope", runs_dir=str(tmp_path / "runs"))
+    with pytest.raises(ks.UserError, match="is not a finished run"):
+        ks.export(tmp_path)
+
+
+def test_fit_restores_the_dtype_policy(monkeypatch):
+    from keras_sentiment import pipeline
+
+    def changes_the_policy(cfg, data, test_data):
+        keras.mixed_precision.set_global_policy("mixed_float16")
+        raise ks.UserError("stop here")
+
+    monkeypatch.setattr(pipeline, "_fit", changes_the_policy)
+    before = keras.mixed_precision.global_policy().name
+    with pytest.raises(ks.UserError):
+        ks.fit(ks.Config())
+    assert keras.mixed_precision.global_policy().name == before
+
+
+@pytest.mark.parametrize("name", ["fit", "load", "evaluate", "export"])
+def test_every_public_call_documents_itself(name):
+    doc = inspect.getdoc(getattr(ks, name))
+    for section in ("Args:", "Returns:", "Example:"):
+        assert section in doc, f"{name} lacks {section}"
+    assert "Args:" in inspect.getdoc(ks.Config) and "Example:" in inspect.getdoc(ks.Config)
+
+
+@pytest.mark.slow
+def test_api_and_cli_write_the_same_files(tiny_run, imdb_run):
+    def names(folder):
+        return {p.relative_to(folder).parts[0] for p in folder.iterdir()}
+
+    assert names(tiny_run["run_dir"]) == names(imdb_run["run_dir"])
+    assert names(tiny_run["version"]) == names(imdb_run["version"])

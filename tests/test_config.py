@@ -5,7 +5,9 @@ from keras_sentiment.config import UserError, make_config
 
 def test_defaults_are_valid():
     cfg = make_config({})
-    assert (cfg.name, cfg.epochs, cfg.lstm_units, cfg.bidirectional) == ("imdb_lstm", 8, 128, True)
+    assert (cfg.run_name, cfg.epochs, cfg.lstm_units, cfg.bidirectional) == (
+        "imdb_lstm", 8, 128, True
+    )  # fmt: skip
     assert (cfg.sequence_length, cfg.vocab_size, cfg.pooling) == (800, 50000, "max")
     assert cfg.lemmatize and cfg.embeddings == "glove-6b-50d"
 
@@ -84,10 +86,10 @@ def test_abbreviated_flags_are_refused(capsys):
 
 
 STAGES = [
-    "config", "data", "preprocessing", "embeddings", "ngrams", "model", "batching", "pretraining",
-    "training",
-    "evaluation",
-    "plots", "model_card", "listing", "export", "prediction", "pipeline", "cli", "__main__",
+    "startup", "config", "listing", "sources", "data", "preprocessing", "embeddings", "ngrams",
+    "compiled_lstm", "model", "batching", "runs", "pretraining", "training", "evaluation",
+    "plots", "model_card", "serving_network", "serving", "saved_model", "prediction", "client",
+    "pipeline", "cli", "__main__",
 ]  # fmt: skip
 
 
@@ -111,3 +113,63 @@ def test_each_stage_imports_only_the_stages_before_it():
                     for t in targets:
                         if t in STAGES:
                             assert STAGES.index(t) < STAGES.index(stage), f"{stage} -> {t}"
+
+
+def test_the_shape_stays_readable():
+    # One job per module, and no function a reader cannot see at once.
+    import ast
+    from pathlib import Path
+
+    import keras_sentiment
+
+    package = Path(keras_sentiment.__file__).parent
+    for path in package.glob("*.py"):
+        text = path.read_text()
+        assert len(text.splitlines()) <= 400, f"{path.name}: over 400 lines"
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 60, f"{path.name}: {node.name} has {length} lines"
+
+
+@pytest.mark.parametrize(
+    "dataset, quick, name",
+    [
+        ("imdb_reviews", False, "imdb_lstm"),
+        ("imdb_reviews", True, "imdb_lstm_quick"),
+        ("data/reviews.csv", False, "reviews_lstm"),
+        ("reviews.jsonl", True, "reviews_lstm_quick"),
+        ("path/to/aclImdb/", False, "aclImdb_lstm"),
+        ("yelp_polarity_reviews", False, "yelp_polarity_lstm"),
+        ("memory:0123abcd", False, "memory_lstm"),
+        ("my data (v2).csv", False, "my_data_v2_lstm"),
+    ],
+)
+def test_the_default_name_follows_the_data(dataset, quick, name):
+    from keras_sentiment.config import default_name
+
+    assert default_name(dataset, quick) == name
+
+
+def test_quick_naming_applies_however_the_config_was_made():
+    import dataclasses
+
+    from keras_sentiment.config import Config
+
+    full = make_config({})
+    assert full.run_name == "imdb_lstm"
+    assert dataclasses.replace(full, max_train=2000).run_name == "imdb_lstm_quick"
+    assert dataclasses.replace(Config(), max_test=10).run_name == "imdb_lstm_quick"
+    assert dataclasses.replace(full, dataset="reviews.csv").run_name == "reviews_lstm"
+    assert make_config({"max_train": 2000, "name": "mine"}).run_name == "mine"
+    # An explicit name is the only way onto another data set's served name.
+    assert make_config({"dataset": "reviews.csv", "name": "imdb_lstm"}).run_name == "imdb_lstm"
+
+
+def test_fit_help_carries_no_measurements():
+    from keras_sentiment.cli import build_parser
+
+    sub = build_parser()._subparsers._group_actions[0].choices["fit"]
+    text = sub.format_help()
+    assert "--text-column" in text and "--label-column" in text
+    assert "seed spread" not in text and "%" not in text.replace("%%", "")

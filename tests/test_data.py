@@ -42,6 +42,73 @@ def test_aclimdb_folder(tmp_path):
     assert names == ["neg", "pos"] and len(train) == 12 and len(test) == 12
 
 
+def test_other_column_names_are_chosen_with_flags(tmp_path):
+    rows = [(t, "pos") for t in POSITIVE * 4] + [(t, "neg") for t in NEGATIVE * 4]
+    path = write_csv(tmp_path / "reviews.csv", rows, header=("review", "sentiment"))
+    with pytest.raises(UserError, match="its columns are review, sentiment.*--text-column"):
+        load_splits(Config(dataset=str(path)))
+    cfg = Config(dataset=str(path), text_column="review", label_column="sentiment")
+    splits = load_splits(cfg)
+    assert splits.class_names == ["neg", "pos"] and len(splits.test) == 10
+    jsonl = tmp_path / "reviews.jsonl"
+    jsonl.write_text("\n".join(json.dumps({"review": t, "sentiment": y}) for t, y in rows))
+    with pytest.raises(UserError, match=r"reviews.jsonl:1: .*this one has: review, sentiment"):
+        load_splits(Config(dataset=str(jsonl)))
+    assert load_splits(Config(**{**cfg.to_dict(), "dataset": str(jsonl)})).class_names == [
+        "neg",
+        "pos",
+    ]
+
+
+def test_in_memory_data_in_every_form(tiny_data):
+    import pandas as pd
+    import tensorflow as tf
+
+    from keras_sentiment.sources import from_memory
+
+    texts, labels = tiny_data
+    pair, names = from_memory((texts, labels))
+    assert names == ["neg", "pos"] and pair.labels.tolist() == [int(y == "pos") for y in labels]
+    assert pair.texts[0] == texts[0].encode()
+    frame, _ = from_memory(pd.DataFrame({"text": texts, "label": labels}))
+    renamed = pd.DataFrame({"review": texts, "y": labels})
+    cfg = Config(text_column="review", label_column="y")
+    assert from_memory(renamed, cfg)[0].texts.tolist() == frame.texts.tolist()
+    with pytest.raises(UserError, match="no column 'text' \\(it has: review, y\\)"):
+        from_memory(renamed)
+    ds = tf.data.Dataset.from_tensor_slices((texts, labels))
+    for dataset in (ds, ds.batch(7)):
+        got, _ = from_memory(dataset)
+        assert got.texts.tolist() == pair.texts.tolist()
+        assert got.labels.tolist() == pair.labels.tolist()
+    # A test set maps its labels to the training set's classes, and refuses others.
+    test, _ = from_memory((["x"], ["pos"]), class_names=["neg", "pos"])
+    assert test.labels.tolist() == [1]
+    with pytest.raises(UserError, match="'meh' is not one of the classes"):
+        from_memory((["x"], ["meh"]), class_names=["neg", "pos"])
+    with pytest.raises(UserError, match="3 texts but 2 labels"):
+        from_memory((["a", "b", "c"], [0, 1]))
+    with pytest.raises(UserError, match="expected a DataFrame"):
+        from_memory("reviews.csv")
+
+
+def test_a_test_file_replaces_the_test_split_of_any_source(tmp_path):
+    rows = [(t, "pos") for t in POSITIVE] + [(t, "neg") for t in NEGATIVE]
+    test = write_csv(tmp_path / "test.csv", rows)
+    train, held, names, source = load_dataset(str(test), str(test))
+    assert len(held) == 12 and source.endswith("(test: " + str(test) + ")")
+
+
+@pytest.mark.slow
+def test_tfds_with_a_test_file(tmp_path):
+    rows = [(t, "pos") for t in POSITIVE] + [(t, "neg") for t in NEGATIVE]
+    test = write_csv(tmp_path / "test.csv", rows)
+    splits = load_splits(Config(max_train=200, test_data=str(test)))
+    assert len(splits.test) == 12 and splits.class_names == ["neg", "pos"]
+    assert splits.source == f"tfds:imdb_reviews (test: {test})"
+
+
+@pytest.mark.slow
 def test_max_train_keeps_class_balance():
     cfg = Config(max_train=400, max_test=100)
     splits = load_splits(cfg)
@@ -54,8 +121,8 @@ def test_max_train_keeps_class_balance():
     "content, message",
     [
         ("", "no rows|columns"),
-        ("review,label\nx,1\n", "missing \\['text'\\]"),
-        ("text,stars\nx,1\n", "missing \\['label'\\]"),
+        ("review,label\nx,1\n", "no column 'text'; its columns are review, label"),
+        ("text,stars\nx,1\n", "no column 'label'; its columns are text, stars"),
         ("text,label\na,pos\nb,\n", ":3: missing label"),
         ("text,label\na,pos\nb,pos\nc,pos\n", "one class"),
     ],
@@ -85,11 +152,14 @@ def test_bad_jsonl_and_encodings(tmp_path):
 def test_missing_paths_and_folders(tmp_path):
     with pytest.raises(UserError, match="no such file"):
         load_splits(Config(dataset=str(tmp_path / "nope.csv")))
+    with pytest.raises(UserError, match="no such file or folder"):
+        load_splits(Config(dataset=str(tmp_path / "nope")))
     (tmp_path / "train").mkdir()
     with pytest.raises(UserError, match="class subfolders"):
         load_splits(Config(dataset=str(tmp_path)))
 
 
+@pytest.mark.slow
 def test_unknown_tfds_name():
     with pytest.raises(UserError, match="unknown TFDS data set"):
         load_splits(Config(dataset="no_such_dataset_xyz"))

@@ -1,4 +1,4 @@
-"""The main job as a user runs it: fit a slice, export, reload elsewhere, predict, evaluate."""
+"""The main job as a user runs it on IMDB: fit a slice, export, reload elsewhere, evaluate."""
 
 import json
 import os
@@ -9,10 +9,13 @@ import sys
 import numpy as np
 import pytest
 
+from keras_sentiment.compiled_lstm import gradient_dtype
 from keras_sentiment.data import load_test_split
-from keras_sentiment.model import gradient_dtype
+from keras_sentiment.prediction import SavedModelPredictor
 
-from .conftest import run_cli, write_csv
+from .conftest import run_cli
+
+pytestmark = pytest.mark.slow
 
 # Loads the SavedModel in a process where keras_sentiment and NLTK cannot even be imported.
 STANDALONE = r"""
@@ -51,7 +54,6 @@ def test_fit_writes_everything(imdb_run):
     # near-tie flipped by float rounding between the Keras model and the served graph).
     from keras_sentiment.config import Config
     from keras_sentiment.data import load_splits
-    from keras_sentiment.prediction import SavedModelPredictor
 
     test = load_splits(Config(**meta["config"])).test
     labels = SavedModelPredictor(version)(list(test.texts))["label_id"]
@@ -81,16 +83,6 @@ def test_plots_decode_with_their_sizes(imdb_run):
         assert pixels.shape[:2] == (height, width) and pixels.std() > 0
 
 
-def test_runs_lists_and_compares(imdb_run):
-    out = imdb_run["work"] / "saved_models"
-    table = run_cli("runs", "--output-dir", str(out))
-    assert table.returncode == 0 and "tiny" in table.stdout and "ACCURACY" in table.stdout
-    both = run_cli("runs", "--output-dir", str(out), "--compare", "tiny/1", "tiny")
-    assert both.returncode == 0, both.stderr
-    missing = run_cli("runs", "--output-dir", str(out), "--compare", "tiny", "nope")
-    assert missing.returncode == 2 and "nope" in missing.stderr
-
-
 def test_savedmodel_scores_raw_reviews_without_the_package(imdb_run, reviews):
     texts, labels, names = reviews
     done = subprocess.run(
@@ -105,38 +97,25 @@ def test_savedmodel_scores_raw_reviews_without_the_package(imdb_run, reviews):
     outputs, label_names = json.loads(lines[-2]), json.loads(lines[-1])
     probs = np.array(outputs["probabilities"])
     assert probs.shape == (400, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
+    # The same answers as this package's predictor, and a model that learned: two epochs on
+    # 1,800 reviews with the n-gram branch score about 0.83 here (0.5 is chance).
+    ours = SavedModelPredictor(imdb_run["version"])(texts)["probabilities"]
+    np.testing.assert_allclose(probs, ours, rtol=0, atol=1e-6)
     accuracy = (probs.argmax(1) == labels).mean()
-    assert accuracy > 0.58, accuracy  # one epoch on 1,800 reviews: well above chance
+    assert accuracy > 0.75, accuracy
     assert label_names == [names[i] for i in outputs["label_id"]]
 
 
-def test_predict_cli_arguments_and_stdin(imdb_run):
-    done = run_cli("predict", str(imdb_run["base"]), "A wonderful film.", "")
-    assert done.returncode == 0, done.stderr
-    records = [json.loads(line) for line in done.stdout.splitlines()]
-    assert len(records) == 2 and records[0]["text"] == "A wonderful film."
-    for r in records:
-        assert r["label"] in ("neg", "pos") and set(r["probabilities"]) == {"neg", "pos"}
-        assert abs(sum(r["probabilities"].values()) - 1) < 1e-4
-    piped = run_cli("predict", str(imdb_run["version"]), stdin="A wonderful film.\nawful\n")
-    lines = [json.loads(x) for x in piped.stdout.splitlines()]
-    assert len(lines) == 2 and lines[0]["probabilities"] == records[0]["probabilities"]
-
-
-def test_evaluate_json(imdb_run, reviews, tmp_path):
-    texts, labels, names = reviews
-    path = write_csv(tmp_path / "held.csv", [(t, names[y]) for t, y in zip(texts, labels)])
-    done = run_cli("evaluate", str(imdb_run["base"]), "--dataset", str(path), "--json")
-    assert done.returncode == 0, done.stderr
+def test_evaluate_rescores_the_test_split_fit_reported(imdb_run):
+    meta = json.loads((imdb_run["version"] / "assets.extra" / "metadata.json").read_text())
+    done = run_cli("evaluate", str(imdb_run["base"]), "--json")
+    assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    for key in ["accuracy", "macro_f1", "per_class", "confusion_matrix"]:
-        assert key in result
-    assert sum(map(sum, result["confusion_matrix"])) == 400
-    assert set(result["per_class"]) == {"neg", "pos"}
-    assert 0 < result["seconds"] < 60  # the scoring alone, after loading
-    text = run_cli("evaluate", str(imdb_run["base"]), "--dataset", str(path))
-    assert "precision" in text.stdout and "confusion matrix" in text.stdout
-    assert re.search(r"on 400 texts, scored in [0-9.]+s \([0-9,]+ texts/s\)", text.stdout)
+    # The same 500 reviews fit scored (its seeded --max-test sample), not all 25,000.
+    assert result["support"] == 500
+    assert abs(result["accuracy"] - meta["metrics"]["accuracy"]) <= 1 / 500
+    cut = run_cli("evaluate", str(imdb_run["base"]), "--max-test", "100", "--json")
+    assert json.loads(cut.stdout.strip().splitlines()[-1])["support"] == 100
 
 
 def test_serving_commands_keep_each_op_to_half_the_cores(imdb_run):
@@ -155,29 +134,26 @@ def test_serving_commands_keep_each_op_to_half_the_cores(imdb_run):
     assert threads == max(1, cores // 2)
 
 
-@pytest.mark.parametrize("command", [[], ["fit"], ["evaluate"], ["predict"], ["export"], ["runs"]])
-def test_help_everywhere(command):
-    done = run_cli(*command, "--help")
-    assert done.returncode == 0 and "usage:" in done.stdout
-
-
-def test_user_errors_are_one_line_and_exit_2(tmp_path):
-    done = run_cli("predict", str(tmp_path / "nothing"), "hi")
-    assert done.returncode == 2
-    assert done.stderr.strip().startswith("error:") and "Traceback" not in done.stderr
-    bad = run_cli("fit", "--lstm-units", "0")
-    assert bad.returncode == 2 and "lstm_units" in bad.stderr
-
-
-def test_a_users_terminal_gets_no_tensorflow_log_lines(toy_csv, tmp_path):
-    # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of their own. TensorFlow's C++ lines (oneDNN,
-    # CUDA probing, "oneDNN supports DT_BOOL only on platforms with AVX-512") stay off stderr.
+def test_a_csv_fit_takes_its_own_name_and_says_what_differs(toy_csv, tmp_path):
+    # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of their own, no --name. TensorFlow's C++
+    # lines (oneDNN, CUDA probing) stay off stderr.
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     out = ["--output-dir", str(tmp_path / "sm"), "--runs-dir", str(tmp_path / "runs")]
-    fit = run_cli("fit", "--dataset", str(toy_csv), "--epochs", "1", "--name", "t", *out, env=env)
+    fit = run_cli("fit", "--dataset", str(toy_csv), "--epochs", "1", *out, env=env)
     assert fit.returncode == 0, fit.stderr[-2000:]
-    said = run_cli("predict", str(tmp_path / "sm" / "t"), "A fine film.", env=env)
+    # The model is named after its data: it never becomes a version of imdb_lstm.
+    assert (tmp_path / "sm" / "toy_lstm" / "1" / "saved_model.pb").is_file()
+    assert sorted(p.name for p in (tmp_path / "sm").iterdir()) == ["toy_lstm"]
+    card = (tmp_path / "runs" / "toy_lstm" / "1" / "MODEL_CARD.md").read_text()
+    assert f"It learned from the file `{toy_csv}`" in card and "movie reviews" not in card
+    said = run_cli("predict", str(tmp_path / "sm" / "toy_lstm"), "A fine film.", env=env)
     assert said.returncode == 0, said.stderr[-2000:]
     for done in (fit, said):
         native = [x for x in done.stderr.splitlines() if re.match(r"[IWEF]\d{4} ", x)]
         assert not native and "oneDNN" not in done.stderr, done.stderr[-2000:]
+    # Another seed holds out another test split: the closing note says what differs.
+    again = run_cli("fit", "--dataset", str(toy_csv), "--epochs", "1", "--seed", "2", *out)
+    assert again.returncode == 0, again.stderr[-2000:]
+    note = next(x for x in again.stdout.splitlines() if x.startswith("note: TF Serving"))
+    assert "another test split (seed 1337 vs 2)" in note
+    assert "keep quick runs apart" not in again.stdout

@@ -10,26 +10,50 @@ import sys
 import pytest
 import tensorflow as tf
 
-from keras_sentiment.config import versions
-from keras_sentiment.export import models_config
+import keras_sentiment as ks
+from keras_sentiment.listing import versions
+from keras_sentiment.saved_model import models_config
 
 from .conftest import ROOT, run_cli
+
+
+@pytest.fixture
+def copied_run(tiny_run, tmp_path) -> dict:
+    """A copy of the tiny run's folders, for tests that add versions: the session's stays."""
+    shutil.copytree(tiny_run["work"] / "runs", tmp_path / "runs")
+    shutil.copytree(tiny_run["work"] / "saved_models", tmp_path / "saved_models")
+    return {
+        "work": tmp_path,
+        "base": tmp_path / "saved_models" / "tiny",
+        "version": tmp_path / "saved_models" / "tiny" / "1",
+        "run_dir": tmp_path / "runs" / "tiny" / "1",
+        "args": [
+            "--name",
+            "tiny",
+            "--output-dir",
+            str(tmp_path / "saved_models"),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+        ],  # fmt: skip
+    }
+
 
 SAVED_MODEL_CLI = shutil.which("saved_model_cli") or os.path.join(
     os.path.dirname(sys.executable), "saved_model_cli"
 )
 
 
-def test_served_graph_is_plain_tensorflow(imdb_run):
+def test_served_graph_is_plain_tensorflow(tiny_run):
     # Training compiles the LSTM with XLA; serving must not need XLA or cuDNN kernels.
-    graph = (imdb_run["version"] / "saved_model.pb").read_bytes()
+    graph = (tiny_run["version"] / "saved_model.pb").read_bytes()
     assert b"_XlaMustCompile" not in graph and b"XlaLaunch" not in graph
     assert b"CudnnRNN" not in graph and b"While" in graph
 
 
-def test_signature_via_saved_model_cli(imdb_run):
+@pytest.mark.slow
+def test_signature_via_saved_model_cli(tiny_run):
     shown = subprocess.run(
-        [SAVED_MODEL_CLI, "show", "--dir", str(imdb_run["version"]), "--all"],
+        [SAVED_MODEL_CLI, "show", "--dir", str(tiny_run["version"]), "--all"],
         capture_output=True,
         text=True,
     )
@@ -42,7 +66,7 @@ def test_signature_via_saved_model_cli(imdb_run):
     assert re.search(r"outputs\['label_id'\].*?DT_INT32", serving, re.S)
     assert "CudnnRNN" not in out
     ran = subprocess.run(
-        [SAVED_MODEL_CLI, "run", "--dir", str(imdb_run["version"]), "--tag_set", "serve",
+        [SAVED_MODEL_CLI, "run", "--dir", str(tiny_run["version"]), "--tag_set", "serve",
          "--signature_def", "serving_default",
          "--input_exprs", "text=['a great film', 'a dreadful bore', '']"],
         capture_output=True,
@@ -52,10 +76,10 @@ def test_signature_via_saved_model_cli(imdb_run):
     assert "probabilities" in ran.stdout and re.search(r"b'(neg|pos)'", ran.stdout)
 
 
-def test_warmup_file_parses_with_serving_protos(imdb_run):
+def test_warmup_file_parses_with_serving_protos(tiny_run):
     from tensorflow_serving.apis import prediction_log_pb2
 
-    path = imdb_run["version"] / "assets.extra" / "tf_serving_warmup_requests"
+    path = tiny_run["version"] / "assets.extra" / "tf_serving_warmup_requests"
     records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
     requests = [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request for r in records]
     assert [r.model_spec.signature_name for r in requests] == ["serving_default"] * 2
@@ -64,28 +88,22 @@ def test_warmup_file_parses_with_serving_protos(imdb_run):
     assert len(texts[0]) == 3 and texts[0][-1] == b"" and texts[1].tolist() == texts[0][:1].tolist()
 
 
-def export_args(imdb_run) -> list[str]:
-    """The tiny run's --name, --output-dir and --runs-dir: all that export takes."""
-    argv = imdb_run["argv"]
-    flags = ("--name", "--output-dir", "--runs-dir")
-    return [x for flag in flags for x in (flag, argv[argv.index(flag) + 1])]
-
-
 def test_export_help_lists_only_what_export_uses():
     text = run_cli("export", "--help").stdout
     assert "--name" in text and "--models-config" in text and "--batching-parameters" in text
     assert "--lstm-units" not in text and "--epochs" not in text
 
 
-def test_second_export_is_version_2_and_models_config(imdb_run, tmp_path):
-    first = sorted(p.name for p in imdb_run["version"].rglob("*"))
-    config_path = tmp_path / "models.config"
-    args = export_args(imdb_run)
-    done = run_cli("export", *args, "--models-config", str(config_path), "--batching-parameters")
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert versions(imdb_run["base"]) == [1, 2]
+def test_a_second_export_is_version_2_and_the_server_files(copied_run):
+    base, work = copied_run["base"], copied_run["work"]
+    first = sorted(p.name for p in copied_run["version"].rglob("*"))
+    path = ks.export(
+        name="tiny", runs_dir=str(work / "runs"), output_dir=str(work / "saved_models"),
+        models_config=True, batching=True,
+    )  # fmt: skip
+    assert path == base / "2" and versions(base) == [1, 2]
     # TF Serving's BatchingParameters text format, with values from timing version 2.
-    batching = (imdb_run["base"] / "batching_parameters.txt").read_text()
+    batching = (base / "batching_parameters.txt").read_text()
     values = dict(re.findall(r"^(\w+) \{ value: (\d+) \}$", batching, re.M))
     assert set(values) == {
         "max_batch_size", "batch_timeout_micros", "num_batch_threads", "max_enqueued_batches"
@@ -93,18 +111,30 @@ def test_second_export_is_version_2_and_models_config(imdb_run, tmp_path):
     assert int(values["max_batch_size"]) in (1, 8, 32, 64, 128, 256, 512)
     assert int(values["num_batch_threads"]) == os.cpu_count()
     assert re.search(r"reviews/s by batch size 1: \d+, 8: \d+", batching)
-    assert sorted(p.name for p in imdb_run["version"].rglob("*")) == first  # v1 untouched
-    text = config_path.read_text()
+    assert sorted(p.name for p in copied_run["version"].rglob("*")) == first  # v1 untouched
+    # models.config lies where the README's Docker command reads it: saved_models/ mounted
+    # at /models, so /models/models.config, naming /models/NAME.
+    text = (work / "saved_models" / "models.config").read_text()
     assert "model_config_list" in text and "name: 'tiny'" in text
-    assert "base_path: '/models/tiny'" in text  # as the README's Docker mount shows it
-    local = run_cli("export", *args, "--models-config", str(config_path), "--base-path-prefix", "")
-    assert local.returncode == 0, local.stderr[-2000:]
-    assert f"base_path: '{imdb_run['base'].resolve()}'" in config_path.read_text()
-    extra = imdb_run["base"] / "2" / "assets.extra"
+    assert "base_path: '/models/tiny'" in text
+    extra = base / "2" / "assets.extra"
     meta = json.loads((extra / "metadata.json").read_text())
     assert meta["version"] == 2
     assert "version 2" in (extra / "MODEL_CARD.md").read_text()
     assert json.loads((extra / "config.json").read_text())["name"] == "tiny"
+
+
+@pytest.mark.slow
+def test_export_command_writes_models_config_beside_the_models(copied_run):
+    work = copied_run["work"]
+    (work / "saved_models" / "other" / "3").mkdir(parents=True)  # a second served model
+    done = run_cli("export", *copied_run["args"], "--models-config", "--base-path-prefix", "")
+    assert done.returncode == 0, done.stderr[-2000:]
+    text = (work / "saved_models" / "models.config").read_text()
+    assert f"base_path: '{(work / 'saved_models' / 'tiny').resolve()}'" in text
+    assert "name: 'other'" in text and text.count("config {") == 2
+    assert versions(copied_run["base"]) == [1, 2]
+    assert not (work / "models.config").exists() and not (ROOT / "models.config").exists()
 
 
 def test_models_config_several_models():
@@ -113,47 +143,45 @@ def test_models_config_several_models():
 
 
 KILLED_EXPORT = r"""
-import json, os, signal, sys
-import keras
-from keras_sentiment import export
-from keras_sentiment.model import split_text_model
-run = sys.argv[1]
-pre, model, mix = split_text_model(keras.models.load_model(run + "/model.keras"))
+import os, signal, sys
+import keras_sentiment
+from keras_sentiment import saved_model
+from keras_sentiment.runs import load_run_model
+pre, model, mix = load_run_model(__import__("pathlib").Path(sys.argv[1]))
 # Die the hard way after the SavedModel is written but before it is renamed into place.
-export.write_warmup = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
-export.export_saved_model(pre, model, ["neg", "pos"], sys.argv[2], {}, mix=mix)
+saved_model.write_warmup = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
+saved_model.export_saved_model(pre, model, ["neg", "pos"], sys.argv[2], {}, mix=mix)
 """
 
 
-def test_export_killed_half_way_leaves_no_partial_version(imdb_run, tmp_path):
-    base = tmp_path / "models" / "tiny"
+@pytest.mark.slow
+def test_export_killed_half_way_leaves_no_partial_version(copied_run):
+    base = copied_run["work"] / "models" / "tiny"
     done = subprocess.run(
-        [sys.executable, "-c", KILLED_EXPORT, str(imdb_run["run_dir"]), str(base)],
+        [sys.executable, "-c", KILLED_EXPORT, str(copied_run["run_dir"]), str(base)],
         capture_output=True, text=True, cwd=ROOT, timeout=300,
     )  # fmt: skip
-    assert done.returncode == -9
+    assert done.returncode == -9, done.stderr[-2000:]
     assert versions(base) == []
     leftovers = [p for p in base.iterdir() if p.name.startswith(".tmp-")]
     assert leftovers and (leftovers[0] / "saved_model.pb").is_file()  # it was killed mid-way
     # The next export cleans the dead exporter's folder and takes version 1.
-    args = export_args(imdb_run)
-    args[args.index("--output-dir") + 1] = str(tmp_path / "models")
+    args = copied_run["args"]
+    args[args.index("--output-dir") + 1] = str(copied_run["work"] / "models")
     again = run_cli("export", *args)
     assert again.returncode == 0, again.stderr[-2000:]
     assert versions(base) == [1] and not list(base.glob(".tmp-*"))
 
 
 @pytest.fixture(scope="module")
-def tiny_model(imdb_run):
-    import keras
-
+def tiny_model(tiny_run):
     from keras_sentiment.model import split_text_model
 
-    return split_text_model(keras.models.load_model(imdb_run["run_dir"] / "model.keras"))
+    return split_text_model(tiny_run["run"].model)
 
 
 def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch):
-    from keras_sentiment import export
+    from keras_sentiment import saved_model as export
 
     pre, model, mix = tiny_model
     base = tmp_path / "m"
@@ -181,7 +209,7 @@ def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch):
 
 
 def test_stale_temporaries_are_judged_by_host_and_pid(tiny_model, tmp_path):
-    from keras_sentiment import export
+    from keras_sentiment import saved_model as export
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
@@ -196,23 +224,32 @@ def test_stale_temporaries_are_judged_by_host_and_pid(tiny_model, tmp_path):
     assert other_host.is_dir()  # another host's PID says nothing here: kept
 
 
-def test_an_empty_request_gets_an_empty_answer(imdb_run):
+def test_an_empty_request_gets_an_empty_answer(tiny_run):
     from keras_sentiment.prediction import SavedModelPredictor
 
-    serve = tf.saved_model.load(str(imdb_run["version"])).signatures["serving_default"]
+    serve = tf.saved_model.load(str(tiny_run["version"])).signatures["serving_default"]
     out = serve(text=tf.constant([], tf.string))
     assert out["probabilities"].shape == (0, 2) and out["label"].shape == (0,)
     assert out["classes"].shape == (0, 2)
-    assert SavedModelPredictor(imdb_run["version"])([])["probabilities"].shape == (0, 2)
-    done = run_cli("predict", str(imdb_run["version"]), stdin="")
-    assert done.returncode == 0 and done.stdout == ""
+    assert SavedModelPredictor(tiny_run["version"])([])["probabilities"].shape == (0, 2)
 
 
-def test_export_reads_runs_from_before_model_keras_took_raw_text(imdb_run, tiny_model, tmp_path):
+def test_predict_reads_nothing_and_answers_nothing(tiny_run, monkeypatch, capsys):
+    import io
+
+    from keras_sentiment.cli import main
+
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(b"")))
+    assert main(["predict", str(tiny_run["version"])]) == 0
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.slow
+def test_export_reads_runs_from_before_model_keras_took_raw_text(tiny_run, tiny_model, tmp_path):
     # Such a run's model.keras is the token-id network; its preprocessor.json lies beside it.
     pre, network, _ = tiny_model  # such runs had no n-gram branch
     old = tmp_path / "runs" / "tiny" / "1"
-    shutil.copytree(imdb_run["run_dir"], old)
+    shutil.copytree(tiny_run["run_dir"], old)
     network.save(old / "model.keras")
     out = ["--name", "tiny", "--runs-dir", str(tmp_path / "runs")]
     done = run_cli("export", *out, "--output-dir", str(tmp_path / "models"))

@@ -16,6 +16,7 @@ from keras_sentiment.preprocessing import (
     standardize,
     vectorize,
 )
+from keras_sentiment.serving import ids_of_one
 
 from .conftest import NEGATIVE, POSITIVE
 
@@ -152,7 +153,7 @@ def test_ids_of_one_text_are_its_row_of_the_batch(pre):
     for layer in (pre, post, dropping):
         rows = layer(tf.constant(texts)).numpy()
         for text, row in zip(texts, rows):
-            one = layer.ids_of_one(tf.constant(text)).numpy()
+            one = ids_of_one(layer, tf.constant(text)).numpy()
             assert one.dtype == np.int32
             assert one.tolist() == row[: max(1, np.count_nonzero(row))].tolist()
 

@@ -112,6 +112,7 @@ def test_load_pretrained_fills_the_embedding_and_the_first_lstm(tmp_path, bidire
     assert all(np.array_equal(a, b) for a, b in zip(second, model.layers[3].weights))
 
 
+@pytest.mark.slow
 def test_fit_with_pretraining_reads_unlabeled_reviews_and_reuses_the_cache(tmp_path, capsys):
     from keras_sentiment.pipeline import fit
 

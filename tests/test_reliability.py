@@ -14,16 +14,24 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keras_sentiment.config import UserError, versions
+from keras_sentiment.config import UserError
+from keras_sentiment.listing import versions
 from keras_sentiment.prediction import SavedModelPredictor
 
-from .conftest import ROOT, run_cli
+from .conftest import HOSTILE, ROOT, run_cli, synthetic_reviews, write_csv
 
 
-def small_fit(work, name: str, *extra: str, epochs: int = 4) -> list[str]:
+@pytest.fixture(scope="session")
+def reviews_csv(tmp_path_factory):
+    """1,000 synthetic reviews as a CSV: 720 train, 80 validation, 200 held-out test."""
+    texts, labels = synthetic_reviews(1000, seed=3)
+    return write_csv(tmp_path_factory.mktemp("csv") / "reviews.csv", list(zip(texts, labels)))
+
+
+def small_fit(work, name: str, data, *extra: str, epochs: int = 4) -> list[str]:
     return [
-        sys.executable, "-m", "keras_sentiment", "fit", "--name", name,
-        "--max-train", "800", "--max-test", "200", "--epochs", str(epochs), "--patience", "4",
+        sys.executable, "-m", "keras_sentiment", "fit", "--name", name, "--dataset", str(data),
+        "--epochs", str(epochs), "--patience", "4",
         "--sequence-length", "64", "--lstm-units", "8", "--batch-size", "16",
         "--checkpoint-steps", "5", "--no-lemmatize",
         "--output-dir", str(work / "saved_models"), "--runs-dir", str(work / "runs"), *extra,
@@ -56,12 +64,12 @@ def tree(folder) -> dict:
 
 
 @pytest.fixture(scope="module")
-def straight(tmp_path_factory):
+def straight(tmp_path_factory, reviews_csv):
     """An uninterrupted 3-epoch run: what every interrupted run must end up with."""
     work = tmp_path_factory.mktemp("straight")
     done = subprocess.run(
-        small_fit(work, "straight", epochs=3), cwd=ROOT, capture_output=True, text=True,
-        timeout=600,
+        small_fit(work, "straight", reviews_csv, epochs=3),
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     return work
@@ -78,8 +86,8 @@ def same_run(a: dict, b: dict) -> None:
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path, straight):
-    cmd = small_fit(tmp_path, "killed", epochs=3)
+def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path, straight, reviews_csv):
+    cmd = small_fit(tmp_path, "killed", reviews_csv, epochs=3)
     run_dir = tmp_path / "runs" / "killed" / "1"
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
@@ -126,8 +134,10 @@ SAYS = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("points", KILL_POINTS, ids=["+".join(p) for p in KILL_POINTS])
-def test_kill_anywhere_then_the_same_command_finishes_the_same_run(tmp_path, straight, points):
-    cmd = small_fit(tmp_path, "k", epochs=3)
+def test_kill_anywhere_then_the_same_command_finishes_the_same_run(
+    tmp_path, straight, points, reviews_csv
+):
+    cmd = small_fit(tmp_path, "k", reviews_csv, epochs=3)
     for i, point in enumerate(points):
         env = {**os.environ, "KERAS_SENTIMENT_KILL_AT": point}
         killed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
@@ -148,7 +158,7 @@ def test_kill_anywhere_then_the_same_command_finishes_the_same_run(tmp_path, str
 
 
 @pytest.mark.slow
-def test_later_fits_never_touch_an_earlier_run(tmp_path, straight):
+def test_later_fits_never_touch_an_earlier_run(tmp_path, straight, reviews_csv):
     import shutil
 
     work = tmp_path
@@ -157,7 +167,7 @@ def test_later_fits_never_touch_an_earlier_run(tmp_path, straight):
     before = tree(work)
     # A fit that fails at data loading: one line, nothing written, nothing removed.
     failed = subprocess.run(
-        small_fit(work, "straight", "--dataset", str(work / "nosuch.csv"), epochs=3),
+        small_fit(work, "straight", work / "nosuch.csv", epochs=3),
         cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert failed.returncode == 2 and "Traceback" not in failed.stderr
@@ -169,8 +179,8 @@ def test_later_fits_never_touch_an_earlier_run(tmp_path, straight):
     meta_path.write_text(json.dumps(meta))
     before = tree(work)
     again = subprocess.run(
-        small_fit(work, "straight", epochs=3), cwd=ROOT, capture_output=True, text=True,
-        timeout=600,
+        small_fit(work, "straight", reviews_csv, epochs=3),
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming" not in again.stdout  # a finished run is never resumed
@@ -187,7 +197,7 @@ def test_later_fits_never_touch_an_earlier_run(tmp_path, straight):
 
 def test_a_different_config_starts_a_new_run_beside_an_interrupted_one(tmp_path):
     from keras_sentiment.config import Config
-    from keras_sentiment.training import open_run
+    from keras_sentiment.runs import open_run
 
     cfg = Config(name="x", runs_dir=str(tmp_path / "runs"), output_dir=str(tmp_path / "m"))
     run, resuming = open_run(cfg)
@@ -201,68 +211,68 @@ def test_a_different_config_starts_a_new_run_beside_an_interrupted_one(tmp_path)
     assert open_run(cfg) == (tmp_path / "runs" / "x" / "8", False)
 
 
-def test_quick_runs_on_slices_get_their_own_name():
-    from keras_sentiment.config import Config, make_config
-
-    assert Config().name == "imdb_lstm"
-    assert make_config({"max_train": 2000}).name == "imdb_lstm_quick"
-    assert make_config({"max_test": 10}).name == "imdb_lstm_quick"
-    assert make_config({"max_train": 2000, "name": "mine"}).name == "mine"
-
-
-@pytest.mark.slow
-def test_ctrl_c_keeps_the_best_model_and_says_how_to_resume(tmp_path):
-    cmd = small_fit(tmp_path, "interrupted")
-    run_dir = tmp_path / "runs" / "interrupted" / "1"
+def ctrl_c(cmd: list[str], ready) -> tuple[subprocess.Popen, str, str]:
+    """Run `cmd`, press Ctrl-C once `ready()` holds, and wait for it to end."""
     # A terminal's Ctrl-C: the default disposition, even when this test runs in a background
     # job, which ignores SIGINT and passes that on to its children (Python then never raises
     # KeyboardInterrupt).
     proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
+    )  # fmt: skip
     try:
-        assert wait_for(lambda: (run_dir / "best.keras").is_file(), proc)
+        assert wait_for(ready, proc)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+        out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 130
-    assert "run the same command again to resume" in err and "Traceback" not in err
+    return proc, out, err
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_the_best_model_and_says_how_to_resume(tmp_path, reviews_csv):
+    cmd = small_fit(tmp_path, "interrupted", reviews_csv)
+    run_dir = tmp_path / "runs" / "interrupted" / "1"
+    proc, _, err = ctrl_c(cmd, lambda: (run_dir / "best.keras").is_file())
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert f"interrupted: {run_dir} keeps the backup of " in err
+    assert f"and the best model so far ({run_dir / 'best.keras'})" in err
+    assert "run the same command again to resume" in err
     assert (run_dir / "best.keras").is_file()
     assert (run_dir / "checkpoint" / "state.json").is_file()
 
 
-# --- any text gets an answer ---------------------------------------------------------
+@pytest.mark.slow
+def test_ctrl_c_before_the_first_backup_says_so_and_the_rerun_starts_over(tmp_path, reviews_csv):
+    # No --checkpoint-steps: the first backup comes at the end of epoch 1.
+    cmd = [x for x in small_fit(tmp_path, "early", reviews_csv, epochs=1) if x != "5"]
+    cmd.remove("--checkpoint-steps")
+    run_dir = tmp_path / "runs" / "early" / "1"
+    proc, _, err = ctrl_c(cmd, lambda: (run_dir / "preprocessor.json").is_file())
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert not (run_dir / "checkpoint").exists() and not (run_dir / "best.keras").exists()
+    assert "interrupted before the first backup" in err and "last checkpoint" not in err
+    assert "keeps the config and vocabulary only" in err
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"resuming the interrupted run in {run_dir}" in again.stdout
+    assert versions(tmp_path / "saved_models" / "early") == [1]
 
-HOSTILE = [
-    "",
-    "   \t\n ",
-    "<br /><br /><p></p>",
-    "!!! ??? ...",
-    "😀🎬🍿",
-    "これは素晴らしい映画です",
-    "Фильм ужасный",
-    "a\x00b\x00",
-    "great " * 900_000,  # ~5 MB
-]
+
+# --- any text gets an answer ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
-def predictor(imdb_run):
-    return SavedModelPredictor(imdb_run["version"])
+def predictor(tiny_predictor):
+    return tiny_predictor
 
 
 def check_outputs(out, n):
     probs = out["probabilities"]
     assert probs.shape == (n, 2) and np.isfinite(probs).all()
     assert np.allclose(probs.sum(1), 1, atol=1e-4)
-    assert set(out["label"]) <= {b"neg", b"pos"}
+    assert set(out["label"]) <= {"neg", "pos"}
 
 
 def test_hostile_texts_and_invalid_bytes(predictor):
@@ -285,10 +295,11 @@ def test_any_strings_or_bytes(predictor, texts):
     check_outputs(predictor(texts), len(texts))
 
 
-def test_cli_and_savedmodel_agree_on_hostile_lines(imdb_run, predictor):
+@pytest.mark.slow
+def test_cli_and_savedmodel_agree_on_hostile_lines(tiny_run, predictor):
     lines = [b"", b"   ", b"<br />", b"!!!", "😀".encode(), b"\xff\xfe", "日本語".encode()]
     done = subprocess.run(
-        [sys.executable, "-m", "keras_sentiment", "predict", str(imdb_run["version"])],
+        [sys.executable, "-m", "keras_sentiment", "predict", str(tiny_run["version"])],
         input=b"\n".join(lines) + b"\n",
         capture_output=True,
         cwd=ROOT,
@@ -297,13 +308,13 @@ def test_cli_and_savedmodel_agree_on_hostile_lines(imdb_run, predictor):
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(x) for x in done.stdout.decode().splitlines()]
     direct = predictor(lines)
-    assert [r["label"].encode() for r in records] == list(direct["label"])
+    assert [r["label"] for r in records] == list(direct["label"])
     got = np.array([[r["probabilities"]["neg"], r["probabilities"]["pos"]] for r in records])
     assert np.allclose(got, direct["probabilities"], atol=1e-5)
 
 
-def test_empty_text_is_never_fully_masked(imdb_run):
-    serve = tf.saved_model.load(str(imdb_run["version"])).signatures["serving_default"]
+def test_empty_text_is_never_fully_masked(tiny_run):
+    serve = tf.saved_model.load(str(tiny_run["version"])).signatures["serving_default"]
     out = serve(text=tf.constant(["", " ", "<br />"]))
     assert np.isfinite(out["probabilities"].numpy()).all()
 
@@ -311,7 +322,9 @@ def test_empty_text_is_never_fully_masked(imdb_run):
 # --- model folders that are not models ------------------------------------------------
 
 
-def test_bad_model_folders(tmp_path, imdb_run):
+def test_bad_model_folders(tmp_path, tiny_run, capsys):
+    from keras_sentiment.cli import main
+
     with pytest.raises(UserError, match="no such model folder"):
         SavedModelPredictor(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
@@ -319,17 +332,20 @@ def test_bad_model_folders(tmp_path, imdb_run):
         SavedModelPredictor(tmp_path / "empty")
     truncated = tmp_path / "cut" / "1"
     truncated.mkdir(parents=True)
-    data = (imdb_run["version"] / "saved_model.pb").read_bytes()
+    data = (tiny_run["version"] / "saved_model.pb").read_bytes()
     (truncated / "saved_model.pb").write_bytes(data[: len(data) // 3])
     with pytest.raises(UserError, match="not a loadable SavedModel"):
         SavedModelPredictor(truncated)
-    done = run_cli("predict", str(imdb_run["base"] / "99"), "hi")
-    assert done.returncode == 2 and "no such model folder" in done.stderr
+    assert main(["predict", str(tiny_run["base"] / "99"), "hi"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no such model folder" in err
+    assert len(err.splitlines()) == 1
 
 
 # --- missing resources ------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_no_tfds_data_and_no_network_fails_in_seconds(tmp_path):
     env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds")}
     started = time.monotonic()
@@ -347,6 +363,7 @@ def test_no_tfds_data_and_no_network_fails_in_seconds(tmp_path):
     assert not list((tmp_path / "r").rglob("*"))  # a failed start leaves no run behind
 
 
+@pytest.mark.slow
 def test_no_wordnet_data(tmp_path, toy_csv):
     env = {**os.environ, "NLTK_DATA": str(tmp_path)}
     args = ["fit", "--dataset", str(toy_csv), "--lemmatize", "--runs-dir", str(tmp_path / "r")]
@@ -357,6 +374,9 @@ def test_no_wordnet_data(tmp_path, toy_csv):
     )  # fmt: skip
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "nltk.download('wordnet')" in done.stderr and "NLTK_DATA" in done.stderr
+    # The run folder opened after the data loaded; nothing was trained, so it is gone, and said.
+    assert "removed: nothing was trained" in done.stdout
+    assert not list((tmp_path / "r").rglob("*"))
 
 
 def test_no_glove_package(monkeypatch):

@@ -8,8 +8,9 @@ import pytest
 from matplotlib.image import imread
 
 from keras_sentiment.config import UserError
-from keras_sentiment.listing import compare_runs, find_run, format_runs, list_runs
-from keras_sentiment.model_card import duration, model_card, most_confident_errors, shorten
+from keras_sentiment.evaluation import most_confident_errors, shorten
+from keras_sentiment.listing import compare_runs, duration, find_run, format_runs, list_runs
+from keras_sentiment.model_card import model_card
 from keras_sentiment.plots import write_plots
 
 HISTORY = [
@@ -204,6 +205,42 @@ def test_model_card_holds_the_measured_numbers():
         "tensorflow: 2.21.0",
     ]:
         assert expected in card, expected
+
+
+def test_model_card_describes_the_data_it_learned_from():
+    imdb = model_card(make_summary(), [])
+    assert "It learned from the IMDB movie reviews" in imdb and "22,500 training texts" in imdb
+    summary = make_summary()
+    summary["dataset"] = {"source": "file:data/tweets.csv (test: stratified 20% held out)",
+                          "train": 900, "validation": 100, "test": 250}  # fmt: skip
+    card = model_card(summary, [])
+    assert "It learned from the file `data/tweets.csv` (900 training texts)." in card
+    assert "movie" not in card.lower()  # not a movie-review model
+    summary["dataset"]["source"] = "memory: 1250 texts (test: stratified 20% held out)"
+    assert "It learned from texts given in memory (900 training texts)." in model_card(summary, [])
+
+
+def test_model_card_says_when_the_lstm_has_no_say():
+    summary = make_summary()
+    summary["ngrams"] = {"order": 3, "ngrams": 1000, "C": 0.1, "lstm_weight": 0.0}
+    assert "this model answers with the n-gram branch alone" in model_card(summary, [])
+    summary["ngrams"]["lstm_weight"] = 0.3
+    assert "n-gram branch alone" not in model_card(summary, [])
+
+
+def test_curves_of_one_epoch_have_whole_epoch_ticks():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from keras_sentiment.plots import _curves_figure
+
+    for epochs in (1, 2, 8):
+        history = [dict(HISTORY[0], epoch=float(e)) for e in range(1, epochs + 1)]
+        figure = _curves_figure(history, best_epoch=1)
+        FigureCanvasAgg(figure).draw()
+        for ax in figure.axes:
+            low, high = ax.get_xlim()
+            ticks = [t for t in ax.get_xticks() if low <= t <= high]
+            assert ticks and all(float(t).is_integer() for t in ticks), ticks
 
 
 def test_model_card_copes_with_missing_keys():

@@ -20,8 +20,8 @@ def post(url: str, body: dict) -> tuple[int, dict]:
 
 
 @pytest.fixture(scope="module")
-def server(imdb_run):
-    with StubServer("tiny", imdb_run["base"]) as stub:
+def server(tiny_run):
+    with StubServer("tiny", tiny_run["base"]) as stub:
         yield stub
 
 
@@ -38,12 +38,15 @@ def test_rest_row_and_columnar_formats(server):
     assert status == 400 and "error" in error
 
 
-def test_cli_client_matches_local_prediction(server, imdb_run):
+def test_cli_client_matches_local_prediction(server, tiny_run, capsys):
+    from keras_sentiment.cli import main
+
     texts = ["A wonderful film.", "Dreadful.", ""]
     remote = run_cli("predict", "--server", server.url, "--model-name", "tiny", *texts)
-    local = run_cli("predict", str(imdb_run["base"]), *texts)
+    assert main(["predict", str(tiny_run["base"]), *texts]) == 0
+    local = capsys.readouterr().out
     assert remote.returncode == 0, remote.stderr
-    assert remote.stdout == local.stdout and len(remote.stdout.splitlines()) == 3
+    assert remote.stdout == local and len(local.splitlines()) == 3
 
 
 def test_server_error_is_one_line(server):
@@ -53,20 +56,20 @@ def test_server_error_is_one_line(server):
     assert "Servable not found" in done.stderr and "Traceback" not in done.stderr
 
 
-def test_refused_connection_and_timeout(imdb_run):
+def test_refused_connection_and_timeout(tiny_run):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed when the block ends: nothing listens there
     done = run_cli("predict", "--server", f"http://127.0.0.1:{port}", "--model-name", "m", "hi")
     assert done.returncode == 2 and "cannot reach TF Serving" in done.stderr
-    with StubServer("tiny", imdb_run["base"], delay=5) as slow:
+    with StubServer("tiny", tiny_run["base"], delay=5) as slow:
         args = ["--server", slow.url, "--model-name", "tiny", "--timeout", "1", "hi"]
         done = run_cli("predict", *args)
     assert done.returncode == 2 and "timed out" in done.stderr
 
 
 def test_no_instances_answer_nothing():
-    from keras_sentiment.prediction import rest_predict
+    from keras_sentiment.client import rest_predict
 
     # Nothing to ask: no request is sent (nothing listens on port 9), and no error.
     assert rest_predict("http://127.0.0.1:9", "tiny", []) == []

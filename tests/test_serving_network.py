@@ -6,19 +6,12 @@ import pytest
 import tensorflow as tf
 
 from keras_sentiment.config import Config
-from keras_sentiment.data import load_test_split
-from keras_sentiment.model import (
-    FUSED_ROWS,
-    SMALL_BATCH,
-    ServingNetwork,
-    build_model,
-    split_text_model,
-)
+from keras_sentiment.model import build_model, split_text_model
 from keras_sentiment.prediction import SavedModelPredictor
+from keras_sentiment.serving import ids_of_one
+from keras_sentiment.serving_network import FUSED_ROWS, SMALL_BATCH, ServingNetwork
 
-from .test_reliability import HOSTILE
-
-HOSTILE_BYTES = [t.encode("utf-8") for t in HOSTILE] + [b"\xff\xfe bad \x80", b"\xc3\x28", b"\x00"]
+from .conftest import HOSTILE_BYTES, synthetic_reviews
 
 # Every op type the exported graph may hold: TensorFlow's standard kernels, all in the stock
 # tensorflow/serving image. A new op type must be added here on purpose, after checking that
@@ -66,15 +59,15 @@ def graph_op_types(version_dir) -> set[str]:
     return ops
 
 
-def test_exported_graph_uses_only_allowed_ops(imdb_run):
-    ops = graph_op_types(imdb_run["version"])
+def test_exported_graph_uses_only_allowed_ops(tiny_run):
+    ops = graph_op_types(tiny_run["version"])
     assert not ops - ALLOWED_OPS, f"op types outside the allowed set: {sorted(ops - ALLOWED_OPS)}"
     assert "BlockLSTMV2" in ops and "StatelessWhile" in ops  # both paths are in the graph
     assert "UnsortedSegmentSum" in ops  # and the n-gram branch
 
 
-def test_batch_path_is_a_call_kept_out_of_line(imdb_run):
-    library = saved_model_proto(imdb_run["version"]).meta_graphs[0].graph_def.library
+def test_batch_path_is_a_call_kept_out_of_line(tiny_run):
+    library = saved_model_proto(tiny_run["version"]).meta_graphs[0].graph_def.library
     functions = {f.signature.name: f for f in library.function}
 
     def ops_under(name: str) -> set[str]:
@@ -95,21 +88,24 @@ def test_batch_path_is_a_call_kept_out_of_line(imdb_run):
     assert any("StatelessWhile" in ops_under(name) for name in kept)
     # The LSTM and dense weights are constants of the graph; only the embeddings (and the
     # n-gram weights) are variables a call passes in.
-    served = tf.saved_model.load(str(imdb_run["version"])).signatures["serving_default"]
+    served = tf.saved_model.load(str(tiny_run["version"])).signatures["serving_default"]
     variables = [t for t in served.captured_inputs if t.dtype == tf.resource]
     assert len(variables) <= 5  # embeddings, n-gram weights and bias, two tables
 
 
 @pytest.fixture(scope="module")
 def reviews() -> list[bytes]:
-    data, _ = load_test_split("imdb_reviews", "test")
-    return [t if isinstance(t, bytes) else t.encode() for t in data.texts[:300]]
+    """300 reviews of many lengths: two dozen of them longer than the tiny model reads."""
+    texts, _ = synthetic_reviews(300, seed=2)
+    for i in range(0, 300, 12):
+        texts[i] = " ".join(texts[i : i + 4])
+    return [t.encode() for t in texts]
 
 
 @pytest.fixture(scope="module")
-def trained(imdb_run):
+def trained(tiny_run):
     """The tiny run's raw-text Keras model and its preprocessor, as `fit` left them."""
-    model = keras.models.load_model(imdb_run["run_dir"] / "model.keras")
+    model = keras.models.load_model(tiny_run["run_dir"] / "model.keras")
     return model, split_text_model(model)[0]
 
 
@@ -117,9 +113,9 @@ def keras_probabilities(model, texts) -> np.ndarray:
     return model(tf.constant(texts), training=False).numpy()
 
 
-def test_savedmodel_answers_as_the_keras_model(imdb_run, trained, reviews):
+def test_savedmodel_answers_as_the_keras_model(tiny_run, trained, reviews):
     model, _ = trained
-    served = SavedModelPredictor(imdb_run["version"])
+    served = SavedModelPredictor(tiny_run["version"])
     texts = reviews + HOSTILE_BYTES
     # The predictor's batches (length-sorted, 256) and single-review requests, both paths.
     got = served(texts)["probabilities"]
@@ -140,10 +136,12 @@ def test_savedmodel_answers_as_the_keras_model(imdb_run, trained, reviews):
     "settings",
     [
         {},  # the defaults: one bidirectional layer, max pooling
-        {"lstm_layers": 2, "bidirectional": False, "pooling": "last"},
+        pytest.param(
+            {"lstm_layers": 2, "bidirectional": False, "pooling": "last"}, marks=pytest.mark.slow
+        ),
         {"lstm_layers": 2, "pooling": "mean"},
-        {"pooling": "last"},
-        {"bidirectional": False, "pooling": "max"},
+        pytest.param({"pooling": "last"}, marks=pytest.mark.slow),
+        pytest.param({"bidirectional": False, "pooling": "max"}, marks=pytest.mark.slow),
     ],
 )
 def test_every_trainable_configuration_serves_the_same(settings, trained, reviews):
@@ -155,18 +153,18 @@ def test_every_trainable_configuration_serves_the_same(settings, trained, review
     rng = np.random.default_rng(0)
     model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in weights])
     serving = ServingNetwork(model)
-    network = tf.function(serving)
+    # One trace each, as the served graph has: every batch shape runs the same graph.
+    network = tf.function(serving, input_signature=[tf.TensorSpec([None, None], tf.int32)])
     # 1 and 3 rows take the fused-kernel path; the others the packed loop, whose rows drop
     # out step by step (64 reviews, the hostile batch) or all end at once (40 equal rows).
     # Steps of 64 rows or more run fused gates, narrower ones projected inputs: the batch
     # of 64 starts with the one and goes on with the other, the rest run only narrow steps.
     # The last steps with SMALL_BATCH rows or fewer run as one BlockLSTMV2 from the loop's
-    # state: the hostile batch and a ladder of one review's first 150, 120, ... 10 words have
-    # such a tail (the 64 reviews all reach the tiny model's sequence length; the 40 equal
-    # rows end together).
+    # state: the hostile batch and a ladder of one review's first 30, 25, ... 5 words have
+    # such a tail (the 40 equal rows end together).
     same = [reviews[0]] * 40
     words = max(reviews, key=len).split()
-    ladder = [b" ".join(words[:n]) for n in (150, 120, 90, 60, 30, 10)]
+    ladder = [b" ".join(words[:n]) for n in (30, 25, 20, 15, 10, 5)]
     batches = (reviews[:1], reviews[5:8], reviews[:64], HOSTILE_BYTES, HOSTILE_BYTES[-4:], same)
     batches += (ladder,)
     assert len(reviews[5:8]) <= SMALL_BATCH < len(same) < FUSED_ROWS <= len(reviews[:64])
@@ -178,7 +176,10 @@ def test_every_trainable_configuration_serves_the_same(settings, trained, review
         assert expected[:, 1].std() > 1e-3 or len(set(texts)) == 1  # not a constant answer
         np.testing.assert_allclose(network(ids).numpy(), expected, rtol=0, atol=1e-5)
     # The single-review path (what the served graph runs for a request of one text).
-    one = tf.function(lambda text: serving.one(pre.ids_of_one(text)))
+    one = tf.function(
+        lambda text: serving.one(ids_of_one(pre, text)),
+        input_signature=[tf.TensorSpec([], tf.string)],
+    )
     for text in reviews[:3] + HOSTILE_BYTES:
         expected = model(pre(tf.constant([text])), training=False).numpy()
         np.testing.assert_allclose(one(tf.constant(text)).numpy(), expected, rtol=0, atol=1e-5)

@@ -1,0 +1,278 @@
+"""SavedModel: a raw-text SavedModel in TF Serving's layout, versioned and written atomically.
+
+`export_saved_model` writes `saved_models/NAME/VERSION/` through a temporary folder and a
+rename, with `assets.extra/` (metadata, model card, warm-up requests) beside the graph that
+`serving.py` builds. `served_before` says how a new version compares with the one TF Serving
+served until then.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import re
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import keras
+
+from .config import Config, UserError
+from .data import load_test
+from .listing import read_metadata, versions
+from .model_card import model_card
+from .ngrams import NgramMix
+from .preprocessing import TextPreprocessor
+from .runs import kill_point, load_run_model, save_json, write_atomic
+from .serving import (
+    WARMUP_TEXTS,
+    ServingNgrams,
+    batching_parameters,
+    serving_function,
+    write_warmup,
+)
+from .serving_network import ServingNetwork
+
+
+def export_saved_model(
+    pre: TextPreprocessor,
+    model: keras.Model,
+    class_names: list[str],
+    base_dir: str | Path,
+    metadata: dict,
+    extra_files: dict[str, str | Callable[[dict], str]] | None = None,
+    version: int | None = None,
+    mix: NgramMix | None = None,
+) -> Path:
+    """Write `base_dir/VERSION/` (default: the next free); a server never sees it half-written.
+
+    A run exports under its own version. If that folder already holds this run's export
+    (a kill came after the rename), it is kept as it is; if another exporter took the
+    number, the next free one is used.
+    """
+    base = Path(base_dir)
+    base.mkdir(parents=True, exist_ok=True)
+    if version is not None and _exported_by(base / str(version), metadata.get("run_dir")):
+        return base / str(version)
+    _remove_stale_temporaries(base)
+    tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{_host()}-{os.getpid()}-"))
+    try:
+        tmp.chmod(0o755)  # mkdtemp's 0700 would hide the version from a server's user
+        _write_graph(tmp, pre, model, class_names, mix)
+        extra = tmp / "assets.extra"
+        extra.mkdir()
+        write_warmup(extra / "tf_serving_warmup_requests", WARMUP_TEXTS)
+        candidate = version or next_version(base)
+        while True:  # another exporter may take a number between our look and our rename
+            metadata = {**metadata, "version": candidate, "path": str(base / str(candidate))}
+            save_json(extra / "metadata.json", metadata)
+            # A callable gets the final metadata: the model card names its version.
+            for name, text in (extra_files or {}).items():
+                write_atomic(extra / name, text(metadata) if callable(text) else text)
+            kill_point("export-written")
+            try:
+                # Atomic on one file system; refused when the target exists and is not
+                # empty, which every version folder is.
+                os.rename(tmp, base / str(candidate))
+                return base / str(candidate)
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY):
+                    raise
+                candidate = next_version(base)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def _write_graph(
+    folder: Path,
+    pre: TextPreprocessor,
+    model: keras.Model,
+    class_names: list[str],
+    mix: NgramMix | None,
+) -> None:
+    """The SavedModel itself: the served network and n-grams, and their signatures."""
+    network = ServingNetwork(model)  # the served graph: no cuDNN, no XLA, no Keras loop
+    archive = keras.export.ExportArchive()
+    archive.track(pre)
+    archive.track(network)
+    ngrams = ServingNgrams(mix) if mix is not None else None
+    if ngrams is not None:
+        archive.track(ngrams)
+    archive.add_endpoint("serving_default", serving_function(pre, network, class_names, ngrams))
+    archive.write_out(str(folder), verbose=False)
+
+
+def _exported_by(version_dir: Path, run_dir: str | None) -> bool:
+    if not run_dir or not (version_dir / "saved_model.pb").is_file():
+        return False
+    meta = read_metadata(version_dir)
+    return meta is not None and meta.get("run_dir") == run_dir
+
+
+def next_version(base: Path) -> int:
+    """One more than the highest integer version folder (1 for the first)."""
+    return max(versions(base), default=0) + 1
+
+
+def served_before(base: Path, version: int, metadata: dict) -> list[str]:
+    """Lines saying how `version` compares with the version TF Serving served until now.
+
+    Scores are only compared on the same test split; a lower score is said loudly, with the
+    way back, since TF Serving serves the highest version as soon as it appears.
+    """
+    older = [v for v in versions(base) if v < version]
+    if not older or version != max(versions(base)):
+        return []
+    previous = older[-1]
+    before = read_metadata(base / str(previous))
+    try:
+        old, new = before["metrics"]["accuracy"], metadata["metrics"]["accuracy"]
+    except (KeyError, TypeError):  # no readable metadata, or no score in it
+        return []
+    way_back = (
+        f"to serve version {previous} again, remove {base / str(version)} (its run stays in "
+        f"{metadata.get('run_dir', 'runs/')}); runs that should not replace it need a --name "
+        "of their own"
+    )
+    differs = _test_split_differences(before, metadata)
+    if differs:
+        return [
+            f"note: TF Serving now serves version {version} instead of {previous}, which was "
+            f"scored on another test split ({differs}): the two accuracies are not comparable",
+            way_back,
+        ]
+    if new < old:
+        return [
+            f"warning: version {version} scores {new:.4f} on the test split, below version "
+            f"{previous}'s {old:.4f}, and TF Serving now serves it",
+            way_back,
+        ]
+    return [f"version {version}: {new:.4f} on the test split; version {previous} had {old:.4f}"]
+
+
+def _test_split_differences(before: dict, after: dict) -> str:
+    """What differs between two versions' test splits, e.g. "max_test 2000 vs 0", or ""."""
+    keys = ("dataset", "test_data", "max_test", "text_column", "label_column")
+    old, new = before.get("config", {}), after.get("config", {})
+    found = [f"{k} {old.get(k)!r} vs {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
+    # The seed picks the test texts only where the test split is cut or held out of the data.
+    held_out = "held out" in str(after.get("dataset", {}).get("source", ""))
+    if (held_out or new.get("max_test")) and old.get("seed") != new.get("seed"):
+        found.append(f"seed {old.get('seed')} vs {new.get('seed')}")
+    sizes = [meta.get("dataset", {}).get("test") for meta in (before, after)]
+    if sizes[0] != sizes[1]:
+        found.append(f"{sizes[0]} vs {sizes[1]} test texts")
+    return ", ".join(found)
+
+
+def _host() -> str:
+    # Temporary names carry host and PID: on storage shared by hosts a PID alone means nothing.
+    return re.sub(r"[^A-Za-z0-9_.]", "_", socket.gethostname()) or "host"
+
+
+def _remove_stale_temporaries(base: Path) -> None:
+    # Left by an exporter that was killed: only this host's, and only if its process is gone.
+    for tmp in base.glob(".tmp-*"):
+        _, host, pid, _ = (tmp.name.split("-") + ["", "", ""])[:4]
+        if host == _host() and pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def export_run(run_dir: Path, output_dir: str | Path) -> Path:
+    """Export a finished run's model again, as the next version of its name.
+
+    Args:
+        run_dir: a finished run folder, `runs/NAME/VERSION`.
+        output_dir: the folder of served models; the version goes to `output_dir/NAME/`.
+
+    Returns:
+        The new version folder.
+    """
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary.pop("export", None)  # the new version gets its own path
+    pre, model, mix = load_run_model(run_dir)
+    base = Path(output_dir) / run_dir.parent.name
+    files = version_files(summary)
+    return export_saved_model(pre, model, summary["class_names"], base, summary, files, mix=mix)
+
+
+def export_again(
+    run_dir: Path,
+    output_dir: str | Path,
+    models_config: bool = False,
+    batching: bool = False,
+    base_path_prefix: str = "/models",
+) -> Path:
+    """`ks.export` and `export`: the run's model as the next version, and the server's files."""
+    if not (run_dir / "summary.json").is_file():
+        raise UserError(f"export: {run_dir} is not a finished run (no summary.json)")
+    path = export_run(run_dir, output_dir)
+    print(f"wrote: {path}  (the model of {run_dir})")
+    if batching:
+        try:
+            config = json.loads((run_dir / "config.json").read_text())
+            texts = list(load_test(Config(**config))[0].texts[:1024])
+        except UserError:  # trained in memory: time it on the warm-up reviews
+            texts = [t.encode() for t in WARMUP_TEXTS] * 342
+        target = path.parent / "batching_parameters.txt"
+        write_atomic(target, batching_parameters(path, texts))
+        print(f"wrote: {target}  (measured on {len(texts)} texts)")
+    if models_config:
+        print(f"wrote: {write_models_config(output_dir, base_path_prefix)}")
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for line in served_before(path.parent, int(path.name), summary):
+        print(line, flush=True)
+    return path
+
+
+def version_files(summary: dict) -> dict[str, str | Callable[[dict], str]]:
+    """What assets.extra/ holds beside metadata.json, the same for `fit` and `export`."""
+    return {
+        "config.json": json.dumps(summary["config"], indent=2),
+        "report.json": json.dumps(summary["test_report"], indent=2),
+        # Called with the final metadata, so the card names its own version.
+        "MODEL_CARD.md": lambda meta: model_card(meta, summary.get("most_confident_errors", [])),
+    }
+
+
+def write_models_config(output_dir: str | Path, base_path_prefix: str = "/models") -> Path:
+    """`output_dir/models.config`: every model under `output_dir`, as TF Serving sees them.
+
+    Args:
+        output_dir: the folder of served models, mounted into the server.
+        base_path_prefix: where the server sees `output_dir` ("/models" in the README's
+            Docker command); "" for this machine's absolute paths.
+
+    Returns:
+        The file written.
+    """
+    output_dir = Path(output_dir)
+    names = sorted(p.name for p in output_dir.iterdir() if p.is_dir() and versions(p))
+    where = base_path_prefix.rstrip("/") if base_path_prefix else str(output_dir.resolve())
+    path = output_dir / "models.config"
+    write_atomic(path, models_config({name: f"{where}/{name}" for name in names}))
+    return path
+
+
+def models_config(models: dict[str, str]) -> str:
+    """ModelServerConfig text for TF Serving's --model_config_file: name -> base path."""
+    entries = "".join(
+        f"  config {{\n    name: '{name}'\n    base_path: '{path}'\n"
+        f"    model_platform: 'tensorflow'\n  }}\n"
+        for name, path in models.items()
+    )
+    return f"model_config_list {{\n{entries}}}\n"

@@ -1,0 +1,194 @@
+"""The served graph: everything TF Serving runs, as `tf.function`s over plain TensorFlow ops.
+
+`serving_function` is the `serving_default` signature: raw strings in; probabilities, label,
+label id and classes out. A single review, the commonest request, takes a path of its own
+(`ids_of_one`, `ServingNetwork.one`, `ServingNgrams.logit_of_one`); batches take the ragged,
+packed path. `write_warmup` and `batching_parameters` are the files TF Serving reads beside it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from .ngrams import NgramMix, NgramScoring
+from .preprocessing import DROPPED, OOV, TextPreprocessor, separate
+from .serving_network import ServingNetwork
+
+WARMUP_TEXTS = [
+    "A wonderful film with a moving story and great acting.",
+    "Dull, predictable and far too long. I wanted my money back.",
+    "",
+]  # one request of these three, then one of the first alone: the batch and the single path
+
+
+class ServingNgrams(NgramScoring, tf.Module):
+    """The n-gram mix for the served graph: a hash table finds the n-grams, plain variables.
+
+    A binary search takes about 20 dependent probes per n-gram in 830,000 sorted keys, a hash
+    table about one (benchmarks/README.md has the measurements). Exporting the Keras layer
+    itself would also save each of its weights twice (as the Keras variable and as the
+    tf.Variable under it). The table gives each kept n-gram its index + 1 and every other 0,
+    whose weight is 0, so a single review's logit needs no mask.
+    """
+
+    def __init__(self, mix: NgramMix):
+        super().__init__(name="serving_ngrams")
+        self.order, self.vocabulary_size = mix.order, mix.vocabulary_size
+        self.size, self.lstm_weight = mix.size, mix.lstm_weight
+        keys = tf.constant(mix.keys.numpy())
+        init = tf.lookup.KeyValueTensorInitializer(keys, tf.range(1, mix.size + 1, dtype=tf.int64))
+        self.table = tf.lookup.StaticHashTable(init, default_value=0)
+        weights = np.concatenate([[0.0], mix.coefficients.numpy()]).astype(np.float32)
+        self.weights = tf.Variable(weights, trainable=False)  # [0, coefficients...]
+        self.bias = tf.Variable(mix.bias.numpy(), trainable=False)
+
+    def find(self, grams: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Each n-gram's index among the kept ones, and whether it is one of them."""
+        found = self.table.lookup(grams)
+        return found - 1, found > 0
+
+    def weight_of(self, index: tf.Tensor) -> tf.Tensor:
+        """The coefficient of each kept n-gram's index."""
+        return tf.gather(self.weights, index + 1)
+
+    def logit_of_one(self, ids: tf.Tensor) -> tf.Tensor:
+        """NB-LR logit of the positive class for one review's unpadded ids [time]."""
+        found, _ = tf.unique(self.table.lookup(self.grams(ids)))  # binary features
+        return tf.reduce_sum(tf.gather(self.weights, found)) + self.bias
+
+
+def ids_of_one(pre: TextPreprocessor, text: tf.Tensor) -> tf.Tensor:
+    """The ids `pre` gives one text (a scalar string), unpadded: [time] int32, never empty.
+
+    A single review is the commonest serving request; as a plain vector it needs none of
+    the ragged batch's bookkeeping.
+    """
+    # The op under tf.strings.split, whose ragged wrapping a single text does not need.
+    tokens = tf.raw_ops.StringSplitV2(input=separate(text)[None], sep="").values
+    ids = pre.table.lookup(tokens)
+    if pre.drop:
+        ids = tf.boolean_mask(ids, tf.not_equal(ids, DROPPED))
+    n = pre.sequence_length
+    ids = tf.cast(ids[-n:] if pre.truncate == "pre" else ids[:n], tf.int32)
+    return tf.concat([ids, tf.fill([1 - tf.minimum(tf.size(ids), 1)], OOV)], 0)
+
+
+def serving_function(
+    pre: TextPreprocessor,
+    network: ServingNetwork,
+    class_names: list[str],
+    mix: ServingNgrams | None = None,
+):
+    """The `serving_default` function: raw strings `text` -> probabilities, label, label_id
+    and classes, all graph ops.
+
+    Args:
+        pre: the preprocessing layer (its tables serve as they are).
+        network: the served LSTM network.
+        class_names: the classes, in the order of the probability columns.
+        mix: the served n-gram branch, or None.
+
+    Returns:
+        A `tf.function` with one input, `text` (`tf.string`, `[None]`).
+    """
+
+    def one(text: tf.Tensor) -> tf.Tensor:
+        ids = ids_of_one(pre, text[0])
+        probabilities = network.one(ids)
+        if mix is not None:
+            probabilities = mix.combine(tf.sigmoid(mix.logit_of_one(ids))[None], probabilities)
+        return probabilities
+
+    # The batch path as a function call the graph keeps (not inlined): for a single review
+    # TensorFlow's executor then passes "dead" through one op instead of through each of the
+    # batch path's hundreds (benchmarks/README.md, "Serving").
+    @tf.function(
+        input_signature=[tf.TensorSpec([None], tf.string)],
+        experimental_attributes={"_noinline": True},
+    )
+    def batch(text: tf.Tensor) -> tf.Tensor:
+        ids = pre(text)
+        probabilities = network(ids)
+        if mix is not None:
+            probabilities = mix.mixed(ids, probabilities)
+        return probabilities
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serve(text):
+        # A single review, the commonest request, skips the batch's ragged ids, lengths and
+        # masks: fewer small ops, each a step of TensorFlow's executor (benchmarks/README.md).
+        probabilities = tf.cond(tf.size(text) == 1, lambda: one(text), lambda: batch(text))
+        label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        names = tf.constant(class_names)  # class names live in the graph
+        return {
+            "probabilities": probabilities,
+            "label": tf.gather(names, label_id),
+            "label_id": label_id,
+            # TF Serving's own classify convention: the class of each score column.
+            "classes": tf.tile(names[None, :], [tf.shape(label_id)[0], 1]),
+        }
+
+    return serve
+
+
+def write_warmup(path: Path, texts: list[str]) -> None:
+    """TF Serving warm-up file: a TFRecord of PredictionLog, so the first request is fast.
+
+    Two requests, `texts` and its first text alone: the served graph has a path for each.
+    """
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    with tf.io.TFRecordWriter(str(path)) as writer:
+        for batch in (texts, texts[:1]):
+            request = predict_pb2.PredictRequest(
+                model_spec=model_pb2.ModelSpec(signature_name="serving_default")
+            )
+            request.inputs["text"].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
+            log = prediction_log_pb2.PredictionLog(
+                predict_log=prediction_log_pb2.PredictLog(request=request)
+            )
+            writer.write(log.SerializeToString())
+
+
+def batching_parameters(version_dir: Path, texts: list[bytes], cores: int | None = None) -> str:
+    """TF Serving's --batching_parameters_file for this model, from timing it on `texts`.
+
+    The batching guide's CPU advice (one batch thread per core, tune max_batch_size and
+    batch_timeout_micros by measurement) with the measured numbers: max_batch_size is the
+    smallest size within 5% of the best reviews/s, and a request waits at most as long as a
+    single review takes to serve, so batching at most doubles a lone request's latency.
+    """
+    serve = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    rates, single = {}, 0.0
+    for size in (1, 8, 32, 64, 128, 256, 512):
+        requests = [
+            tf.constant([texts[(start + i) % len(texts)] for i in range(size)])
+            for start in range(0, max(2 * size, 512), size)
+        ]
+        serve(text=requests[0])["label_id"].numpy()  # warm-up: the first call of a shape
+        seconds = []
+        for request in requests:
+            start = time.perf_counter()
+            serve(text=request)["label_id"].numpy()
+            seconds.append(time.perf_counter() - start)
+        rates[size] = size * len(seconds) / sum(seconds)
+        single = float(np.median(seconds)) if size == 1 else single
+    best = max(rates.values())
+    max_batch = min(size for size, rate in rates.items() if rate >= 0.95 * best)
+    threads = cores or os.cpu_count() or 1
+    measured = ", ".join(f"{size}: {rate:.0f}" for size, rate in rates.items())
+    return (
+        f"# Measured on {platform.node()} ({threads} cores): reviews/s by batch size {measured};\n"
+        f"# single review p50 {single * 1e3:.2f} ms. Use with --enable_batching "
+        f"--batching_parameters_file=<this file>.\n"
+        f"max_batch_size {{ value: {max_batch} }}\n"
+        f"batch_timeout_micros {{ value: {max(1, round(single * 1e6))} }}\n"
+        f"num_batch_threads {{ value: {threads} }}\n"
+        f"max_enqueued_batches {{ value: {2 * threads} }}\n"
+    )

@@ -1,0 +1,269 @@
+"""Sources: read texts and labels from TFDS, an aclImdb-style folder, CSV/JSONL, or memory.
+
+Each reader returns a `Split` (texts as UTF-8 bytes, integer labels) and the class names the
+source gives; `data.py` cuts and splits them. TFDS is imported only for a TFDS name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .config import Config, UserError
+
+
+@dataclass
+class Split:
+    """Raw texts (UTF-8 bytes) and integer labels of one split."""
+
+    texts: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+# --- in memory -----------------------------------------------------------------------------
+
+
+def from_memory(
+    data: Any, cfg: Config | None = None, class_names: list[str] | None = None
+) -> tuple[Split, list[str]]:
+    """Texts and labels held in memory, as a Split and its class names.
+
+    Args:
+        data: a pandas DataFrame (or any mapping) with `cfg.text_column` and
+            `cfg.label_column`; a pair `(texts, labels)` of sequences; or a `tf.data.Dataset`
+            of `(text, label)` elements, batched or not.
+        cfg: names the columns of a DataFrame (default: `text` and `label`).
+        class_names: the classes to map labels to (a test set uses the training set's).
+
+    Returns:
+        The split, and the class names: the sorted distinct labels as strings, unless given.
+
+    Example:
+        >>> split, names = from_memory((["great", "awful"], ["pos", "neg"]))
+        >>> names, split.labels.tolist()
+        (['neg', 'pos'], [1, 0])
+    """
+    text_column, label_column = columns_of(cfg or Config())
+    if hasattr(data, "element_spec"):  # a tf.data.Dataset
+        texts, labels = _dataset_columns(data)
+    elif hasattr(data, "keys") and not isinstance(data, (tuple, list)):
+        missing = [c for c in (text_column, label_column) if c not in data.keys()]
+        if missing:
+            found = ", ".join(map(str, data.keys()))
+            raise UserError(f"in-memory data: no column {missing[0]!r} (it has: {found})")
+        texts, labels = list(data[text_column]), list(data[label_column])
+    elif isinstance(data, (tuple, list)) and len(data) == 2:
+        texts, labels = list(data[0]), list(data[1])
+    else:
+        raise UserError(
+            f"in-memory data: expected a DataFrame, (texts, labels) or a tf.data.Dataset, "
+            f"got {type(data).__name__}"
+        )
+    if len(texts) != len(labels):
+        raise UserError(f"in-memory data: {len(texts)} texts but {len(labels)} labels")
+    labels = [x.decode() if isinstance(x, bytes) else x for x in labels]
+    texts = [t if isinstance(t, bytes) else str(t).encode("utf-8", "replace") for t in texts]
+    return _with_label_ids(texts, labels, class_names, "in-memory data")
+
+
+def _dataset_columns(ds) -> tuple[list, list]:
+    if len(ds.element_spec) != 2:
+        raise UserError("in-memory data: a tf.data.Dataset must yield (text, label) pairs")
+    if ds.element_spec[0].shape.rank == 0:
+        ds = ds.batch(4096)
+    texts, labels = [], []
+    for x, y in ds.as_numpy_iterator():
+        texts.extend(np.asarray(x).tolist())
+        labels.extend(np.asarray(y).tolist())
+    return texts, labels
+
+
+# --- TensorFlow Datasets -------------------------------------------------------------
+
+
+def read_tfds(name: str, split: str) -> tuple[Split, list[str]]:
+    """One split of a TFDS data set with a Text and a ClassLabel feature, prepared or fetched."""
+    import tensorflow_datasets as tfds
+    from absl import logging
+
+    # TFDS' warnings about folders it looked in would bury our one-line error.
+    logging.set_verbosity(logging.ERROR)
+    try:
+        builder = tfds.builder(name)
+    except Exception as e:  # TFDS raises several types for unknown names
+        raise UserError(f"unknown TFDS data set {name!r}: {str(e).splitlines()[0]}") from None
+    if not builder.is_prepared():
+        _check_online(name, builder.data_dir_root)
+        print(
+            f"data: {name} is not under {builder.data_dir_root}: downloading it with TFDS "
+            "(offline, set TFDS_DATA_DIR to a folder holding it prepared)",
+            flush=True,
+        )
+    try:
+        builder.download_and_prepare()
+    except Exception as e:
+        raise UserError(
+            f"TFDS {name}: not found under {builder.data_dir_root} and could not be downloaded "
+            f"({type(e).__name__}); set TFDS_DATA_DIR to a folder that holds it prepared"
+        ) from None
+    info = builder.info
+    text_key, label_key = _tfds_keys(info.features, name)
+    if split not in info.splits:
+        raise UserError(f"TFDS {name}: no split {split!r} (has {sorted(info.splits)})")
+    ds = builder.as_dataset(split=split, shuffle_files=False)
+    # One batched pass to numpy: far faster than iterating examples one by one.
+    texts, labels = [], []
+    for batch in tfds.as_numpy(ds.batch(4096)):
+        texts.append(batch[text_key])
+        labels.append(batch[label_key])
+    names = list(info.features[label_key].names)
+    return Split(
+        np.concatenate(texts).astype(object), np.concatenate(labels).astype(np.int64)
+    ), names
+
+
+def _check_online(name: str, root: str) -> None:
+    # TFDS retries a failed download for minutes; without a network, say so at once.
+    try:
+        socket.create_connection(("storage.googleapis.com", 443), timeout=5).close()
+    except OSError as e:
+        raise UserError(
+            f"TFDS {name}: not under {root} and the network is unreachable ({e.strerror or e}); "
+            "set TFDS_DATA_DIR to a folder that holds it prepared"
+        ) from None
+
+
+def _tfds_keys(features, name: str) -> tuple[str, str]:
+    import tensorflow_datasets as tfds
+
+    text = [k for k, f in features.items() if isinstance(f, tfds.features.Text)]
+    label = [k for k, f in features.items() if isinstance(f, tfds.features.ClassLabel)]
+    if not text or not label:
+        raise UserError(f"TFDS {name}: needs a Text and a ClassLabel feature, has {list(features)}")
+    return text[0], label[0]
+
+
+# --- aclImdb-style folders -------------------------------------------------------------
+
+
+def read_folder(path: Path, root: Path) -> tuple[Split, list[str]]:
+    """`path/<class>/*.txt` (aclImdb's layout): one class per subfolder holding .txt files."""
+    if not path.is_dir():
+        raise UserError(f"{root}: expected a {path.name}/ folder with one subfolder per class")
+    # Only class folders holding text files count, so aclImdb's train/unsup is left out.
+    names = sorted(d.name for d in path.iterdir() if d.is_dir() and any(d.glob("*.txt")))
+    if len(names) < 2:
+        raise UserError(f"{path}: needs at least two class subfolders of .txt files, found {names}")
+    texts, labels = [], []
+    for label, name in enumerate(names):
+        for file in sorted((path / name).glob("*.txt")):
+            texts.append(file.read_bytes())
+            labels.append(label)
+    return Split(np.array(texts, dtype=object), np.array(labels, dtype=np.int64)), names
+
+
+# --- CSV / JSONL -------------------------------------------------------------------
+
+
+def columns_of(cfg: Config) -> tuple[str, str]:
+    """The (text, label) column names of CSV/JSONL data."""
+    return cfg.text_column, cfg.label_column
+
+
+def read_table(
+    path: Path, class_names: list[str] | None = None, columns: tuple[str, str] = ("text", "label")
+) -> tuple[Split, list[str]]:
+    """Read the text and label columns (default `text`, `label`) of a CSV or JSONL file."""
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    try:
+        raw = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    jsonl = path.suffix.lower() in (".jsonl", ".json")
+    rows = _jsonl_rows(path, raw, columns) if jsonl else _csv_rows(path, raw, columns)
+    if not rows:
+        raise UserError(f"{path}: no rows")
+    text_column, label_column = columns
+    texts, labels = [], []
+    for line, row in rows:
+        text, label = row.get(text_column), row.get(label_column)
+        if label is None or label == "":
+            raise UserError(f"{path}:{line}: missing label")
+        texts.append(str("" if text is None else text).encode("utf-8", "replace"))
+        labels.append(label)
+    return _with_label_ids(texts, labels, class_names, str(path))
+
+
+def _with_label_ids(
+    texts: list[bytes], labels: list, class_names: list[str] | None, source: str
+) -> tuple[Split, list[str]]:
+    kinds = {type(x) for x in labels}
+    if len(kinds) > 1:
+        raise UserError(f"{source}: mixed label types {sorted(k.__name__ for k in kinds)}")
+    if not labels:
+        raise UserError(f"{source}: no rows")
+    names = class_names or [str(x) for x in sorted(set(labels))]
+    index = {name: i for i, name in enumerate(names)}
+    try:
+        ids = [index[str(x)] for x in labels]
+    except KeyError as e:
+        raise UserError(
+            f"{source}: label {e.args[0]!r} is not one of the classes {names}"
+        ) from None
+    return Split(np.array(texts, dtype=object), np.array(ids, dtype=np.int64)), names
+
+
+def _csv_rows(path: Path, raw: str, columns: tuple[str, str]) -> list[tuple[int, dict]]:
+    reader = csv.DictReader(io.StringIO(raw, newline=""))  # quoted newlines stay in the text
+    found = reader.fieldnames or []
+    missing = [c for c in columns if c not in found]
+    if missing:
+        raise UserError(
+            f"{path}: no column {missing[0]!r}; its columns are {', '.join(found) or 'none'} "
+            "(choose with --text-column and --label-column)"
+        )
+    try:
+        return [(reader.line_num, row) for row in reader]
+    except csv.Error as e:
+        raise UserError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+
+
+def _jsonl_rows(path: Path, raw: str, columns: tuple[str, str]) -> list[tuple[int, dict]]:
+    rows = []
+    for i, line in enumerate(raw.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
+        if not isinstance(row, dict) or any(c not in row for c in columns):
+            keys = ", ".join(row) if isinstance(row, dict) else type(row).__name__
+            raise UserError(
+                f"{path}:{i}: each line needs an object with {columns[0]!r} and {columns[1]!r} "
+                f"(this one has: {keys}; choose with --text-column and --label-column)"
+            )
+        rows.append((i, row))
+    return rows
+
+
+def read_texts(path: Path) -> list[bytes]:
+    """Unlabeled texts: a folder of .txt files (one text each), or a .txt file of lines."""
+    if path.is_dir():
+        return [f.read_bytes() for f in sorted(path.glob("*.txt"))]
+    if path.is_file() and path.suffix.lower() == ".txt":
+        return [line for line in path.read_bytes().splitlines() if line.strip()]
+    if not path.exists():
+        raise UserError(f"unlabeled: {path}: no such file or folder")
+    raise UserError(f"unlabeled: {path}: expected a folder of .txt files or a .txt file")
