@@ -28,26 +28,22 @@ import tensorflow as tf
 
 import keras_sentiment as ks
 from keras_sentiment.batching import bucket_boundaries, train_dataset
-from keras_sentiment.config import Config, UserError, save_json
+from keras_sentiment.compiled_lstm import cpu_has_bfloat16, gradient_dtype
+from keras_sentiment.config import Config, UserError
 from keras_sentiment.data import Splits, load_splits
 from keras_sentiment.embeddings import embedding_matrix
-from keras_sentiment.model import (
-    MaskedGlobalMaxPooling1D,
-    build_model,
-    cpu_has_bfloat16,
-    gradient_dtype,
-    split_text_model,
-)
-from keras_sentiment.pipeline import run_model
+from keras_sentiment.model import MaskedGlobalMaxPooling1D, build_model, split_text_model
 from keras_sentiment.prediction import SavedModelPredictor, resolve_version
 from keras_sentiment.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-from keras_sentiment.training import EpochTimer, compile_model
+from keras_sentiment.runs import load_run_model, save_json
+from keras_sentiment.training import compile_model
 
 QUICK_TRAIN = 2000  # training reviews in --quick (after the validation hold-out)
 SERVE_REVIEWS = {"quick": 1024, "full": 2048}  # test reviews pushed through the batch runs
 SERVE_BATCHES = (32, 256)
 SINGLE_CALLS = 200  # single-review calls for batch-1 throughput and p50/p99 latency
-# Batches per timed PyTorch run: packed sequences train ~20x slower on CPU (measured), so fewer.
+# Batches per timed PyTorch run: packed sequences train many times slower than padded batches
+# on CPU (the "PyTorch peer, packed" and "padded" rows), so fewer of them.
 TORCH_BATCHES = {"packed": 20, "padded": 120}
 WARMUP_STEPS = 5  # training steps before timing, so tf.function tracing is not counted
 MATMUL_N = 4096
@@ -290,6 +286,20 @@ def bench_dataset(
     return result
 
 
+class EpochTimer(keras.callbacks.Callback):
+    """Wall seconds of every epoch of a model.fit, in `seconds`."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)
+
+
 class EpochTokens(EpochTimer):
     """EpochTimer that also reads how many real tokens and examples each epoch consumed."""
 
@@ -326,18 +336,43 @@ def counted(ds: tf.data.Dataset, tokens: tf.Variable, examples: tf.Variable) -> 
     return ds.map(count)
 
 
-def bench_training(
-    report: Report,
-    label: str,
-    cfg: Config,
-    pre: TextPreprocessor,
-    rows: list[np.ndarray],
-    splits: Splits,
-    runs: int,
-    peak: float,
-    data: str,
-) -> tuple[float, float]:
-    """Epoch time and real tokens/s of model.fit: examples/s and tokens/s."""
+@dataclasses.dataclass
+class TimedFit:
+    """What the timed epochs of one model.fit measured."""
+
+    model: keras.Model
+    timer: EpochTokens
+    dim: int  # the embedding width, the LSTM's input
+    steps: int  # per epoch
+    batch_size: int
+    warmup: float  # seconds of the warm-up steps, not timed
+    wall: float  # seconds of the timed fit, epochs and what lies between them
+    traces: tuple[int | None, int | None]  # train-step traces before and after the timed fit
+
+    @property
+    def rate(self) -> float:
+        """Median real tokens/s over the epochs."""
+        # Real tokens are counted per epoch. The sum of the n rows' lengths is what an epoch
+        # holds on average, but a fresh bucketing iterator first emits the common (short)
+        # lengths while long reviews wait in part-filled buckets, so a short run consumes
+        # fewer tokens than that.
+        return statistics.median(t / s for t, s in zip(self.timer.tokens, self.timer.seconds))
+
+    @property
+    def median(self) -> float:
+        """Median epoch seconds."""
+        return statistics.median(self.timer.seconds)
+
+    @property
+    def consumed(self) -> int:
+        """Examples an epoch should take: its steps of full batches."""
+        return self.steps * self.batch_size
+
+
+def timed_fit(
+    cfg: Config, pre: TextPreprocessor, rows: list[np.ndarray], splits: Splits, runs: int
+) -> TimedFit:
+    """Build and compile the model, run the warm-up steps, then `runs` timed epochs."""
     keras.utils.set_random_seed(cfg.seed)
     labels = splits.train.labels
     matrix, _ = embedding_matrix(cfg, pre.vocabulary)
@@ -356,58 +391,78 @@ def bench_training(
     start = time.perf_counter()
     model.fit(ds, steps_per_epoch=steps, epochs=runs, shuffle=False, verbose=0, callbacks=[timer])
     wall = time.perf_counter() - start
-    traces_after = tracing_count(model)
+    traces = (traces_before, tracing_count(model))
+    return TimedFit(model, timer, dim, steps, cfg.batch_size, warmup, wall, traces)
 
-    # Real tokens are counted per epoch. The sum of the n rows' lengths is what an epoch holds
-    # on average, but a fresh bucketing iterator first emits the common (short) lengths while
-    # long reviews wait in part-filled buckets, so a short run consumes fewer tokens than that.
-    rates = [t / s for t, s in zip(timer.tokens, timer.seconds)]
-    rate = statistics.median(rates)
-    median = statistics.median(timer.seconds)
-    row_tokens = sum(len(r) for r in rows)
-    flops = 3 * lstm_flops_per_token(cfg, dim)  # forward + backward ~ 3x forward
-    gflops = rate * flops / 1e9
-    consumed = steps * cfg.batch_size
-    result = {
-        "tokens_per_s": round(rate),
-        "examples_per_s": round(consumed / median, 1),
-        "epoch_seconds": [round(s, 3) for s in timer.seconds],
-        "median_epoch_seconds": round(median, 3),
-        "tokens_per_epoch": timer.tokens,
-        "examples_per_epoch": timer.batches,
+
+def training_result(fit: TimedFit, flops: int, row_tokens: int, peak: float) -> dict[str, Any]:
+    """The JSON result of a training row."""
+    gflops = fit.rate * flops / 1e9
+    return {
+        "tokens_per_s": round(fit.rate),
+        "examples_per_s": round(fit.consumed / fit.median, 1),
+        "epoch_seconds": [round(s, 3) for s in fit.timer.seconds],
+        "median_epoch_seconds": round(fit.median, 3),
+        "tokens_per_epoch": fit.timer.tokens,
+        "examples_per_epoch": fit.timer.batches,
         "sum_of_row_lengths": row_tokens,
-        "tokens_per_s_from_row_lengths": round(row_tokens / median),
-        "steps_per_epoch": steps,
-        "warmup_seconds": round(warmup, 2),
-        "fit_seconds_outside_epochs": round(wall - sum(timer.seconds), 3),
-        "tf_function_traces": [traces_before, traces_after],
+        "tokens_per_s_from_row_lengths": round(row_tokens / fit.median),
+        "steps_per_epoch": fit.steps,
+        "warmup_seconds": round(fit.warmup, 2),
+        "fit_seconds_outside_epochs": round(fit.wall - sum(fit.timer.seconds), 3),
+        "tf_function_traces": list(fit.traces),
         "lstm_train_flops_per_token": flops,
         "achieved_gflops": round(gflops, 2),
         "fraction_of_matmul_peak": round(gflops / peak, 4),
-        "parameters": model.count_params(),
+        "parameters": fit.model.count_params(),
     }
+
+
+def training_warnings(fit: TimedFit) -> str:
+    """What would make a training row's numbers wrong: retracing, or miscounted examples."""
+    before, after = fit.traces
     warnings = ""
-    if traces_before != traces_after:
-        warnings += f"; RETRACED {traces_after - traces_before}x while timed"
-    if any(b != consumed for b in timer.batches):  # the counter would be reading ahead
-        warnings += f"; COUNTED {timer.batches} examples, expected {consumed} per epoch"
+    if before != after:
+        warnings += f"; RETRACED {after - before}x while timed"
+    if any(b != fit.consumed for b in fit.timer.batches):  # the counter would be reading ahead
+        warnings += f"; COUNTED {fit.timer.batches} examples, expected {fit.consumed} per epoch"
+    return warnings
+
+
+def bench_training(
+    report: Report,
+    label: str,
+    cfg: Config,
+    pre: TextPreprocessor,
+    rows: list[np.ndarray],
+    splits: Splits,
+    runs: int,
+    peak: float,
+    data: str,
+) -> tuple[float, float]:
+    """Epoch time and real tokens/s of model.fit: examples/s and tokens/s."""
+    fit = timed_fit(cfg, pre, rows, splits, runs)
+    rate, median, consumed, steps = fit.rate, fit.median, fit.consumed, fit.steps
+    row_tokens = sum(len(r) for r in rows)
+    flops = 3 * lstm_flops_per_token(cfg, fit.dim)  # forward + backward ~ 3x forward
+    gflops = rate * flops / 1e9
     report.add(
         f"training {label}: model.fit, one epoch",
         data,
         {
             **cfg.to_dict(),
             "vocabulary": len(pre.vocabulary),
-            "embedding_dim": dim,
+            "embedding_dim": fit.dim,
             "runs": runs,
             "warmup_steps": WARMUP_STEPS,
             "steps_per_epoch": steps,
         },
         median,
-        result,
+        training_result(fit, flops, row_tokens, peak),
         f"{rate:,.0f} real tokens/s, median of {runs} epoch(s) of {median:.1f}s "
         f"({consumed / median:,.1f} reviews/s; sum of row lengths / epoch would say "
         f"{row_tokens / median:,.0f}); {flops / 1e6:.2f} MFLOP/token -> {gflops:.1f} GFLOP/s = "
-        f"{gflops / peak:.1%} of matmul peak{warnings}",
+        f"{gflops / peak:.1%} of matmul peak{training_warnings(fit)}",
         model_brief(cfg) + f"; {runs} epoch(s) of {steps} steps of {cfg.batch_size} after "
         f"{WARMUP_STEPS} warm-up steps; tokens = unpadded tokens of the batches fit consumed",
     )
@@ -441,11 +496,12 @@ def published_row(report: Report, peak: float, seed_cfg: Config, full_tokens: in
         f"{flops / 1e6:.2f} MFLOP/token that is {implied:.0f} GFLOP/s = {implied / peak:.0%} "
         "of the matmul peak measured here"
     )
-    if full_tokens:  # our tokenization differs from torchtext's; show what 75 s would mean
+    if full_tokens:  # our tokenization differs from torchtext's: what the published epoch means
         ours = full_tokens / PUBLISHED["epoch_s"]
         result["our_tokens_per_epoch"] = full_tokens
         result["our_tokens_in_75s_epoch_per_s"] = round(ours)
-        summary += f"; our tokenization gives {full_tokens:,} tokens/epoch = {ours:,.0f}/s in 75s"
+        summary += f"; our tokenization gives {full_tokens:,} tokens/epoch = {ours:,.0f}/s in "
+        summary += f"{PUBLISHED['epoch_s']:.0f}s"
     report.add(
         "training (b) PyTorch/torchtext: PUBLISHED IN THE ISSUE, NOT MEASURED HERE",
         f"IMDB train, {PUBLISHED['reviews']:,} reviews, full length",
@@ -455,6 +511,26 @@ def published_row(report: Report, peak: float, seed_cfg: Config, full_tokens: in
         summary,
         "same model as (b), PyTorch on these 2 cores (as reported)",
     )
+
+
+def run_torch_peer(
+    python: str, rows: Path, cfg: Config, runs: int, mode: str
+) -> tuple[dict[str, Any], float] | None:
+    """One run of benchmarks/torch_peer.py: its JSON result and wall seconds, or None if it
+    failed (said on stdout)."""
+    script = Path(__file__).with_name("torch_peer.py")
+    command = [python, str(script), str(rows), "--epochs", str(runs)]
+    command += ["--batch-size", str(cfg.batch_size), "--units", str(cfg.lstm_units)]
+    command += ["--max-batches", str(TORCH_BATCHES[mode])]
+    command += ["--padded"] if mode == "padded" else []
+    start = time.perf_counter()
+    done = subprocess.run(command, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        print(f"PyTorch peer failed ({python}): {tail}", flush=True)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1]), wall
 
 
 def bench_torch_peer(
@@ -480,20 +556,11 @@ def bench_torch_peer(
             labels=labels,
             embeddings=matrix,
         )
-        script = Path(__file__).with_name("torch_peer.py")
         for mode in modes:
-            command = [python, str(script), str(path), "--epochs", str(runs)]
-            command += ["--batch-size", str(cfg.batch_size), "--units", str(cfg.lstm_units)]
-            command += ["--max-batches", str(TORCH_BATCHES[mode])]
-            command += ["--padded"] if mode == "padded" else []
-            start = time.perf_counter()
-            done = subprocess.run(command, capture_output=True, text=True)
-            wall = time.perf_counter() - start
-            if done.returncode != 0:
-                tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-                print(f"PyTorch peer failed ({python}): {tail}", flush=True)
+            ran = run_torch_peer(python, path, cfg, runs, mode)
+            if ran is None:
                 return
-            result = json.loads(done.stdout.strip().splitlines()[-1])
+            result, wall = ran
             rate = result["median_tokens_per_s"]
             seconds = statistics.median(e["seconds"] for e in result["epochs"])
             ratios = {f"ours_{name}_over_torch": round(r / rate, 3) for name, r in ours.items()}
@@ -556,6 +623,44 @@ def median_of(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(np.median([r[k] for r in rounds])) for k in rounds[0]}
 
 
+def serving_settings(
+    predictor: SavedModelPredictor, origin: str, rounds: int, with_peer: bool
+) -> tuple[dict[str, Any], str]:
+    """The settings of the serving rows, and their brief for the table."""
+    arch = predictor.metadata.get("config", {})
+    settings = {
+        "model": str(predictor.path),
+        "origin": origin,
+        "signature": "serving_default",
+        "order": "test-split order (not length-sorted, like independent requests)",
+        "rounds": rounds,
+        **{
+            k: arch[k]
+            for k in ("lstm_layers", "lstm_units", "bidirectional", "sequence_length", "ngrams")
+            if k in arch
+        },
+    }
+    ngrams = (predictor.metadata.get("ngrams") or {}).get("order")
+    branch = f", plus the 1-{ngrams}-gram NB-LR branch" if ngrams else ""
+    brief = f"{origin}{branch}; raw strings through signatures['serving_default'], arrival order"
+    brief += f"; medians of {rounds} rounds" + (", each ours then PyTorch" if with_peer else "")
+    return settings, brief
+
+
+def serving_rounds(
+    predictor: SavedModelPredictor, reviews: list[bytes], rounds: int, peer=None
+) -> tuple[list[dict[str, float]], list[dict]]:
+    """Each round ours, then the PyTorch peer if given: both rounds' rates, printed as they come."""
+    ours, theirs = [], []
+    for i in range(rounds):
+        ours.append(measure_serving(predictor.signature, reviews))
+        print(f"serving round {i + 1}/{rounds}: ours {ours[-1]}", flush=True)
+        if peer:
+            theirs.append(peer())
+            print(f"serving round {i + 1}/{rounds}: PyTorch {theirs[-1]}", flush=True)
+    return ours, theirs
+
+
 def bench_serving(
     report: Report,
     path: Path,
@@ -573,30 +678,8 @@ def bench_serving(
     """
     predictor = SavedModelPredictor(path)  # loads with tf.saved_model.load, keeps the object
     reviews = [bytes(t) for t in texts]
-    arch = predictor.metadata.get("config", {})
-    settings = {
-        "model": str(predictor.path),
-        "origin": origin,
-        "signature": "serving_default",
-        "order": "test-split order (not length-sorted, like independent requests)",
-        "rounds": rounds,
-        **{
-            k: arch[k]
-            for k in ("lstm_layers", "lstm_units", "bidirectional", "sequence_length", "ngrams")
-            if k in arch
-        },
-    }
-    ngrams = (predictor.metadata.get("ngrams") or {}).get("order")
-    branch = f", plus the 1-{ngrams}-gram NB-LR branch" if ngrams else ""
-    brief = f"{origin}{branch}; raw strings through signatures['serving_default'], arrival order"
-    brief += f"; medians of {rounds} rounds" + (", each ours then PyTorch" if peer else "")
-    ours, theirs = [], []
-    for i in range(rounds):
-        ours.append(measure_serving(predictor.signature, reviews))
-        print(f"serving round {i + 1}/{rounds}: ours {ours[-1]}", flush=True)
-        if peer:
-            theirs.append(peer())
-            print(f"serving round {i + 1}/{rounds}: PyTorch {theirs[-1]}", flush=True)
+    settings, brief = serving_settings(predictor, origin, rounds, peer is not None)
+    ours, theirs = serving_rounds(predictor, reviews, rounds, peer)
     rates = median_of(ours)
     rounds_json = {"rounds": [{k: round(v, 3) for k, v in r.items()} for r in ours]}
     report.add(
@@ -688,11 +771,13 @@ def serving_peer(python: str | None, path: Path, texts: np.ndarray):
 def trained_network(path: Path) -> tuple[keras.Model, TextPreprocessor] | None:
     """The Keras model and preprocessor of the run that exported `path`, if still there."""
     meta = json.loads((path / "assets.extra" / "metadata.json").read_text())
-    # The metadata names its run; exports from before runs were numbered lie in runs/NAME.
-    run_dir = Path(meta.get("run_dir") or Path(meta["config"]["runs_dir"]) / meta["name"])
+    # The metadata names its run; exports from before runs were numbered lie in runs/NAME,
+    # NAME being the export's own folder name.
+    name = meta.get("name") or path.parent.name
+    run_dir = Path(meta.get("run_dir") or Path(meta["config"]["runs_dir"]) / name)
     if not (run_dir / "model.keras").is_file():
         return None
-    pre, network, _ = run_model(run_dir)  # the peer runs the LSTM alone, without n-grams
+    pre, network, _ = load_run_model(run_dir)  # the peer runs the LSTM alone, without n-grams
     return network, pre
 
 
@@ -795,7 +880,7 @@ def report_torch_serving(report: Report, ours: list[dict], theirs: list[dict], d
 def configs(quick: bool) -> dict[str, Config]:
     """(a) the package defaults and (b) the PyTorch "seed" model, on the same data slice."""
     data: dict[str, Any] = {"max_test": SERVE_REVIEWS["quick" if quick else "full"]}
-    if quick:  # max_train is cut before the validation hold-out: ask for enough to keep 2000
+    if quick:  # max_train is cut before the validation hold-out: ask enough to keep QUICK_TRAIN
         data["max_train"] = math.ceil(QUICK_TRAIN / (1 - Config().validation_fraction))
     seed = Config(
         **data,
@@ -813,8 +898,8 @@ def configs(quick: bool) -> dict[str, Config]:
     return {"a": Config(**data).validate(), "b": seed.validate()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run every measurement in order, printing each row, then the table."""
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The command line, with --runs and --serving-rounds resolved to their counts."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="2000 training reviews, 1 run")
     parser.add_argument("--runs", type=int, help="timed epochs per training config (3; quick 1)")
@@ -840,101 +925,112 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.only == "serving" and not args.model:
         parser.error("--only serving needs --model saved_models/NAME[/VERSION]")
-    runs = args.runs or (1 if args.quick else 3)
-    rounds = args.serving_rounds or (1 if args.quick else 3)
-    if runs < 1 or rounds < 1:
+    args.runs = args.runs or (1 if args.quick else 3)
+    args.serving_rounds = args.serving_rounds or (1 if args.quick else 3)
+    if args.runs < 1 or args.serving_rounds < 1:
         parser.error("--runs and --serving-rounds must be >= 1")
-    try:
-        model_path = resolve_version(args.model) if args.model else None  # fail before the work
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return args
 
+
+def start_report(args: argparse.Namespace) -> Report:
+    """The report of this run, after printing the machine and warning of a loaded one."""
     machine = machine_info()
     report = Report(Path(args.json), machine, "quick" if args.quick else "full")
     print(f"machine: {machine}", flush=True)
     if os.getloadavg()[0] > 0.5:
         print(f"note: load average {os.getloadavg()[0]:.2f}: timings will be disturbed", flush=True)
+    return report
 
-    peak = bench_matmul(report, MATMUL_N, 3 if args.quick else 5)
 
-    cfgs = configs(args.quick)
-    splits = load_splits(cfgs["a"])  # same dataset, seed and cuts for both configs
-    n_train, n_test = len(splits.train), len(splits.test)
-    serve_data = f"IMDB test, {n_test:,} reviews (max_test {cfgs['a'].max_test}, seed stratified)"
-    if args.only == "serving":
-        peer = serving_peer(args.torch_python, model_path, splits.test.texts)
-        origin = f"given model {model_path}"
-        bench_serving(report, model_path, splits.test.texts, serve_data, origin, rounds, peer)
-        bench_evaluate(report, model_path)
-        print("\n" + report.table(), flush=True)
-        print(f"\nwrote {report.path}", flush=True)
-        return 0
-    slice_text = "all" if not args.quick else f"slice of {n_train:,}"
-    train_data = f"IMDB train ({slice_text}: {n_train:,} reviews, seed {cfgs['a'].seed})"
+def finish(report: Report) -> int:
+    """Print the table of every row and where the JSON is; the exit code."""
+    print("\n" + report.table(), flush=True)
+    print(f"\nwrote {report.path}", flush=True)
+    return 0
 
-    # Lemmatization is off by default; its in-graph table is measured here for the pipeline.
-    lemma_cfg = Config(**{**cfgs["a"].to_dict(), "lemmatize": True})
-    lemma_pre = adapt_preprocessor(lemma_cfg, splits.train.texts)
-    bench_pipeline(report, "(a) + lemmatize", lemma_cfg, lemma_pre, splits.train.texts, train_data)
+
+@dataclasses.dataclass
+class Training:
+    """What every training row of one bench run shares."""
+
+    report: Report
+    splits: Splits
+    data: str  # the training data, as the rows describe it
+    runs: int  # timed epochs per training row
+    peak: float  # the matmul row's GFLOP/s
+    torch_python: str | None
+    only: str | None
+
+
+def training_rows(t: Training, cfgs: dict[str, Config], quick: bool) -> None:
+    """The input pipeline, dataset and training rows of both configs, then the published row."""
+    # Lemmatization is on by default (Config.lemmatize), folded into the one token -> id table
+    # so a text is still split and looked up once. This row without it, beside "input pipeline
+    # (a) Config() defaults", shows what lemmatization costs the input pipeline.
+    plain_cfg = Config(**{**cfgs["a"].to_dict(), "lemmatize": False}).validate()
+    plain_pre = adapt_preprocessor(plain_cfg, t.splits.train.texts)
+    texts = t.splits.train.texts
+    bench_pipeline(t.report, "(a) without lemmatization", plain_cfg, plain_pre, texts, t.data)
 
     full_tokens = None
     for label, cfg in cfgs.items():
-        name = f"({label}) {'Config() defaults' if label == 'a' else 'seed model'}"
-        start = time.perf_counter()
-        pre = adapt_preprocessor(cfg, splits.train.texts)  # setup, not a measurement
-        print(f"adapted preprocessor {name} in {time.perf_counter() - start:.1f}s", flush=True)
-        rows, pipeline_rate = bench_pipeline(report, name, cfg, pre, splits.train.texts, train_data)
-        bench_dataset(report, name, cfg, rows, splits.train.labels, train_data)
-        train_rate, tokens_per_s = bench_training(
-            report, name, cfg, pre, rows, splits, runs, peak, train_data
-        )
-        report.add(
-            f"pipeline / training speed {name}",
-            train_data,
-            {"pipeline_row": "input pipeline", "training_row": "training"},
-            None,
-            {"ratio": round(pipeline_rate / train_rate, 2)},
-            f"pipeline {pipeline_rate:,.0f} examples/s / training {train_rate:,.1f} examples/s "
-            f"= {pipeline_rate / train_rate:,.1f}x",
-            "ratio of the two rows above",
-        )
-        used = gradient_dtype(cfg.precision)
-        rates = {used: tokens_per_s}
-        if cpu_has_bfloat16():  # the other precision too, in the same run
-            other = "float32" if used == "bfloat16" else "bfloat16"
-            _, rates[other] = bench_training(
-                report,
-                f"{name} {other}",
-                dataclasses.replace(cfg, precision=other),
-                pre,
-                rows,
-                splits,
-                runs,
-                peak,
-                train_data,
-            )
-        if label == "b" and not args.quick:
-            full_tokens = sum(len(r) for r in rows)
-        if label == "b" and args.torch_python:
-            bench_torch_peer(
-                report,
-                args.torch_python,
-                cfg,
-                pre,
-                rows,
-                splits.train.labels,
-                runs,
-                rates,
-                train_data,
-                ("padded",) if args.only == "training" else ("packed", "padded"),
-            )
-    published_row(report, peak, cfgs["b"], full_tokens)
-    if args.only == "training":
-        print("\n" + report.table(), flush=True)
-        print(f"\nwrote {report.path}", flush=True)
-        return 0
+        tokens = config_rows(t, label, cfg)
+        if label == "b" and not quick:
+            full_tokens = tokens
+    published_row(t.report, t.peak, cfgs["b"], full_tokens)
 
+
+def config_rows(t: Training, label: str, cfg: Config) -> int:
+    """One config's pipeline, dataset and training rows (and its PyTorch peer for (b)).
+
+    Returns the real tokens of its training rows, for the published row.
+    """
+    name = f"({label}) {'Config() defaults' if label == 'a' else 'seed model'}"
+    start = time.perf_counter()
+    pre = adapt_preprocessor(cfg, t.splits.train.texts)  # setup, not a measurement
+    print(f"adapted preprocessor {name} in {time.perf_counter() - start:.1f}s", flush=True)
+    rows, pipeline_rate = bench_pipeline(t.report, name, cfg, pre, t.splits.train.texts, t.data)
+    bench_dataset(t.report, name, cfg, rows, t.splits.train.labels, t.data)
+    train_rate, tokens_per_s = bench_training(
+        t.report, name, cfg, pre, rows, t.splits, t.runs, t.peak, t.data
+    )
+    t.report.add(
+        f"pipeline / training speed {name}",
+        t.data,
+        {"pipeline_row": "input pipeline", "training_row": "training"},
+        None,
+        {"ratio": round(pipeline_rate / train_rate, 2)},
+        f"pipeline {pipeline_rate:,.0f} examples/s / training {train_rate:,.1f} examples/s "
+        f"= {pipeline_rate / train_rate:,.1f}x",
+        "ratio of the two rows above",
+    )
+    used = gradient_dtype(cfg.precision)
+    rates = {used: tokens_per_s}
+    if cpu_has_bfloat16():  # the other precision too, in the same run
+        other = "float32" if used == "bfloat16" else "bfloat16"
+        other_cfg = dataclasses.replace(cfg, precision=other)
+        _, rates[other] = bench_training(
+            t.report, f"{name} {other}", other_cfg, pre, rows, t.splits, t.runs, t.peak, t.data
+        )
+    if label == "b" and t.torch_python:
+        modes = ("padded",) if t.only == "training" else ("packed", "padded")
+        labels = t.splits.train.labels
+        bench_torch_peer(
+            t.report, t.torch_python, cfg, pre, rows, labels, t.runs, rates, t.data, modes
+        )
+    return sum(len(r) for r in rows)
+
+
+def serving_rows(
+    report: Report,
+    args: argparse.Namespace,
+    cfg: Config,
+    splits: Splits,
+    model_path: Path | None,
+    train_data: str,
+    serve_data: str,
+) -> None:
+    """Serving and evaluate rows of the given model, or of `ks.fit` of `cfg` for one epoch."""
     with tempfile.TemporaryDirectory(prefix="bench-model-") as tmp:
         if model_path:
             origin = f"given model {model_path}"
@@ -942,19 +1038,50 @@ def main(argv: list[str] | None = None) -> int:
         else:
             # What a user runs: ks.fit of model (a)'s config for one epoch, in a temp folder.
             # Serving speed depends on the architecture, not on how well it was trained.
-            run = bench_fit(report, cfgs["a"], Path(tmp), train_data)
+            run = bench_fit(report, cfg, Path(tmp), train_data)
             model_path, origin = run.export_path, "ks.fit of the default Config, 1 epoch"
             pre, lstm, _ = split_text_model(run.model)  # the peer serves the LSTM alone
             network = (lstm, pre)
         peer = None
         if args.torch_python and network:
             peer = torch_serving_peer(args.torch_python, network, splits.test.texts)
-        bench_serving(report, model_path, splits.test.texts, serve_data, origin, rounds, peer)
+        texts, rounds = splits.test.texts, args.serving_rounds
+        bench_serving(report, model_path, texts, serve_data, origin, rounds, peer)
         bench_evaluate(report, model_path)
 
-    print("\n" + report.table(), flush=True)
-    print(f"\nwrote {report.path}", flush=True)
-    return 0
+
+def main(argv: list[str] | None = None) -> int:
+    """Run every measurement in order, printing each row, then the table."""
+    args = parse_args(argv)
+    try:
+        model_path = resolve_version(args.model) if args.model else None  # fail before the work
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    report = start_report(args)
+    peak = bench_matmul(report, MATMUL_N, 3 if args.quick else 5)
+
+    cfgs = configs(args.quick)
+    splits = load_splits(cfgs["a"])  # same dataset, seed and cuts for both configs
+    n_train, n_test = len(splits.train), len(splits.test)
+    serve_data = f"IMDB test, {n_test:,} reviews (max_test {cfgs['a'].max_test}, seed stratified)"
+    if args.only == "serving":
+        texts, rounds = splits.test.texts, args.serving_rounds
+        peer = serving_peer(args.torch_python, model_path, texts)
+        origin = f"given model {model_path}"
+        bench_serving(report, model_path, texts, serve_data, origin, rounds, peer)
+        bench_evaluate(report, model_path)
+        return finish(report)
+    slice_text = "all" if not args.quick else f"slice of {n_train:,}"
+    train_data = f"IMDB train ({slice_text}: {n_train:,} reviews, seed {cfgs['a'].seed})"
+
+    t = Training(report, splits, train_data, args.runs, peak, args.torch_python, args.only)
+    training_rows(t, cfgs, args.quick)
+    if args.only == "training":
+        return finish(report)
+    serving_rows(report, args, cfgs["a"], splits, model_path, train_data, serve_data)
+    return finish(report)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Do this machine's cores add matmul throughput? One LSTM step alone, then two at once.
 
-The served graph's packed loop (`model._packed_lstm`, max pooling) runs 200 wide steps of 512
-rows (128 units, 50-d inputs: four [512, 178] @ [178, 128] fused matmuls and the cell a step)
-with one intra-op thread, first in one process, then in two processes at the same time; a
-pure-Python loop the same way. If two processes each take twice as long, the cores share
+The served graph's packed loop (`serving_network._packed_lstm`, max pooling) runs 200 wide
+steps of 512 rows (128 units, 50-d inputs: four [512, 178] @ [178, 128] fused matmuls and the
+cell a step) with one intra-op thread, first in one process, then in two processes at the same
+time; a pure-Python loop the same way. If two processes each take twice as long, the cores share
 their vector units (hyperthreads of one core, or a host that shares them), and running the
 LSTM's two directions at once buys overlap, not FLOPs.
 
@@ -29,7 +29,7 @@ def lstm_step_us() -> float:
     import numpy as np
     import tensorflow as tf
 
-    from keras_sentiment.model import _packed_lstm
+    from keras_sentiment.serving_network import _packed_lstm
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     rng = np.random.default_rng(0)

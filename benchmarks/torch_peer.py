@@ -61,8 +61,8 @@ def main() -> None:
     """Train for --epochs epochs and print tokens/s for each."""
     # TensorFlow flushes denormal floats to zero on its CPU threads; PyTorch does not by
     # default. Gradients read back through hundreds of LSTM steps decay into denormals, where
-    # the CPU is many times slower (one training step of the seed LSTM: backward 2.5 s against
-    # 0.14-0.33 s with flushing, benchmarks/README.md). Same footing for both.
+    # the CPU is many times slower, so without flushing the backward pass would time the
+    # denormals, not PyTorch. Same footing for both.
     torch.set_flush_denormal(True)
     parser = argparse.ArgumentParser()
     parser.add_argument("rows")
