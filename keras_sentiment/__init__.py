@@ -7,12 +7,14 @@
     predictor(["What a wonderful film!"])["label"]  # array(['pos'], dtype=object)
     ks.evaluate(predictor)["accuracy"]  # the test split its fit scored
     ks.export(run)  # the same model again, as the next version
+    predictor.explain(["What a wonderful film!"])["attributions"]  # each word's share
 
-Modules, in data-flow order: config, listing, sources, data, preprocessing, embeddings,
-ngrams, compiled_lstm, model, batching, runs, pretraining, training, evaluation, plots,
-model_card, serving_network, serving, saved_model, prediction, pipeline, cli.
+Modules, in data-flow order: startup, config, listing, sources, data, preprocessing,
+embeddings, ngrams, compiled_lstm, model, batching, runs, pretraining, training, evaluation,
+plots, explanation_page, model_card, serving_network, explanation, serving, saved_model,
+prediction, client, review_files, scoring (bulk scoring on Apache Beam), pipeline, cli.
 
-TensorFlow starts (quietly) on first use of `fit`, `load`, `evaluate` or `export`, so
+TensorFlow starts (quietly) on first use of `fit`, `load`, `evaluate`, `export` or `score`, so
 `import keras_sentiment` and the command line's help stay fast. The package's Keras layers are
 registered when Keras is imported, so after `import keras_sentiment`,
 `keras.saving.load_model("model.keras")` reads the package's `.keras` files.
@@ -26,8 +28,8 @@ import sys
 from .config import Config, UserError
 
 __version__ = "0.2.0"
-__all__ = ["Config", "Run", "UserError", "evaluate", "export", "fit", "load"]
-_API = ("Run", "evaluate", "export", "fit", "load")
+__all__ = ["Config", "Run", "UserError", "evaluate", "export", "fit", "load", "score"]
+_API = ("Run", "evaluate", "export", "fit", "load", "score")
 
 
 def __getattr__(name: str):

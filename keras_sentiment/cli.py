@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from .config import FIELDS, UserError, make_config
+from .review_files import FORMATS
 from .startup import start_tensorflow
 
 
@@ -41,7 +42,7 @@ def evaluate(args: argparse.Namespace) -> None:
 
 
 def predict(args: argparse.Namespace) -> None:
-    """One JSON line per text: label, label id and the probability of each class."""
+    """One JSON line per text: label, label id, each class's probability (and the words)."""
     # With --server there is no MODEL_DIR: the first positional is a text.
     texts = [args.model_dir, *args.texts] if args.server and args.model_dir else args.texts
     # Bytes end to end: invalid UTF-8 on stdin or in argv reaches the model, not a decoder.
@@ -49,22 +50,32 @@ def predict(args: argparse.Namespace) -> None:
         line.rstrip(b"\r\n") for line in sys.stdin.buffer
     ]
     shown = [t.decode("utf-8", "replace") for t in data]
+    explain = args.explain or bool(args.html) or args.signature == "explain"
     if args.server:
         if not args.model_name:
             raise UserError("predict: --server needs --model-name (the name TF Serving serves)")
         from .client import rest_predict
 
-        records = rest_predict(args.server, args.model_name, shown, args.timeout)
+        signature = "explain" if explain else args.signature
+        records = rest_predict(args.server, args.model_name, shown, args.timeout, signature)
     else:
         if not args.model_dir:
             raise UserError("predict: give MODEL_DIR, or --server URL with --model-name")
+        if args.signature not in ("serving_default", "explain"):
+            raise UserError("predict: --signature is serving_default or explain for a local model")
         start_tensorflow(serving=True)
         from .client import to_records
         from .pipeline import load
 
-        records = to_records(load(args.model_dir)(data))
-    for text, record in zip(shown, records):
-        print(json.dumps({"text": text[:200], **record}, ensure_ascii=False), flush=True)
+        predictor = load(args.model_dir)
+        records = to_records(predictor.explain(data) if explain else predictor(data))
+    records = [{"text": text[:200], **record} for text, record in zip(shown, records)]
+    for record in records:
+        print(json.dumps(record, ensure_ascii=False), flush=True)
+    if args.html:
+        from .explanation_page import write_explanation_page
+
+        print(f"wrote: {write_explanation_page(args.html, records)}", file=sys.stderr)
 
 
 def export(args: argparse.Namespace) -> None:
@@ -98,6 +109,16 @@ def runs(args: argparse.Namespace) -> None:
         print("\n".join(unfinished))
 
 
+def score(args: argparse.Namespace) -> None:
+    """Score files of reviews with Apache Beam's RunInference: predictions and errors, sharded."""
+    start_tensorflow(serving=True)  # the local runner scores in this process
+    from .pipeline import score as run_score
+
+    options = ("explain", "output_format", "input_format", "text_field", "id_field", "num_shards")
+    settings = {k: getattr(args, k) for k in options}
+    run_score(args.model_dir, args.input, args.output, **settings, pipeline_args=args.beam_args)
+
+
 # --- argument parsing ------------------------------------------------------------------
 
 EXPORT_KEYS = ("name", "output_dir", "runs_dir", "dataset")
@@ -127,6 +148,20 @@ def _command(sub, name: str, help_text: str) -> argparse.ArgumentParser:
     return sub.add_parser(name, allow_abbrev=False, help=help_text, description=help_text)
 
 
+def _add_explain_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--explain",
+        action="store_true",
+        help="add each word the model read with its share of the score (integrated gradients)",
+    )
+    p.add_argument("--html", metavar="FILE", help="also write the explanations as one HTML page")
+    p.add_argument(
+        "--signature",
+        default="serving_default",
+        help="the signature to ask (default: serving_default; explain = --explain)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `python -m keras_sentiment` parser with its subcommands."""
     parser = argparse.ArgumentParser(
@@ -151,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--server", default="", help="TF Serving REST address, http://HOST:8501")
     p.add_argument("--model-name", default="", help="model name on the server")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
+    _add_explain_flags(p)
 
     p = _command(sub, "runs", "list exported runs, newest first, or compare two")
     p.add_argument("--output-dir", default="saved_models", help="where the models are")
@@ -176,15 +212,55 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="time the new version and write OUTPUT_DIR/NAME/batching_parameters.txt",
     )
+    _add_score_command(sub)
     return parser
 
 
+def _add_score_command(sub) -> None:
+    p = _command(sub, "score", "score files of reviews in bulk with Apache Beam (RunInference)")
+    p.epilog = SCORE_HELP
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.add_argument("model_dir", metavar="MODEL", help="saved_models/NAME[/VERSION]")
+    p.add_argument("input", metavar="INPUT", help="files: JSONL, CSV, Parquet or text (a pattern)")
+    p.add_argument("output", metavar="OUTPUT", help="a new or empty folder (a used one is refused)")
+    p.add_argument("--explain", action="store_true", help="add words and their attributions")
+    p.add_argument("--output-format", choices=("jsonl", "parquet"), default="jsonl")
+    p.add_argument("--input-format", choices=FORMATS, default="auto", help="(default: by name)")
+    p.add_argument("--text-field", default="text", help="JSON key or column of the text")
+    p.add_argument("--id-field", default="id", help="JSON key or column of the id")
+    p.add_argument("--num-shards", type=int, default=0, help="output files (0: the runner's)")
+
+
+SCORE_HELP = """\
+Writes OUTPUT/predictions-SSSSS-of-NNNNN.jsonl (or .parquet): one row per good input row with
+id (the row's own id field, else FILE:LINE), label, label_id and probabilities; with --explain,
+words and attributions too (when the model has an `explain` signature). Bad rows (not JSON, no
+text, a text that is not a string, a CSV row with the wrong columns) go to
+OUTPUT/errors-*.jsonl with their source, the reason and the row; they never stop the run.
+OUTPUT must be new or empty: a rerun into a used OUTPUT is refused, never mixed with it.
+OUTPUT/_SUCCESS (the row counts) is written last.
+
+Other options go to Apache Beam, as --flag=value after the three paths. Default: the local
+runner (FnApiRunner) in this process, with a progress line. Elsewhere, for example:
+  --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
+  --runner=FlinkRunner --flink_master=HOST:8081
+  --runner=SparkRunner --spark_master_url=spark://HOST:7077
+Needs the beam extra: pip install -e ".[beam]"."""
+
+
 COMMANDS = {"fit": fit, "evaluate": evaluate, "predict": predict, "export": export, "runs": runs}
+COMMANDS["score"] = score
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one command; user errors are one line on stderr and exit code 2."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # score passes what it does not know to Beam
+    if extra and args.command == "predict" and not any(e.startswith("-") for e in extra):
+        args.texts, extra = args.texts + extra, []  # texts after an option: --explain "text"
+    if extra and args.command != "score":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.beam_args = extra
     try:
         COMMANDS[args.command](args)
     except UserError as e:

@@ -16,19 +16,25 @@ from .config import UserError
 
 
 def to_records(outputs: dict[str, np.ndarray]) -> list[dict]:
-    """One JSON-ready record per text: label, label_id and each class's probability."""
+    """One JSON-ready record per text: label, label_id and each class's probability; with an
+    explanation's outputs also `words` ([word, attribution] in reading order), `score` and
+    `baseline_score` (the predicted class's log-odds, for the text and the baseline)."""
     records = []
     for i in range(len(outputs.get("label_id", []))):
         classes = [_text(c) for c in outputs["classes"][i]]
-        records.append(
-            {
-                "label": _text(outputs["label"][i]),
-                "label_id": int(outputs["label_id"][i]),
-                "probabilities": {
-                    c: round(float(p), 6) for c, p in zip(classes, outputs["probabilities"][i])
-                },
-            }
-        )
+        record = {
+            "label": _text(outputs["label"][i]),
+            "label_id": int(outputs["label_id"][i]),
+            "probabilities": {
+                c: round(float(p), 6) for c, p in zip(classes, outputs["probabilities"][i])
+            },
+        }
+        if "tokens" in outputs:  # padding is "", never a word the model read
+            pairs = zip(outputs["tokens"][i], outputs["attributions"][i])
+            record["words"] = [[_text(t), round(float(a), 5)] for t, a in pairs if _text(t)]
+            for key in ("score", "baseline_score"):
+                record[key] = round(float(outputs[key][i]), 5)
+        records.append(record)
     return records
 
 
@@ -37,7 +43,11 @@ def _text(value) -> str:
 
 
 def rest_predict(
-    server: str, model_name: str, texts: list[str], timeout: float = 30.0
+    server: str,
+    model_name: str,
+    texts: list[str],
+    timeout: float = 30.0,
+    signature: str = "serving_default",
 ) -> list[dict]:
     """TF Serving REST predict (row format); answers in the same records as local prediction.
 
@@ -46,6 +56,8 @@ def rest_predict(
         model_name: the name it serves the model under.
         texts: the texts to label.
         timeout: seconds to wait for the answer.
+        signature: the signature to ask: "serving_default", or "explain" for each word's
+            share of the score as well.
 
     Returns:
         One record per text, as `to_records` makes them.
@@ -56,7 +68,7 @@ def rest_predict(
     if not texts:  # nothing to predict: nothing to ask the server
         return []
     url = f"{server.rstrip('/')}/v1/models/{model_name}:predict"
-    body = json.dumps({"signature_name": "serving_default", "instances": texts}).encode("utf-8")
+    body = json.dumps({"signature_name": signature, "instances": texts}).encode("utf-8")
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
@@ -73,9 +85,14 @@ def rest_predict(
     predictions = answer.get("predictions")
     if not isinstance(predictions, list) or len(predictions) != len(texts):
         raise UserError(f"{url}: unexpected answer (no predictions for {len(texts)} texts)")
-    columns = {k: np.array([p[k] for p in predictions], dtype=object) for k in predictions[0]}
-    columns["probabilities"] = columns["probabilities"].astype(float)
-    return to_records(columns)
+    try:
+        columns = {k: np.array([p[k] for p in predictions], dtype=object) for k in predictions[0]}
+        for key in ("probabilities", "attributions", "score", "baseline_score"):
+            if key in columns:
+                columns[key] = columns[key].astype(float)
+        return to_records(columns)
+    except (KeyError, TypeError, ValueError, IndexError):
+        raise UserError(f"{url}: unexpected answer from signature {signature!r}") from None
 
 
 def _server_error(raw: bytes) -> str:

@@ -43,7 +43,7 @@ def build_model(
     """The classifier over token ids, as one readable Sequential."""
     dim = cfg.embedding_dim if matrix is None else matrix.shape[1]
     # GloVe is assigned after building: as a Constant initializer the whole matrix would be
-    # written into every .keras file's config.json (52 MB of JSON for the default model).
+    # written into every .keras file's config.json as JSON numbers.
     init = "uniform" if matrix is None else "zeros"
     stack: list[layers.Layer] = [
         keras.Input(shape=(None,), dtype="int32", name="token_ids"),
@@ -64,7 +64,7 @@ def build_model(
             return_sequences=not last or cfg.pooling != "last",
             matmul_dtype=cfg.precision,
             # Two directions are already two loops at once; one direction splits its batch
-            # in two (benchmarks/README.md: 1.26x at the seed configuration on 2 cores).
+            # in two (benchmarks/README.md, the training rows of the seed model).
             batch_splits=2 if not cfg.bidirectional and cpu_cores() >= 2 else 1,
         )
         stack.append(layers.Bidirectional(lstm) if cfg.bidirectional else lstm)

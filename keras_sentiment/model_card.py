@@ -11,6 +11,7 @@ import platform
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from .explanation_page import card_explained, card_ngrams
 from .listing import duration, on_off
 
 if TYPE_CHECKING:  # types only: the card is read and written without TensorFlow
@@ -30,7 +31,8 @@ def run_summary(cfg: Config, splits: Splits, trained: Trained, result: dict, fac
         trained: the training's model, history, best epoch and precision.
         result: the test report.
         facts: `embeddings`, `pretraining`, `ngrams` (what each did), `vocabulary_size`,
-            `run_dir`, `resumed`, `tokens_per_epoch` and `errors` (the most confident ones).
+            `run_dir`, `resumed`, `tokens_per_epoch`, `errors` (the most confident ones) and
+            `reviews_to_explain` (`reviews_to_explain`'s three test reviews).
     """
     history, names = trained.history, splits.class_names
     return {
@@ -62,6 +64,7 @@ def run_summary(cfg: Config, splits: Splits, trained: Trained, result: dict, fac
         "metrics": {k: result[k] for k in METRIC_KEYS},
         "test_report": result,
         "most_confident_errors": facts["errors"],
+        "reviews_to_explain": facts.get("reviews_to_explain", []),
         "config": cfg.to_dict(),
         "versions": library_versions(),
     }
@@ -93,6 +96,8 @@ def model_card(summary: dict, errors: list[dict]) -> str:
         _card_training(summary),
         _card_metrics(summary),
         _card_errors(errors),
+        card_ngrams(summary),
+        card_explained(summary),
         _card_limits(summary),
         _card_versions(summary),
     ]
@@ -318,6 +323,33 @@ def _card_errors(errors: list[dict]) -> str:
             f"  > {e['text'].replace('<', '&lt;')}",
         ]
     return "\n".join(lines)
+
+
+def reviews_to_explain(texts, labels, probs, class_names: list[str]) -> list[dict]:
+    """Three test reviews for the card's explanations: the one the model got right most
+    confidently, the one it got wrong most confidently, and the one it was least sure of.
+
+    Returns:
+        Up to three `{"kind", "text", "true"}` (fewer when a kind has no review).
+    """
+    import numpy as np
+
+    labels, probs = np.asarray(labels).astype(int), np.asarray(probs)
+    if not len(labels):
+        return []
+    predicted, confidence = probs.argmax(1), probs.max(1)
+    right = predicted == labels
+    picks = []
+    for kind, among, key in [
+        ("right and confident", right, -confidence),
+        ("wrong and confident", ~right, -confidence),
+        ("unsure", np.ones_like(right), confidence),
+    ]:
+        if among.any():
+            i = int(np.flatnonzero(among)[np.argmin(key[among])])
+            text = texts[i].decode("utf-8", "replace") if isinstance(texts[i], bytes) else texts[i]
+            picks.append({"kind": kind, "text": str(text), "true": class_names[labels[i]]})
+    return picks
 
 
 def _card_limits(summary: dict) -> str:

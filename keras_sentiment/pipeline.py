@@ -23,7 +23,7 @@ from .data import Splits, load_splits, load_unlabeled, memory_key
 from .embeddings import embedding_matrix
 from .evaluation import format_report, mix_rows, most_confident_errors, predict_rows, report
 from .model import build_model, text_model
-from .model_card import run_summary
+from .model_card import reviews_to_explain, run_summary
 from .ngrams import NgramMix, fit_ngrams
 from .plots import write_plots
 from .prediction import Predictor, SavedModelPredictor, evaluate_predictor, load_predictor
@@ -179,6 +179,7 @@ def _fit_run(cfg, splits: Splits, strategy, chief, run_dir, resuming, started) -
     facts.update(vocabulary_size=len(pre.vocabulary), run_dir=str(run_dir.resolve()))
     facts["tokens_per_epoch"] = sum(len(r) for r in rows["train"])
     facts["errors"] = most_confident_errors(splits.test.texts, labels, probs, names)
+    facts["reviews_to_explain"] = reviews_to_explain(splits.test.texts, labels, probs, names)
     summary = run_summary(cfg, splits, trained, result, facts)
     summary["training"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     path = _export(cfg, pre, trained.model, mix, splits.class_names, summary, run_dir)
@@ -377,3 +378,23 @@ def export(
             raise UserError(f"export: no finished run of {name!r} in {Path(runs_dir) / name}")
         run_dir = found[-1]
     return export_again(run_dir, output_dir, models_config, batching, base_path_prefix)
+
+
+def score(model: str | Path, inputs: str, output: str, **options: Any) -> dict:
+    """Score files of reviews with Apache Beam's RunInference (`pip install -e ".[beam]"`).
+
+    Args:
+        model: `saved_models/NAME[/VERSION]` (a path the workers read, on a remote runner).
+        inputs: a file pattern or folder of JSONL, CSV, Parquet or text files, a review a row.
+        output: a new or empty folder (anything else is refused: no mixed or duplicate rows).
+        **options: explain, output_format (jsonl, parquet), input_format, text_field, id_field,
+            num_shards, pipeline_args (Beam's flags; default: the local runner).
+
+    Returns:
+        Rows `read`, `scored` and `failed`, the `output` folder and the `seconds` taken.
+    Example:
+        >>> ks.score("saved_models/imdb_lstm", "reviews/*.jsonl", "scored")  # doctest: +SKIP
+    """
+    from .scoring import score_files  # Apache Beam is imported only here, on first use
+
+    return score_files(str(model), inputs, output, **options)

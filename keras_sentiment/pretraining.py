@@ -30,7 +30,7 @@ from .compiled_lstm import CompiledLSTM
 from .config import Config
 from .runs import write_atomic
 
-SAMPLED = 512  # classes per sampled softmax: the full 50,000 would cost 50x the LSTM step
+SAMPLED = 512  # classes per sampled softmax: a full softmax over 50,000 words would dwarf the LSTM
 SEED = 0  # fixed, so that every seed of a recipe fine-tunes from the same pretraining
 LEARNING_RATE, CLIPNORM = 2e-3, 1.0  # the defaults' Adam, fixed: --learning-rate is fine-tuning's
 FORMAT = 1  # bump when the method changes, so old cache entries are not reused

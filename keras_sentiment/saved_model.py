@@ -19,9 +19,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import keras
+import numpy as np
+import tensorflow as tf
 
 from .config import Config, UserError
 from .data import load_test
+from .evaluation import shorten
+from .explanation import explain_function
 from .listing import read_metadata, versions
 from .model_card import model_card
 from .ngrams import NgramMix
@@ -61,7 +65,12 @@ def export_saved_model(
     tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{_host()}-{os.getpid()}-"))
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the version from a server's user
-        _write_graph(tmp, pre, model, class_names, mix)
+        explain = _write_graph(tmp, pre, model, class_names, mix)
+        reviews = metadata.get("reviews_to_explain", [])
+        metadata = {
+            **metadata,
+            "explanations": card_explanations(explain, reviews, mix, pre.vocabulary),
+        }
         extra = tmp / "assets.extra"
         extra.mkdir()
         write_warmup(extra / "tf_serving_warmup_requests", WARMUP_TEXTS)
@@ -93,8 +102,11 @@ def _write_graph(
     model: keras.Model,
     class_names: list[str],
     mix: NgramMix | None,
-) -> None:
-    """The SavedModel itself: the served network and n-grams, and their signatures."""
+):
+    """The SavedModel itself: the served network and n-grams, and their signatures.
+
+    Returns the `explain` function it exported, for the model card's explanations.
+    """
     network = ServingNetwork(model)  # the served graph: no cuDNN, no XLA, no Keras loop
     archive = keras.export.ExportArchive()
     archive.track(pre)
@@ -102,8 +114,79 @@ def _write_graph(
     ngrams = ServingNgrams(mix) if mix is not None else None
     if ngrams is not None:
         archive.track(ngrams)
-    archive.add_endpoint("serving_default", serving_function(pre, network, class_names, ngrams))
+    # Each endpoint from its Python function and input signature: a tf.function endpoint is
+    # traced twice, in and out of the save context, and both traces are written (about 1.9x
+    # the graph, and the time to load it).
+    spec = [tf.TensorSpec([None], tf.string, name="text")]
+    serve = serving_function(pre, network, class_names, ngrams).python_function
+    archive.add_endpoint("serving_default", serve, input_signature=spec)
+    explain = explain_function(pre, network, class_names, ngrams).python_function
+    explain = archive.add_endpoint("explain", explain, input_signature=spec)
     archive.write_out(str(folder), verbose=False)
+    return explain
+
+
+def strongest_ngrams(mix: NgramMix, vocabulary: list[str], count: int = 20) -> dict[str, list]:
+    """The n-gram branch's `count` strongest n-grams each way, as words.
+
+    Returns:
+        `positive` and `negative`: [words, coefficient] pairs, strongest first; a positive
+        coefficient pushes towards the second class.
+    """
+    keys, coefficients = np.asarray(mix.keys), np.asarray(mix.coefficients)
+    order = np.argsort(coefficients, kind="stable")
+
+    def words(key: int) -> str:
+        ids = []
+        while key:
+            key, i = divmod(key, mix.vocabulary_size)
+            ids.append(vocabulary[i])
+        return " ".join(reversed(ids))
+
+    def pick(indices, sign: int) -> list:
+        kept = [i for i in indices[:count] if sign * coefficients[i] > 0]
+        return [[words(int(keys[i])), round(float(coefficients[i]), 4)] for i in kept]
+
+    return {"positive": pick(order[::-1], 1), "negative": pick(order, -1)}
+
+
+def card_explanations(
+    explain, reviews: list[dict], mix: NgramMix | None, vocabulary: list[str]
+) -> dict:
+    """What the model card shows of explanations: the n-gram branch's strongest n-grams and
+    the three test reviews `model_card.reviews_to_explain` picked, explained by `explain`.
+
+    Returns:
+        `ngrams` (see `strongest_ngrams`; absent without the branch) and `reviews`: each
+        review's kind, labels, probability, scores, the sum of its shares, its 8 strongest
+        words for the label and 5 against it, and its text shortened.
+    """
+    found: dict = {"ngrams": strongest_ngrams(mix, vocabulary)} if mix is not None else {}
+    if not reviews:
+        return found
+    texts = [r["text"].encode("utf-8", "surrogatepass") for r in reviews]
+    out = {k: v.numpy() for k, v in explain(tf.constant(texts)).items()}
+    found["reviews"] = []
+    for i, review in enumerate(reviews):
+        tokens = [t.decode("utf-8", "replace") for t in out["tokens"][i]]
+        words = sorted(
+            ((t, float(a)) for t, a in zip(tokens, out["attributions"][i]) if t),
+            key=lambda word: -word[1],
+        )
+        found["reviews"].append(
+            {
+                **review,
+                "text": shorten(review["text"]),
+                "predicted": out["label"][i].decode("utf-8", "replace"),
+                "probability": float(out["probabilities"][i].max()),
+                "score": float(out["score"][i]),
+                "baseline_score": float(out["baseline_score"][i]),
+                "sum": float(out["attributions"][i].sum()),
+                "for": [[w, round(a, 3)] for w, a in words[:8] if a > 0],
+                "against": [[w, round(a, 3)] for w, a in words[::-1][:5] if a < 0],
+            }
+        )
+    return found
 
 
 def _exported_by(version_dir: Path, run_dir: str | None) -> bool:

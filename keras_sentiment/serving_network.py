@@ -64,6 +64,81 @@ def _block_lstm(
     ).h
 
 
+UNROLL = 8  # steps per iteration of the gradient's loop: fewer loop ops a step
+
+
+def _differentiable_lstm(x: tf.Tensor, w: np.ndarray, b: np.ndarray) -> tf.Tensor:
+    """`_block_lstm` from zero states, with a correct and fast gradient with respect to `x`.
+
+    TensorFlow registers BlockLSTMV2's gradient as BlockLSTM's (tensorflow/python/ops/
+    rnn_grad.py), which calls BlockLSTMGrad, the kernel for the V1 op's gate order (i, c, f,
+    o): tape gradients through BlockLSTMV2 come out wrong (a random LSTM's last state: 1.08
+    where central differences give 1.27). BlockLSTMGradV2, the V2 op's own kernel, is right
+    but takes about 0.4 ms a step even for one row. Here BlockLSTMV2 runs forward (on x padded
+    to a multiple of UNROLL steps at its end, which no real step reads) and the gradient runs
+    back through time in a loop of UNROLL steps an iteration, each one matmul and a few
+    elementwise ops on the gates the forward op kept, then projects every step's gate
+    gradients onto `x` in one matmul (tests/test_explain.py checks it against central
+    differences). The executor's cost per op, not arithmetic, bounds this loop.
+    """
+    units = b.shape[0] // 4
+    dim = w.shape[0] - units
+    input_kernel, recurrent_kernel = tf.constant(w[:dim].T), tf.constant(w[dim:].T)
+    no_peephole = tf.zeros([units])
+
+    def zeros(rows):
+        return tf.zeros([rows, units])
+
+    @tf.custom_gradient
+    def run(x):
+        steps, rows = tf.shape(x)[0], tf.shape(x)[1]
+        blocks = (steps + UNROLL - 1) // UNROLL
+        padded = tf.pad(x, [[0, blocks * UNROLL - steps], [0, 0], [0, 0]])
+        out = tf.raw_ops.BlockLSTMV2(
+            seq_len_max=tf.cast(blocks * UNROLL, tf.int64), x=padded, cs_prev=zeros(rows),
+            h_prev=zeros(rows), w=w, wci=no_peephole, wcf=no_peephole, wco=no_peephole, b=b,
+        )  # fmt: skip
+
+        def grad(dh_out):
+            dz_all = _back_through_time(out, dh_out, recurrent_kernel, blocks)[:steps]
+            dx = tf.matmul(tf.reshape(dz_all, [-1, 4 * units]), input_kernel)
+            return tf.reshape(dx, tf.shape(x))
+
+        return out.h[:steps], grad
+
+    return run(x)
+
+
+def _back_through_time(out, dh_out: tf.Tensor, recurrent_kernel: tf.Tensor, blocks):
+    """The gate gradients [blocks * UNROLL, rows, 4 units] of a BlockLSTMV2 run from zero
+    states (its outputs `out`, on steps padded to `blocks` of UNROLL), given the gradients of
+    its hidden states `dh_out` (unpadded)."""
+    i, f, g, o, tanh_c = out.i, out.f, out.ci, out.o, out.co
+    zeros = tf.zeros_like(out.cs[0])
+    c_before = tf.concat([zeros[None], out.cs[:-1]], 0)
+    # All that does not depend on the recurrence, for every step at once: the gates'
+    # derivatives, what dh adds to dc, and the forget gate; in blocks of UNROLL steps.
+    gates = [g * i * (1 - i), c_before * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)]
+    dh_out = tf.pad(dh_out, [[0, tf.shape(out.cs)[0] - tf.shape(dh_out)[0]], [0, 0], [0, 0]])
+    terms = [tf.concat(gates, 2), o * (1 - tanh_c * tanh_c), f, dh_out]
+    terms = [tf.reshape(t, tf.concat([[blocks, UNROLL], tf.shape(t)[1:]], 0)) for t in terms]
+
+    def back(n, dh, dc, dz_all):
+        dz_block = [None] * UNROLL
+        unstacked = zip(*(tf.unstack(t[n], UNROLL) for t in terms))
+        for k, (d_gates, dh_to_dc, forget, d_out) in reversed(list(enumerate(unstacked))):
+            dh += d_out
+            dc += dh * dh_to_dc
+            dz_block[k] = tf.concat([dc, dc, dc, dh], 1) * d_gates
+            dh, dc = tf.matmul(dz_block[k], recurrent_kernel), dc * forget
+        return n - 1, dh, dc, dz_all.write(n, tf.stack(dz_block))
+
+    units = out.cs.shape[-1]
+    dz_all = tf.TensorArray(out.cs.dtype, blocks, element_shape=[UNROLL, None, 4 * units])
+    state = (blocks - 1, zeros, zeros, dz_all)
+    return tf.while_loop(lambda n, *_: n >= 0, back, state)[-1].concat()
+
+
 def _time_major_mask(lengths: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
     """[time, batch]: True where step t is a real token of the row."""
     # Built time-major, not transposed: oneDNN has no bool transpose (and logs an error).
@@ -234,25 +309,37 @@ class ServingNetwork(tf.Module):
     def _padded(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         steps = tf.maximum(tf.reduce_max(lengths), 1)
         x = tf.gather(self.embeddings, tf.transpose(ids[:, :steps]))  # [time, batch, dim]
+        return tf.nn.softmax(self.padded_logits(x, lengths))
+
+    def padded_logits(
+        self, x: tf.Tensor, lengths: tf.Tensor, differentiable: bool = False
+    ) -> tf.Tensor:
+        """Embedded rows, time-major [time, batch, dim], row b real for its first lengths[b]
+        steps -> logits [batch, classes] (before the softmax).
+
+        All steps in BlockLSTMV2; `differentiable`: with `_differentiable_lstm`'s gradient with
+        respect to `x`, which `explanation.py` takes.
+        """
+        block_lstm = _differentiable_lstm if differentiable else _block_lstm
 
         def backwards(seq: tf.Tensor) -> tf.Tensor:
             return tf.reverse_sequence(seq, lengths, seq_axis=0, batch_axis=1)
 
         for i, (forward, backward) in enumerate(self.lstms):
-            states = [_block_lstm(x, *forward)]
+            states = [block_lstm(x, *forward)]
             if backward:
-                states.append(_block_lstm(backwards(x), *backward))
+                states.append(block_lstm(backwards(x), *backward))
             if i < len(self.lstms) - 1:  # the next layer reads both directions in time order
                 x = tf.concat(states[:1] + [backwards(h) for h in states[1:]], -1)
-        real = _time_major_mask(lengths, steps)[:, :, None]
+        real = _time_major_mask(lengths, tf.shape(x)[0])[:, :, None]
         if self.pooling == "max":
             pooled = [tf.reduce_max(tf.where(real, h, -np.inf), 0) for h in states]
         elif self.pooling == "mean":
             pooled = [tf.reduce_sum(tf.where(real, h, 0.0), 0) for h in states]
         else:
-            last = tf.stack([lengths - 1, tf.range(tf.shape(ids)[0])], 1)
+            last = tf.stack([lengths - 1, tf.range(tf.shape(x)[1])], 1)
             pooled = [tf.gather_nd(h, last) for h in states]
-        return self._classify(tf.concat(pooled, 1), lengths)
+        return self._logits(tf.concat(pooled, 1), lengths)
 
     def _packed(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         order = tf.argsort(lengths, direction="DESCENDING", stable=True)
@@ -278,7 +365,10 @@ class ServingNetwork(tf.Module):
         return tf.scatter_nd(order[:, None], probabilities, tf.shape(probabilities))
 
     def _classify(self, pooled: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
+        return tf.nn.softmax(self._logits(pooled, lengths))
+
+    def _logits(self, pooled: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
         if self.pooling == "mean":
             pooled /= tf.cast(lengths, pooled.dtype)[:, None]
         kernel, bias = self.dense
-        return tf.nn.softmax(tf.matmul(pooled, kernel) + bias)
+        return tf.matmul(pooled, kernel) + bias

@@ -88,7 +88,8 @@ def test_abbreviated_flags_are_refused(capsys):
 STAGES = [
     "startup", "config", "listing", "sources", "data", "preprocessing", "embeddings", "ngrams",
     "compiled_lstm", "model", "batching", "runs", "pretraining", "training", "evaluation",
-    "plots", "model_card", "serving_network", "serving", "saved_model", "prediction", "client",
+    "plots", "explanation_page", "model_card", "serving_network", "explanation", "serving",
+    "saved_model", "prediction", "client", "review_files", "scoring",
     "pipeline", "cli", "__main__",
 ]  # fmt: skip
 
