@@ -81,6 +81,7 @@ np.save(sys.argv[1] + ".npy", model.predict(tf.constant(sys.argv[3:]), verbose=0
 """
 
 
+@pytest.mark.slow  # a second process starting TensorFlow: seconds the fast loop can spare
 def test_a_new_process_imports_lightly_starts_quietly_and_keras_loads_the_file(tiny_run, tmp_path):
     path = tmp_path / "sentiment.keras"
     tiny_run["run"].model.save(path)

@@ -180,7 +180,19 @@ def tiny_model(tiny_run):
     return split_text_model(tiny_run["run"].model)
 
 
-def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch):
+@pytest.fixture
+def quick_graph(monkeypatch):
+    """The SavedModel itself replaced by a placeholder file: these tests are about the
+    version folders around it, and tracing the real graph costs seconds each time."""
+    from keras_sentiment import saved_model as export
+
+    def write(folder, *args):
+        (folder / "saved_model.pb").write_bytes(b"placeholder")
+
+    monkeypatch.setattr(export, "_write_graph", write)
+
+
+def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch, quick_graph):
     from keras_sentiment import saved_model as export
 
     pre, model, mix = tiny_model
@@ -208,7 +220,7 @@ def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch):
     assert meta["version"] == 3 and meta["path"] == str(base / "3")
 
 
-def test_stale_temporaries_are_judged_by_host_and_pid(tiny_model, tmp_path):
+def test_stale_temporaries_are_judged_by_host_and_pid(tiny_model, tmp_path, quick_graph):
     from keras_sentiment import saved_model as export
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],

@@ -76,6 +76,9 @@ def test_keys_keep_each_order_apart():
         fit_ngrams(Config(ngrams=4), 3_000_000, ([], np.array([])), ([], np.array([])), None)
 
 
+# Slow: a second export. The fast tier checks the same mix, the LSTM at 0.5, through the
+# served graph's functions in test_explain.test_with_the_lstm_in_the_mix_served_and_keras_agree.
+@pytest.mark.slow
 def test_export_mixes_as_the_keras_model(tiny, tmp_path):
     from keras_sentiment.saved_model import export_saved_model
 

@@ -31,6 +31,7 @@ def tiny(tmp_path, **overrides) -> Config:
     return Config(**{**values, **overrides})
 
 
+@pytest.mark.slow  # pretraining is not a default stage
 def test_pretrained_directions_predict_the_next_and_the_previous_word(tmp_path, capsys):
     cfg = tiny(tmp_path, pretrain_epochs=12)
     weights = pretrain(cfg, cycles(384), None, VOCAB)
@@ -53,6 +54,7 @@ def test_pretrained_directions_predict_the_next_and_the_previous_word(tmp_path, 
             assert (predicted[inner] == np.roll(row, -shift)[inner]).mean() > 0.9, name
 
 
+@pytest.mark.slow  # pretraining is not a default stage
 def test_pretraining_is_cached_by_content(tmp_path, capsys):
     cfg = tiny(tmp_path)
     rows = cycles(48)

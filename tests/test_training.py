@@ -63,7 +63,8 @@ def test_length_buckets_are_right_padded_and_similar():
         ("val_loss", 0.0, "float32", True),
         pytest.param("val_accuracy", 0.0, "float32", True, marks=pytest.mark.slow),
         pytest.param("val_loss", 1.0, "float32", True, marks=pytest.mark.slow),
-        ("val_loss", 0.0, "bfloat16", False),  # bfloat16 gradients, the batch in two loops
+        # bfloat16 gradients, the batch in two loops (not the default precision)
+        pytest.param("val_loss", 0.0, "bfloat16", False, marks=pytest.mark.slow),
     ],
 )
 def test_tiny_model_learns_a_separable_task(
