@@ -387,8 +387,9 @@ def test_ten_thousand_texts_in_one_request(served):
 
 @pytest.mark.slow
 def test_an_export_with_the_lstm_in_the_mix(mixed, tiny_run, tmp_path):
-    """The mixed model through export_saved_model: the SavedModel's explain equals the Keras
-    model's, its graph holds stock ops only, and its card explains three reviews."""
+    """The mixed model through export_saved_model: the SavedModel's predictions and
+    explanations equal the Keras model's, its graph holds stock ops only, and its card explains
+    three reviews."""
     from keras_sentiment.saved_model import export_saved_model, version_files
 
     from .test_serving_network import graph_op_types
@@ -405,6 +406,15 @@ def test_an_export_with_the_lstm_in_the_mix(mixed, tiny_run, tmp_path):
     assert complete(ours).max() <= 1
     for key in ("attributions", "score", "baseline_score", "probabilities"):
         np.testing.assert_allclose(ours[key], theirs[key], rtol=0, atol=1e-4, err_msg=key)
+    # serving_default: the predictor's batches, and single requests (the fused-kernel path).
+    served, sample = SavedModelPredictor(version), tf.constant(texts + HOSTILE_BYTES)
+    expected = mixed["model"](sample, training=False).numpy()
+    lstm_alone = network(pre(sample), training=False).numpy()
+    assert np.abs(expected - lstm_alone).max() > 1e-2  # the n-grams changed the answers
+    np.testing.assert_allclose(served(sample.numpy())["probabilities"], expected, atol=1e-5)
+    for i in (0, 1, len(expected) - 1):
+        one = served.signature(text=sample[i : i + 1])["probabilities"].numpy()
+        np.testing.assert_allclose(one, expected[i : i + 1], rtol=0, atol=1e-5)
     ops = graph_op_types(version)
     assert not ops - ALLOWED_OPS and "IdentityN" in ops
     card = (version / "assets.extra" / "MODEL_CARD.md").read_text()

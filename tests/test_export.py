@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import keras_sentiment as ks
 from keras_sentiment.listing import versions
-from keras_sentiment.saved_model import models_config
+from keras_sentiment.saved_model import models_config, served_before
 
 from .conftest import ROOT, run_cli
 
@@ -65,15 +65,7 @@ def test_signature_via_saved_model_cli(tiny_run):
     assert re.search(r"outputs\['label'\].*?DT_STRING.*?shape: \(-1\)", serving, re.S)
     assert re.search(r"outputs\['label_id'\].*?DT_INT32", serving, re.S)
     assert "CudnnRNN" not in out
-    ran = subprocess.run(
-        [SAVED_MODEL_CLI, "run", "--dir", str(tiny_run["version"]), "--tag_set", "serve",
-         "--signature_def", "serving_default",
-         "--input_exprs", "text=['a great film', 'a dreadful bore', '']"],
-        capture_output=True,
-        text=True,
-    )  # fmt: skip
-    assert ran.returncode == 0, ran.stderr[-1000:]
-    assert "probabilities" in ran.stdout and re.search(r"b'(neg|pos)'", ran.stdout)
+    # Running it is test_end_to_end.test_savedmodel_scores_raw_reviews_without_the_package.
 
 
 def test_warmup_file_parses_with_serving_protos(tiny_run):
@@ -270,3 +262,31 @@ def test_export_reads_runs_from_before_model_keras_took_raw_text(tiny_run, tiny_
     served = tf.saved_model.load(str(tmp_path / "models" / "tiny" / "1"))
     answer = served.signatures["serving_default"](text=texts)["probabilities"]
     assert abs(answer - network(pre(texts), training=False)).numpy().max() <= 1e-5
+
+
+def test_the_closing_lines_say_what_differs_between_test_splits(tmp_path):
+    def version(n: int, seed: int, accuracy: float, max_test: int = 0) -> dict:
+        meta = {
+            "metrics": {"accuracy": accuracy},
+            "config": {"dataset": "toy.csv", "seed": seed, "max_test": max_test},
+            "dataset": {"source": "file:toy.csv (test: stratified 20% held out)", "test": 10},
+            "run_dir": f"runs/toy_lstm/{n}",
+        }
+        (tmp_path / str(n) / "assets.extra").mkdir(parents=True)
+        (tmp_path / str(n) / "assets.extra" / "metadata.json").write_text(json.dumps(meta))
+        return meta
+
+    version(1, seed=1337, accuracy=0.9)
+    # Another seed holds out another test split: not comparable, and it says why.
+    lines = served_before(tmp_path, 2, version(2, seed=2, accuracy=0.8))
+    assert "another test split (seed 1337 vs 2)" in lines[0] and "not comparable" in lines[0]
+    assert str(tmp_path / "2") in lines[1]
+    # The same split, a lower score: a warning with the way back.
+    lines = served_before(tmp_path, 3, version(3, seed=2, accuracy=0.7))
+    assert lines[0].startswith("warning: version 3 scores 0.7000 on the test split, below")
+    # A cut test split says so.
+    lines = served_before(tmp_path, 4, version(4, seed=2, accuracy=0.9, max_test=5))
+    assert "(max_test 0 vs 5)" in lines[0]
+    assert served_before(tmp_path, 5, version(5, seed=2, accuracy=0.95, max_test=5)) == [
+        "version 5: 0.9500 on the test split; version 4 had 0.9000"
+    ]

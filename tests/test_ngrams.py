@@ -7,9 +7,8 @@ import tensorflow as tf
 
 from keras_sentiment.config import Config, UserError
 from keras_sentiment.evaluation import mix_rows
-from keras_sentiment.model import split_text_model, text_model
-from keras_sentiment.ngrams import NgramMix, fit_ngrams, ngram_keys
-from keras_sentiment.prediction import SavedModelPredictor
+from keras_sentiment.model import split_text_model
+from keras_sentiment.ngrams import fit_ngrams, ngram_keys
 from keras_sentiment.preprocessing import vectorize
 
 from .conftest import HOSTILE_BYTES, synthetic_reviews
@@ -74,27 +73,3 @@ def test_keys_keep_each_order_apart():
     assert keys.tolist() == [1, 3, 13, 31, 131, 313]
     with pytest.raises(UserError, match="overflows int64"):
         fit_ngrams(Config(ngrams=4), 3_000_000, ([], np.array([])), ([], np.array([])), None)
-
-
-# Slow: a second export. The fast tier checks the same mix, the LSTM at 0.5, through the
-# served graph's functions in test_explain.test_with_the_lstm_in_the_mix_served_and_keras_agree.
-@pytest.mark.slow
-def test_export_mixes_as_the_keras_model(tiny, tmp_path):
-    from keras_sentiment.saved_model import export_saved_model
-
-    pre, network, trained, texts, _ = tiny
-    # A copy in which both parts count (the session's run stays as it is).
-    mix = NgramMix.from_config({**trained.get_config(), "lstm_weight": 0.5})
-    mix.set_weights(trained.get_weights())
-    model = text_model(pre, network, mix)
-    path = export_saved_model(pre, network, ["neg", "pos"], tmp_path, {}, mix=mix)
-    served = SavedModelPredictor(path)
-    sample = [bytes(t) for t in texts[:64]] + HOSTILE_BYTES
-    expected = model(tf.constant(sample), training=False).numpy()
-    lstm = network(pre(tf.constant(sample)), training=False).numpy()
-    assert np.abs(expected - lstm).max() > 1e-2  # the n-grams changed the answers
-    # Batches of the packed path, and single requests (the fused-kernel path).
-    np.testing.assert_allclose(served(sample)["probabilities"], expected, rtol=0, atol=1e-5)
-    for i in (0, 1, len(sample) - 1):
-        one = served.signature(text=tf.constant(sample[i : i + 1]))["probabilities"].numpy()
-        np.testing.assert_allclose(one, expected[i : i + 1], rtol=0, atol=1e-5)

@@ -1,7 +1,5 @@
 """Language-model pretraining: each direction learns its task, reaches the classifier, is cached."""
 
-import json
-
 import numpy as np
 import pytest
 
@@ -115,7 +113,7 @@ def test_load_pretrained_fills_the_embedding_and_the_first_lstm(tmp_path, bidire
 
 
 @pytest.mark.slow
-def test_fit_with_pretraining_reads_unlabeled_reviews_and_reuses_the_cache(tmp_path, capsys):
+def test_fit_with_pretraining_reads_unlabeled_reviews(tmp_path, capsys):
     from keras_sentiment.pipeline import fit
 
     cfg = dict(
@@ -135,14 +133,7 @@ def test_fit_with_pretraining_reads_unlabeled_reviews_and_reuses_the_cache(tmp_p
     card = (first.export_path / "assets.extra" / "MODEL_CARD.md").read_text()
     assert "- Unlabeled texts: 300," in card
     assert "reusing" not in capsys.readouterr().out
-    second = fit(Config(**cfg))
-    assert "pretraining: reusing" in capsys.readouterr().out
-    # A cached pretraining and a fresh one give the same fine-tuning, number for number.
-    untimed = [
-        [{k: v for k, v in e.items() if k != "seconds"} for e in r.history] for r in (first, second)
-    ]
-    assert json.dumps(untimed[0]) == json.dumps(untimed[1])
-    assert second.report["accuracy"] == first.report["accuracy"]
+    # The cache (reused by content, the same weights) is test_pretraining_is_cached_by_content.
     assert len(list((tmp_path / "runs" / ".pretrained").glob("*.npz"))) == 1
 
 

@@ -114,41 +114,43 @@ def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path, straight, reviews
     assert summary(tmp_path, "killed")["training"]["resumed"]
 
 
-# Named points of `fit` (keras_sentiment.config.kill_point), in the order a run reaches them.
-# Each kill while training gets its own run; after training, one run is killed at every
-# point in turn, each rerun getting one step further (a rerun passes "trained" again).
-KILL_POINTS = [
-    ["backup-written@3"],  # weights out, state not yet
-    ["step-backup@9"],
-    ["epoch-end@1"],
+# Named points of `fit` (keras_sentiment.runs.kill_point), in the order a run reaches them,
+# each with what the next command says. One run is killed at every point of a chain in turn,
+# each rerun resuming from what the last kill left and getting one step further; `@N` counts
+# within one process.
+KILL_CHAINS = {
+    "while-training": [
+        ("backup-written@3", "resuming epoch 1 after its step 10"),  # weights out, state not yet
+        ("epoch-end@1", "resuming after epoch 1"),
+        ("step-backup@1", "resuming epoch 2 after its step 5"),
+    ],
     # trained; report and plots written; SavedModel written, not yet renamed; renamed into
     # place, run not yet closed
-    ["trained", "plotted", "export-written", "exported"],
-]
-SAYS = {
-    "backup-written@3": "resuming epoch 1 after its step 10",
-    "step-backup@9": "resuming epoch 2 after its step 5",
-    "epoch-end@1": "resuming after epoch 1",
+    "after-training": [
+        (point, "training finished before")
+        for point in ("trained", "plotted", "export-written", "exported")
+    ],
 }
+EPOCHS_DONE = {"while-training": 1, "after-training": 3}  # never trained again by the last run
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("points", KILL_POINTS, ids=["+".join(p) for p in KILL_POINTS])
+@pytest.mark.parametrize("chain", KILL_CHAINS)
 def test_kill_anywhere_then_the_same_command_finishes_the_same_run(
-    tmp_path, straight, points, reviews_csv
+    tmp_path, straight, chain, reviews_csv
 ):
     cmd = small_fit(tmp_path, "k", reviews_csv, epochs=3)
-    for i, point in enumerate(points):
+    said = None
+    for point, says in KILL_CHAINS[chain]:
         env = {**os.environ, "KERAS_SENTIMENT_KILL_AT": point}
         killed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-3000:])
-        if i:  # a rerun after a kill past training trains nothing
-            assert "training finished before" in killed.stdout and "Epoch " not in killed.stdout
+        assert said is None or said in killed.stdout, (point, killed.stdout[-3000:])
+        said = says
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert SAYS.get(points[0], "training finished before") in again.stdout
-    trained_before = {"backup-written@3": 0, "step-backup@9": 1, "epoch-end@1": 1}.get(points[0], 3)
-    for epoch in range(1, trained_before + 1):
+    assert said in again.stdout, again.stdout[-3000:]
+    for epoch in range(1, EPOCHS_DONE[chain] + 1):
         assert f"Epoch {epoch}/3" not in again.stdout
     same_run(summary(straight, "straight"), summary(tmp_path, "k"))
     # One run, one version: the export a kill interrupted is finished, not doubled.
