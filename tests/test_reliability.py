@@ -122,7 +122,7 @@ KILL_CHAINS = {
     "while-training": [
         ("backup-written@3", "resuming epoch 1 after its step 10"),  # weights out, state not yet
         ("epoch-end@1", "resuming after epoch 1"),
-        ("step-backup@1", "resuming epoch 2 after its step 5"),
+        # A step backup mid-epoch: test_sigkill_mid_epoch_then_same_command_resumes.
     ],
     # trained; report and plots written; SavedModel written, not yet renamed; renamed into
     # place, run not yet closed

@@ -147,7 +147,6 @@ def test_savedmodel_answers_as_the_keras_model(tiny_run, trained, reviews):
     [
         {"lstm_layers": 2, "bidirectional": False, "pooling": "last"},
         {"lstm_layers": 2, "pooling": "mean"},
-        {"pooling": "last"},
     ],
 )
 def test_every_trainable_configuration_serves_the_same(settings, trained, reviews):
