@@ -8,6 +8,7 @@ packed path. `write_warmup` and `batching_parameters` are the files TF Serving r
 
 from __future__ import annotations
 
+import itertools
 import os
 import platform
 import time
@@ -20,6 +21,7 @@ from .ngrams import NgramMix, NgramScoring
 from .preprocessing import DROPPED, OOV, TextPreprocessor, separate
 from .serving_network import ServingNetwork
 
+SIGNATURES = ("serving_default", "explain")  # what every export serves
 WARMUP_TEXTS = [
     "A wonderful film with a moving story and great acting.",
     "Dull, predictable and far too long. I wanted my money back.",
@@ -140,14 +142,15 @@ def serving_function(
 def write_warmup(path: Path, texts: list[str]) -> None:
     """TF Serving warm-up file: a TFRecord of PredictionLog, so the first request is fast.
 
-    Two requests, `texts` and its first text alone: the served graph has a path for each.
+    For each signature, `serving_default` and `explain`, two requests: `texts` and its first
+    text alone, since the served graph has a path for each.
     """
     from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
 
     with tf.io.TFRecordWriter(str(path)) as writer:
-        for batch in (texts, texts[:1]):
+        for signature, batch in itertools.product(SIGNATURES, (texts, texts[:1])):
             request = predict_pb2.PredictRequest(
-                model_spec=model_pb2.ModelSpec(signature_name="serving_default")
+                model_spec=model_pb2.ModelSpec(signature_name=signature)
             )
             request.inputs["text"].CopyFrom(tf.make_tensor_proto(batch, dtype=tf.string))
             log = prediction_log_pb2.PredictionLog(

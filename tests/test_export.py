@@ -75,10 +75,16 @@ def test_warmup_file_parses_with_serving_protos(tiny_run):
     path = tiny_run["version"] / "assets.extra" / "tf_serving_warmup_requests"
     records = list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
     requests = [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request for r in records]
-    assert [r.model_spec.signature_name for r in requests] == ["serving_default"] * 2
+    signatures = [r.model_spec.signature_name for r in requests]
+    assert signatures == ["serving_default"] * 2 + ["explain"] * 2
     texts = [tf.make_ndarray(r.inputs["text"]) for r in requests]
     # A batch and a single review: the served graph has a path for each.
     assert len(texts[0]) == 3 and texts[0][-1] == b"" and texts[1].tolist() == texts[0][:1].tolist()
+    assert [t.tolist() for t in texts[2:]] == [t.tolist() for t in texts[:2]]
+    # Each request is one the export answers (as TF Serving replays them at load).
+    served = tf.saved_model.load(str(tiny_run["version"])).signatures
+    for signature, batch in zip(signatures, texts):
+        assert served[signature](text=tf.constant(batch))["label"].shape == (len(batch),)
 
 
 def test_export_help_lists_only_what_export_uses():
