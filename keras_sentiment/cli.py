@@ -248,8 +248,10 @@ runner (FnApiRunner) in this process, with a progress line. Elsewhere, for examp
 Needs the beam extra: pip install -e ".[beam]"."""
 
 
-COMMANDS = {"fit": fit, "evaluate": evaluate, "predict": predict, "export": export, "runs": runs}
-COMMANDS["score"] = score
+COMMANDS = {
+    "fit": fit, "evaluate": evaluate, "predict": predict, "export": export, "runs": runs,
+    "score": score,
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -130,7 +130,7 @@ class SavedModelHandler(inference.ModelHandler):
             part = order[start : start + SLICE_ROWS]
             for i, record in zip(part, _score(model, [texts[i] for i in part])):
                 records[i] = record
-        if self.explain and "explain" in model._loaded.signatures:
+        if self.explain:  # only where the model has the signature: see `_has_explain`
             for record, (words, weights) in zip(records, _explanations(model, texts)):
                 record.update(words=words, attributions=weights)
         return [inference.PredictionResult(text, record) for text, record in zip(texts, records)]
@@ -161,21 +161,9 @@ def _score(model, texts: list[bytes], counted: bool = True) -> list[dict]:
 
 
 def _explanations(model, texts: list[bytes]) -> list[tuple[list[str], list[float]]]:
-    """Each text's words and attributions from the `explain` signature, padding dropped."""
-    import tensorflow as tf
-
-    explain = model._loaded.signatures["explain"]
-    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-    found: list = [None] * len(texts)
-    for start in range(0, len(texts), EXPLAIN_ROWS):
-        part = order[start : start + EXPLAIN_ROWS]
-        out = explain(text=tf.constant([texts[i] for i in part], tf.string))
-        tokens, weights = out["tokens"].numpy(), out["attributions"].numpy()
-        for j, i in enumerate(part):
-            keep = tokens[j] != b""
-            words = [t.decode("utf-8", "replace") for t in tokens[j][keep]]
-            found[i] = (words, [round(float(w), 6) for w in weights[j][keep]])
-    return found
+    """Each text's words and attributions (padding dropped), from `Predictor.explain`."""
+    records = to_records(model.explain(texts, batch_size=EXPLAIN_ROWS))
+    return [([w for w, _ in r["words"]], [a for _, a in r["words"]]) for r in records]
 
 
 def _local_copy(model_dir: str) -> str:
