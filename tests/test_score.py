@@ -156,7 +156,7 @@ def test_user_errors_before_any_pipeline(tiny_run, tmp_path):
 
 
 def stub_model(path: Path, explain: bool = True) -> Path:
-    """A SavedModel with `serving_default` and an `explain` signature as issue 31 specifies
+    """A SavedModel with `serving_default` and an `explain` signature as `explanation.py` specifies
     them (tokens padded with "", one attribution per token), scoring by text length."""
     import tensorflow as tf
 
