@@ -27,16 +27,17 @@ import numpy as np
 import tensorflow as tf
 
 import keras_sentiment as ks
-from keras_sentiment.batching import bucket_boundaries, train_dataset
-from keras_sentiment.compiled_lstm import cpu_has_bfloat16, gradient_dtype
 from keras_sentiment.config import Config, UserError
-from keras_sentiment.data import Splits, load_splits
-from keras_sentiment.embeddings import embedding_matrix
-from keras_sentiment.model import MaskedGlobalMaxPooling1D, build_model, split_text_model
-from keras_sentiment.prediction import SavedModelPredictor, resolve_version
-from keras_sentiment.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-from keras_sentiment.runs import load_run_model, save_json
-from keras_sentiment.training import compile_model
+from keras_sentiment.data.batching import bucket_boundaries, train_dataset
+from keras_sentiment.data.splits import Splits, load_splits
+from keras_sentiment.files import save_json
+from keras_sentiment.network.compiled_lstm import cpu_has_bfloat16, gradient_dtype
+from keras_sentiment.network.model import MaskedGlobalMaxPooling1D, build_model, split_text_model
+from keras_sentiment.serving.prediction import SavedModelPredictor, resolve_version
+from keras_sentiment.text.embeddings import embedding_matrix
+from keras_sentiment.text.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
+from keras_sentiment.training.runs import load_run_model
+from keras_sentiment.training.train import compile_model
 
 QUICK_TRAIN = 2000  # training reviews in --quick (after the validation hold-out)
 SERVE_REVIEWS = {"quick": 1024, "full": 2048}  # test reviews pushed through the batch runs

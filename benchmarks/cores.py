@@ -29,7 +29,7 @@ def lstm_step_us() -> float:
     import numpy as np
     import tensorflow as tf
 
-    from keras_sentiment.serving_network import _packed_lstm
+    from keras_sentiment.network.serving_network import _packed_lstm
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     rng = np.random.default_rng(0)

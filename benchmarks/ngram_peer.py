@@ -30,8 +30,8 @@ from sklearn.linear_model import LogisticRegression
 
 from benchmarks.bench import machine_info
 from keras_sentiment.config import FIELDS, Config, UserError
-from keras_sentiment.data import load_splits
-from keras_sentiment.prediction import SavedModelPredictor
+from keras_sentiment.data.splits import load_splits
+from keras_sentiment.serving.prediction import SavedModelPredictor
 
 C_GRID = (0.03, 0.1, 0.3, 1.0)
 WEIGHTS = np.round(np.arange(0, 1.01, 0.1), 1)

@@ -101,7 +101,7 @@ def predictor_run(model: str, data: Path, ref: Path) -> None:
     from keras_sentiment.startup import start_tensorflow
 
     start_tensorflow(serving=True)  # as `evaluate` and `score` do
-    from keras_sentiment.prediction import SavedModelPredictor
+    from keras_sentiment.serving.prediction import SavedModelPredictor
 
     texts = []
     for line in open(data, encoding="utf-8"):
@@ -142,7 +142,7 @@ def main() -> None:
     if args.predictor_run:
         return predictor_run(args.model, *map(Path, args.predictor_run))
 
-    from keras_sentiment.sources import read_tfds
+    from keras_sentiment.data.sources import read_tfds
 
     test, _ = read_tfds("imdb_reviews", "test")
     n = args.max_test or len(test)

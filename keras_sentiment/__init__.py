@@ -9,10 +9,9 @@
     ks.export(run)  # the same model again, as the next version
     predictor.explain(["What a wonderful film!"])["attributions"]  # each word's share
 
-Modules, in data-flow order: startup, config, listing, sources, data, preprocessing,
-embeddings, ngrams, compiled_lstm, model, batching, runs, pretraining, training, evaluation,
-plots, explanation_page, model_card, serving_network, explanation, serving, saved_model,
-prediction, client, review_files, scoring (bulk scoring on Apache Beam), pipeline, cli.
+Subpackages, in the order the data moves (each imports only those before it): data, text,
+network, training, reporting, serving, scoring; under them config, files (atomic writes) and
+records (where runs and exports live); on top the Python API (`api`) and the command line (`cli`).
 
 TensorFlow starts (quietly) on first use of `fit`, `load`, `evaluate`, `export` or `score`, so
 `import keras_sentiment` and the command line's help stay fast. The package's Keras layers are
@@ -25,7 +24,7 @@ import importlib.abc
 import importlib.util
 import sys
 
-from .config import Config, UserError
+from keras_sentiment.config import Config, UserError
 
 __version__ = "0.2.0"
 __all__ = ["Config", "Run", "UserError", "evaluate", "export", "fit", "load", "score"]
@@ -34,12 +33,12 @@ _API = ("Run", "evaluate", "export", "fit", "load", "score")
 
 def __getattr__(name: str):
     if name in _API:
-        from .startup import start_tensorflow
+        from keras_sentiment.startup import start_tensorflow
 
         start_tensorflow()
-        from . import pipeline
+        from keras_sentiment import api
 
-        return getattr(pipeline, name)
+        return getattr(api, name)
     raise AttributeError(f"module 'keras_sentiment' has no attribute {name!r}")
 
 
@@ -52,7 +51,7 @@ def _initializing(module) -> bool:
 
 def _register_layers() -> None:
     # Importing the model registers TextPreprocessor, NgramMix, CompiledLSTM, ... with Keras.
-    importlib.import_module("keras_sentiment.model")
+    importlib.import_module("keras_sentiment.network.model")
 
 
 class _RegisterWithKeras(importlib.abc.MetaPathFinder):

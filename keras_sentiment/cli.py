@@ -12,16 +12,16 @@ import json
 import sys
 from pathlib import Path
 
-from .config import FIELDS, UserError, make_config
-from .review_files import FORMATS
-from .startup import start_tensorflow
+from keras_sentiment.config import FIELDS, UserError, make_config
+from keras_sentiment.data.readers import FORMATS
+from keras_sentiment.startup import start_tensorflow
 
 
 def fit(args: argparse.Namespace) -> None:
     """Data -> preprocessing -> embeddings -> model -> training -> report -> SavedModel."""
     cfg = make_config({k: getattr(args, k, None) for k in FIELDS}, args.config)
     start_tensorflow(run_an_op=cfg.strategy != "multi-worker")  # multi-worker goes first
-    from .pipeline import fit as run_fit
+    from keras_sentiment.api import fit as run_fit
 
     run_fit(cfg)
 
@@ -29,9 +29,9 @@ def fit(args: argparse.Namespace) -> None:
 def evaluate(args: argparse.Namespace) -> None:
     """The test report of an exported model: its own test split, or the data given."""
     start_tensorflow(serving=True)
-    from .evaluation import format_report
-    from .pipeline import evaluate as run_evaluate
-    from .pipeline import load
+    from keras_sentiment.api import evaluate as run_evaluate
+    from keras_sentiment.api import load
+    from keras_sentiment.reporting.evaluation import format_report
 
     predictor = load(args.model_dir)
     data = args.test_data or args.dataset or None
@@ -54,7 +54,7 @@ def predict(args: argparse.Namespace) -> None:
     if args.server:
         if not args.model_name:
             raise UserError("predict: --server needs --model-name (the name TF Serving serves)")
-        from .client import rest_predict
+        from keras_sentiment.serving.client import rest_predict
 
         signature = "explain" if explain else args.signature
         records = rest_predict(args.server, args.model_name, shown, args.timeout, signature)
@@ -64,8 +64,8 @@ def predict(args: argparse.Namespace) -> None:
         if args.signature not in ("serving_default", "explain"):
             raise UserError("predict: --signature is serving_default or explain for a local model")
         start_tensorflow(serving=True)
-        from .client import to_records
-        from .pipeline import load
+        from keras_sentiment.api import load
+        from keras_sentiment.serving.client import to_records
 
         predictor = load(args.model_dir)
         records = to_records(predictor.explain(data) if explain else predictor(data))
@@ -73,7 +73,7 @@ def predict(args: argparse.Namespace) -> None:
     for record in records:
         print(json.dumps(record, ensure_ascii=False), flush=True)
     if args.html:
-        from .explanation_page import write_explanation_page
+        from keras_sentiment.reporting.explanation_page import write_explanation_page
 
         print(f"wrote: {write_explanation_page(args.html, records)}", file=sys.stderr)
 
@@ -82,7 +82,7 @@ def export(args: argparse.Namespace) -> None:
     """Export the latest finished run of a name again, as the next version."""
     cfg = make_config({k: getattr(args, k, None) for k in EXPORT_KEYS}, args.config)
     start_tensorflow(serving=args.batching_parameters)
-    from .pipeline import export as run_export
+    from keras_sentiment.api import export as run_export
 
     run_export(
         name=cfg.run_name,
@@ -96,7 +96,13 @@ def export(args: argparse.Namespace) -> None:
 
 def runs(args: argparse.Namespace) -> None:
     """A table of exported runs, newest first, then unfinished runs; or two runs side by side."""
-    from .listing import compare_runs, find_run, format_runs, list_runs, unfinished_runs
+    from keras_sentiment.serving.listing import (
+        compare_runs,
+        find_run,
+        format_runs,
+        list_runs,
+        unfinished_runs,
+    )
 
     if args.compare:
         a, b = (find_run(Path(args.output_dir), spec) for spec in args.compare)
@@ -112,7 +118,7 @@ def runs(args: argparse.Namespace) -> None:
 def score(args: argparse.Namespace) -> None:
     """Score files of reviews with Apache Beam's RunInference: predictions and errors, sharded."""
     start_tensorflow(serving=True)  # the local runner scores in this process
-    from .pipeline import score as run_score
+    from keras_sentiment.api import score as run_score
 
     options = ("explain", "output_format", "input_format", "text_field", "id_field", "num_shards")
     settings = {k: getattr(args, k) for k in options}

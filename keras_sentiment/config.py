@@ -224,7 +224,7 @@ class Config:
         for key, allowed in CHOICES.items():
             _check(self, key, getattr(self, key) in allowed, f"must be one of {allowed}")
         _check(self, "vocab_size", self.vocab_size >= 3, "must be >= 3 (padding, OOV, one token)")
-        if self.vocab_size**self.ngrams >= 2**63:  # an n-gram is one int64 (see ngrams.py)
+        if self.vocab_size**self.ngrams >= 2**63:  # an n-gram is one int64 (see network/ngrams.py)
             raise UserError(
                 f"config: ngrams {self.ngrams} with vocab_size {self.vocab_size} overflows "
                 "int64 n-gram keys; lower one of them"

@@ -131,7 +131,7 @@ def tiny_run(tmp_path_factory, tiny_data) -> dict:
 @pytest.fixture(scope="session")
 def tiny_predictor(tiny_run):
     """The tiny run's SavedModel as a predictor."""
-    from keras_sentiment.prediction import SavedModelPredictor
+    from keras_sentiment.serving.prediction import SavedModelPredictor
 
     return SavedModelPredictor(tiny_run["version"])
 

@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 import keras_sentiment as ks
-from keras_sentiment.prediction import KerasPredictor, SavedModelPredictor
+from keras_sentiment.serving.prediction import KerasPredictor, SavedModelPredictor
 
 from .conftest import HOSTILE_BYTES, ROOT, synthetic_reviews
 
@@ -117,13 +117,13 @@ def test_evaluate_and_export_from_python(tiny_run, tiny_data, tmp_path):
 
 
 def test_fit_restores_the_dtype_policy(monkeypatch):
-    from keras_sentiment import pipeline
+    from keras_sentiment import api
 
     def changes_the_policy(cfg, data, test_data):
         keras.mixed_precision.set_global_policy("mixed_float16")
         raise ks.UserError("stop here")
 
-    monkeypatch.setattr(pipeline, "_fit", changes_the_policy)
+    monkeypatch.setattr(api, "_fit", changes_the_policy)
     before = keras.mixed_precision.global_policy().name
     with pytest.raises(ks.UserError):
         ks.fit(ks.Config())

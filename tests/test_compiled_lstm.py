@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_sentiment import compiled_lstm as kernel_module
-from keras_sentiment.compiled_lstm import CompiledLSTM, cpu_has_bfloat16, gradient_dtype
 from keras_sentiment.config import Config
-from keras_sentiment.model import build_model
-from keras_sentiment.training import set_precision
+from keras_sentiment.network import compiled_lstm as kernel_module
+from keras_sentiment.network.compiled_lstm import CompiledLSTM, cpu_has_bfloat16, gradient_dtype
+from keras_sentiment.network.model import build_model
+from keras_sentiment.training.train import set_precision
 
 
 def tiny(**kw) -> Config:

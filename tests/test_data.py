@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_sentiment.config import Config, UserError
-from keras_sentiment.data import load_dataset, load_splits
+from keras_sentiment.data.splits import load_dataset, load_splits
 
 from .conftest import NEGATIVE, POSITIVE, write_csv
 
@@ -64,7 +64,7 @@ def test_in_memory_data_in_every_form(tiny_data):
     import pandas as pd
     import tensorflow as tf
 
-    from keras_sentiment.sources import from_memory
+    from keras_sentiment.data.sources import from_memory
 
     texts, labels = tiny_data
     pair, names = from_memory((texts, labels))

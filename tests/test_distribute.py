@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from keras_sentiment.config import UserError
-from keras_sentiment.listing import versions
-from keras_sentiment.training import make_strategy
+from keras_sentiment.records import versions
+from keras_sentiment.training.train import make_strategy
 
 from .conftest import ROOT, synthetic_reviews, write_csv
 

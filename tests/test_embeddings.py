@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_sentiment.config import Config, UserError
-from keras_sentiment.embeddings import embedding_matrix, load_text
+from keras_sentiment.text.embeddings import embedding_matrix, load_text
 
 VOCAB = ["", "[UNK]", "good", "bad", "zzzunknownzzz"]
 GLOVE = "good 0.1 0.2 0.3\nbad -0.1 -0.2 -0.3\nother 1 1 1\n"

@@ -9,9 +9,9 @@ import sys
 import numpy as np
 import pytest
 
-from keras_sentiment.compiled_lstm import gradient_dtype
-from keras_sentiment.data import load_test_split
-from keras_sentiment.prediction import SavedModelPredictor
+from keras_sentiment.data.splits import load_test_split
+from keras_sentiment.network.compiled_lstm import gradient_dtype
+from keras_sentiment.serving.prediction import SavedModelPredictor
 
 from .conftest import run_cli
 
@@ -53,7 +53,7 @@ def test_fit_writes_everything(imdb_run):
     # The reported accuracy is the exported model's on those very 500 test reviews (to a
     # near-tie flipped by float rounding between the Keras model and the served graph).
     from keras_sentiment.config import Config
-    from keras_sentiment.data import load_splits
+    from keras_sentiment.data.splits import load_splits
 
     test = load_splits(Config(**meta["config"])).test
     labels = SavedModelPredictor(version)(list(test.texts))["label_id"]

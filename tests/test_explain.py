@@ -11,9 +11,17 @@ import tensorflow as tf
 from scipy.stats import spearmanr
 
 from keras_sentiment.cli import main
-from keras_sentiment.client import rest_predict
 from keras_sentiment.config import Config
-from keras_sentiment.explanation import (
+from keras_sentiment.network.model import build_model, class_names_of, split_text_model, text_model
+from keras_sentiment.network.ngrams import NgramMix
+from keras_sentiment.network.serving_network import (
+    ServingNetwork,
+    _block_lstm,
+    _differentiable_lstm,
+)
+from keras_sentiment.reporting.explanation_page import explanation_page
+from keras_sentiment.serving.client import rest_predict
+from keras_sentiment.serving.explanation import (
     _log_odds,
     _log_probs,
     completeness_error,
@@ -22,13 +30,9 @@ from keras_sentiment.explanation import (
     ngram_shares,
     tokens_and_ids,
 )
-from keras_sentiment.explanation_page import explanation_page
-from keras_sentiment.model import build_model, class_names_of, split_text_model, text_model
-from keras_sentiment.ngrams import NgramMix
-from keras_sentiment.prediction import KerasPredictor, SavedModelPredictor
-from keras_sentiment.preprocessing import TextPreprocessor
-from keras_sentiment.serving import ServingNgrams, serving_function
-from keras_sentiment.serving_network import ServingNetwork, _block_lstm, _differentiable_lstm
+from keras_sentiment.serving.graph import ServingNgrams, serving_function
+from keras_sentiment.serving.prediction import KerasPredictor, SavedModelPredictor
+from keras_sentiment.text.preprocessing import TextPreprocessor
 
 from .conftest import HOSTILE, HOSTILE_BYTES, ROOT, run_cli, synthetic_reviews
 from .test_serving_network import ALLOWED_OPS
@@ -228,7 +232,7 @@ def occlusion_correlations(
 ) -> list[float]:
     """Spearman of each text's attributions against brute-force occlusion: the score drop when
     one word alone goes to the baseline (zero vector, its n-grams absent)."""
-    from keras_sentiment.runs import load_run_model
+    from keras_sentiment.training.runs import load_run_model
 
     pre, model, mix = load_run_model(run_dir)
     network = ServingNetwork(model)
@@ -390,7 +394,7 @@ def test_an_export_with_the_lstm_in_the_mix(mixed, tiny_run, tmp_path):
     """The mixed model through export_saved_model: the SavedModel's predictions and
     explanations equal the Keras model's, its graph holds stock ops only, and its card explains
     three reviews."""
-    from keras_sentiment.saved_model import export_saved_model, version_files
+    from keras_sentiment.serving.saved_model import export_saved_model, version_files
 
     from .test_serving_network import graph_op_types
 
@@ -428,8 +432,8 @@ def test_an_export_with_the_lstm_in_the_mix(mixed, tiny_run, tmp_path):
 def imdb_mixed(imdb_run, tmp_path_factory) -> dict:
     """The IMDB run's model exported again with the LSTM's weight in the mix at 0.5: its fit
     gives the LSTM 0 (two epochs on 1,800 reviews), and the LSTM's path must be checked too."""
-    from keras_sentiment.runs import load_run_model
-    from keras_sentiment.saved_model import export_saved_model, version_files
+    from keras_sentiment.serving.saved_model import export_saved_model, version_files
+    from keras_sentiment.training.runs import load_run_model
 
     pre, network, mix = load_run_model(imdb_run["run_dir"])
     half = NgramMix(mix.order, mix.vocabulary_size, mix.size, 0.5)

@@ -12,8 +12,8 @@ import tensorflow as tf
 
 import keras_sentiment as ks
 from keras_sentiment.cli import main
-from keras_sentiment.listing import versions
-from keras_sentiment.saved_model import models_config, served_before
+from keras_sentiment.records import versions
+from keras_sentiment.serving.saved_model import models_config, served_before
 
 from .conftest import ROOT, run_cli
 
@@ -145,7 +145,7 @@ KILLED_EXPORT = r"""
 import os, signal, sys
 import keras_sentiment
 from keras_sentiment import saved_model
-from keras_sentiment.runs import load_run_model
+from keras_sentiment.training.runs import load_run_model
 pre, model, mix = load_run_model(__import__("pathlib").Path(sys.argv[1]))
 # Die the hard way after the SavedModel is written but before it is renamed into place.
 saved_model.write_warmup = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
@@ -173,7 +173,7 @@ def test_export_killed_half_way_leaves_no_partial_version(copied_run):
 
 @pytest.fixture(scope="module")
 def tiny_model(tiny_run):
-    from keras_sentiment.model import split_text_model
+    from keras_sentiment.network.model import split_text_model
 
     return split_text_model(tiny_run["run"].model)
 
@@ -182,7 +182,7 @@ def tiny_model(tiny_run):
 def quick_graph(monkeypatch):
     """The SavedModel itself replaced by a placeholder file: these tests are about the
     version folders around it, and tracing the real graph costs seconds each time."""
-    from keras_sentiment import saved_model as export
+    from keras_sentiment.serving import saved_model as export
 
     def write(folder, *args):
         (folder / "saved_model.pb").write_bytes(b"placeholder")
@@ -191,7 +191,7 @@ def quick_graph(monkeypatch):
 
 
 def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch, quick_graph):
-    from keras_sentiment import saved_model as export
+    from keras_sentiment.serving import saved_model as export
 
     pre, model, mix = tiny_model
     base = tmp_path / "m"
@@ -219,7 +219,7 @@ def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch, quick_graph)
 
 
 def test_stale_temporaries_are_judged_by_host_and_pid(tiny_model, tmp_path, quick_graph):
-    from keras_sentiment import saved_model as export
+    from keras_sentiment.serving import saved_model as export
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()  # fmt: skip
@@ -235,7 +235,7 @@ def test_stale_temporaries_are_judged_by_host_and_pid(tiny_model, tmp_path, quic
 
 
 def test_an_empty_request_gets_an_empty_answer(tiny_run):
-    from keras_sentiment.prediction import SavedModelPredictor
+    from keras_sentiment.serving.prediction import SavedModelPredictor
 
     serve = tf.saved_model.load(str(tiny_run["version"])).signatures["serving_default"]
     out = serve(text=tf.constant([], tf.string))

@@ -6,10 +6,10 @@ import pytest
 import tensorflow as tf
 
 from keras_sentiment.config import Config, UserError
-from keras_sentiment.evaluation import mix_rows
-from keras_sentiment.model import split_text_model
-from keras_sentiment.ngrams import fit_ngrams, ngram_keys
-from keras_sentiment.preprocessing import vectorize
+from keras_sentiment.network.model import split_text_model
+from keras_sentiment.network.ngrams import fit_ngrams, ngram_keys
+from keras_sentiment.reporting.evaluation import mix_rows
+from keras_sentiment.text.preprocessing import vectorize
 
 from .conftest import HOSTILE_BYTES, synthetic_reviews
 

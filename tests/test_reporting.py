@@ -8,10 +8,10 @@ import pytest
 from matplotlib.image import imread
 
 from keras_sentiment.config import UserError
-from keras_sentiment.evaluation import most_confident_errors, shorten
-from keras_sentiment.listing import compare_runs, duration, find_run, format_runs, list_runs
-from keras_sentiment.model_card import model_card
-from keras_sentiment.plots import write_plots
+from keras_sentiment.reporting.evaluation import most_confident_errors, shorten
+from keras_sentiment.reporting.model_card import duration, model_card
+from keras_sentiment.reporting.plots import write_plots
+from keras_sentiment.serving.listing import compare_runs, find_run, format_runs, list_runs
 
 HISTORY = [
     {"epoch": float(e), "accuracy": a, "loss": lo, "val_accuracy": va, "val_loss": vl}
@@ -231,7 +231,7 @@ def test_model_card_says_when_the_lstm_has_no_say():
 def test_curves_of_one_epoch_have_whole_epoch_ticks():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from keras_sentiment.plots import _curves_figure
+    from keras_sentiment.reporting.plots import _curves_figure
 
     for epochs in (1, 2, 8):
         history = [dict(HISTORY[0], epoch=float(e)) for e in range(1, epochs + 1)]

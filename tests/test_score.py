@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from keras_sentiment.config import UserError
-from keras_sentiment.review_files import input_format, read_rows
+from keras_sentiment.data.readers import input_format, read_rows
 
 from .conftest import run_cli
 
@@ -140,7 +140,7 @@ def test_score_every_format_once_as_the_predictor_does(tiny_run, tiny_predictor,
 
 @needs_beam
 def test_user_errors_before_any_pipeline(tiny_run, tmp_path):
-    from keras_sentiment.scoring import score_files
+    from keras_sentiment.scoring.beam import score_files
 
     model = str(tiny_run["base"])
     (tmp_path / "r.txt").write_text("fine\n")
@@ -193,7 +193,7 @@ def stub_model(path: Path, explain: bool = True) -> Path:
 def test_explain_and_parquet_output(tiny_run, tmp_path, capsys):
     import pyarrow.parquet as pq
 
-    from keras_sentiment.scoring import score_files
+    from keras_sentiment.scoring.beam import score_files
 
     data = tmp_path / "r.jsonl"
     data.write_text('{"id": "a", "text": "so very good"}\n{"id": "b", "text": "bad"}\n')

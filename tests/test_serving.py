@@ -69,7 +69,7 @@ def test_refused_connection_and_timeout(tiny_run):
 
 
 def test_no_instances_answer_nothing():
-    from keras_sentiment.client import rest_predict
+    from keras_sentiment.serving.client import rest_predict
 
     # Nothing to ask: no request is sent (nothing listens on port 9), and no error.
     assert rest_predict("http://127.0.0.1:9", "tiny", []) == []

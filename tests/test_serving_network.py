@@ -6,10 +6,10 @@ import pytest
 import tensorflow as tf
 
 from keras_sentiment.config import Config
-from keras_sentiment.model import build_model, split_text_model
-from keras_sentiment.prediction import SavedModelPredictor
-from keras_sentiment.serving import ids_of_one
-from keras_sentiment.serving_network import FUSED_ROWS, SMALL_BATCH, ServingNetwork
+from keras_sentiment.network.model import build_model, split_text_model
+from keras_sentiment.network.serving_network import FUSED_ROWS, SMALL_BATCH, ServingNetwork
+from keras_sentiment.serving.graph import ids_of_one
+from keras_sentiment.serving.prediction import SavedModelPredictor
 
 from .conftest import HOSTILE_BYTES, synthetic_reviews
 

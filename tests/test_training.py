@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_sentiment.batching import bucket_boundaries, eval_dataset, train_dataset
 from keras_sentiment.config import Config
-from keras_sentiment.evaluation import format_report, predict_rows, report
-from keras_sentiment.model import build_model
-from keras_sentiment.runs import read_history
-from keras_sentiment.training import adversarial_losses, compile_model, train
+from keras_sentiment.data.batching import bucket_boundaries, eval_dataset, train_dataset
+from keras_sentiment.network.model import build_model
+from keras_sentiment.reporting.evaluation import format_report, predict_rows, report
+from keras_sentiment.training.runs import read_history
+from keras_sentiment.training.train import adversarial_losses, compile_model, train
 
 
 def tiny(**kw) -> Config:

@@ -2,7 +2,7 @@
 
 `export_saved_model` writes `saved_models/NAME/VERSION/` through a temporary folder and a
 rename, with `assets.extra/` (metadata, model card, warm-up requests) beside the graph that
-`serving.py` builds. `served_before` says how a new version compares with the one TF Serving
+`graph.py` builds. `served_before` says how a new version compares with the one TF Serving
 served until then.
 """
 
@@ -22,23 +22,24 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .config import Config, UserError
-from .data import load_test
-from .evaluation import shorten
-from .explanation import explain_function
-from .listing import read_metadata, versions
-from .model_card import model_card
-from .ngrams import NgramMix
-from .preprocessing import TextPreprocessor
-from .runs import kill_point, load_run_model, save_json, write_atomic
-from .serving import (
+from keras_sentiment.config import Config, UserError
+from keras_sentiment.data.splits import load_test
+from keras_sentiment.files import kill_point, save_json, write_atomic
+from keras_sentiment.network.ngrams import NgramMix
+from keras_sentiment.network.serving_network import ServingNetwork
+from keras_sentiment.records import read_metadata, versions
+from keras_sentiment.reporting.evaluation import shorten
+from keras_sentiment.reporting.model_card import model_card
+from keras_sentiment.serving.explanation import explain_function
+from keras_sentiment.serving.graph import (
     WARMUP_TEXTS,
     ServingNgrams,
     batching_parameters,
     serving_function,
     write_warmup,
 )
-from .serving_network import ServingNetwork
+from keras_sentiment.text.preprocessing import TextPreprocessor
+from keras_sentiment.training.runs import load_run_model
 
 
 def export_saved_model(

@@ -12,55 +12,18 @@ import csv
 import io
 import json
 import os
-import shutil
-import signal
-import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 import keras
 import numpy as np
 
-from .config import Config, UserError
-from .listing import versions
-from .model import split_text_model
-from .ngrams import NgramMix
-from .preprocessing import TextPreprocessor
-
-
-def save_json(path: str | Path, data: Any) -> None:
-    """Write JSON atomically, so a crash never leaves a truncated file that reads as valid."""
-    write_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
-def write_atomic(path: str | Path, text: str | bytes) -> None:
-    """Write a file through a temporary sibling and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(text.encode("utf-8") if isinstance(text, str) else text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide it from a server run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-_KILL_HITS: dict[str, int] = {}
-
-
-def kill_point(name: str) -> None:
-    """Test hook: SIGKILL this process here when KERAS_SENTIMENT_KILL_AT is `name[@N]`."""
-    point, _, nth = os.environ.get("KERAS_SENTIMENT_KILL_AT", "").partition("@")
-    if point == name:
-        _KILL_HITS[name] = _KILL_HITS.get(name, 0) + 1
-        if _KILL_HITS[name] >= int(nth or 1):
-            os.kill(os.getpid(), signal.SIGKILL)
+from keras_sentiment.config import Config, UserError
+from keras_sentiment.files import kill_point, save_json, write_atomic
+from keras_sentiment.network.model import split_text_model
+from keras_sentiment.network.ngrams import NgramMix
+from keras_sentiment.records import versions
+from keras_sentiment.text.preprocessing import TextPreprocessor
 
 
 def open_run(cfg: Config) -> tuple[Path, bool]:
@@ -259,14 +222,6 @@ def write_history(path: Path, history: list[dict[str, float]]) -> None:
     writer.writeheader()
     writer.writerows(history)
     write_atomic(path, out.getvalue())
-
-
-def remove(path: Path) -> None:
-    """Remove a file or a folder tree, if it is there."""
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
 
 
 def interrupted(run_dir: Path) -> str:

@@ -11,10 +11,10 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from .compiled_lstm import CompiledLSTM, cpu_cores
-from .config import Config
-from .ngrams import NgramMix
-from .preprocessing import TextPreprocessor
+from keras_sentiment.config import Config
+from keras_sentiment.network.compiled_lstm import CompiledLSTM, cpu_cores
+from keras_sentiment.network.ngrams import NgramMix
+from keras_sentiment.text.preprocessing import TextPreprocessor
 
 
 @keras.saving.register_keras_serializable(package="keras_sentiment")

@@ -18,29 +18,37 @@ from typing import Any
 import keras
 import numpy as np
 
-from .config import Config, UserError
-from .data import Splits, load_splits, load_unlabeled, memory_key
-from .embeddings import embedding_matrix
-from .evaluation import format_report, mix_rows, most_confident_errors, predict_rows, report
-from .model import build_model, text_model
-from .model_card import reviews_to_explain, run_summary
-from .ngrams import NgramMix, fit_ngrams
-from .plots import write_plots
-from .prediction import Predictor, SavedModelPredictor, evaluate_predictor, load_predictor
-from .preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-from .pretraining import corpus, load_pretrained, pretrain
-from .runs import (
-    finished_runs,
-    interrupted,
-    kill_point,
-    open_run,
-    remove,
-    save_json,
-    save_keras,
-    write_atomic,
+from keras_sentiment.config import Config, UserError
+from keras_sentiment.data.splits import Splits, load_splits, load_unlabeled, memory_key
+from keras_sentiment.files import kill_point, remove, save_json, write_atomic
+from keras_sentiment.network.model import build_model, text_model
+from keras_sentiment.network.ngrams import NgramMix, fit_ngrams
+from keras_sentiment.reporting.evaluation import (
+    format_report,
+    mix_rows,
+    most_confident_errors,
+    predict_rows,
+    report,
 )
-from .saved_model import export_again, export_saved_model, served_before, version_files
-from .training import is_chief, make_strategy, train
+from keras_sentiment.reporting.model_card import reviews_to_explain, run_summary
+from keras_sentiment.reporting.plots import write_plots
+from keras_sentiment.serving.prediction import (
+    Predictor,
+    SavedModelPredictor,
+    evaluate_predictor,
+    load_predictor,
+)
+from keras_sentiment.serving.saved_model import (
+    export_again,
+    export_saved_model,
+    served_before,
+    version_files,
+)
+from keras_sentiment.text.embeddings import embedding_matrix
+from keras_sentiment.text.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
+from keras_sentiment.training.pretraining import corpus, load_pretrained, pretrain
+from keras_sentiment.training.runs import finished_runs, interrupted, open_run, save_keras
+from keras_sentiment.training.train import is_chief, make_strategy, train
 
 
 class Interrupted(KeyboardInterrupt):
@@ -395,6 +403,8 @@ def score(model: str | Path, inputs: str, output: str, **options: Any) -> dict:
     Example:
         >>> ks.score("saved_models/imdb_lstm", "reviews/*.jsonl", "scored")  # doctest: +SKIP
     """
-    from .scoring import score_files  # Apache Beam is imported only here, on first use
+    from keras_sentiment.scoring.beam import (
+        score_files,  # Apache Beam is imported only here, on first use
+    )
 
     return score_files(str(model), inputs, output, **options)

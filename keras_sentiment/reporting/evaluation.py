@@ -10,8 +10,8 @@ import numpy as np
 import tensorflow as tf
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
-from .batching import eval_dataset
-from .ngrams import NgramMix
+from keras_sentiment.data.batching import eval_dataset
+from keras_sentiment.network.ngrams import NgramMix
 
 
 def predict_rows(model: keras.Model, rows: list[np.ndarray], batch_size: int = 256) -> np.ndarray:

@@ -11,33 +11,13 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
-from .config import UserError
+from keras_sentiment.config import UserError
+from keras_sentiment.records import read_metadata, versions
+from keras_sentiment.reporting.model_card import duration, on_off
 
 # Config keys that name where things go, not how the model was made; never worth comparing.
 _IDENTITY_KEYS = ("name", "output_dir", "runs_dir")
 _MISSING = object()
-
-
-def versions(base: str | Path) -> list[int]:
-    """The integer folders under `base`, ascending: TF Serving's versions, or a name's runs."""
-    base = Path(base)
-    if not base.is_dir():
-        return []
-    return sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
-
-
-def on_off(flag: bool) -> str:
-    return "on" if flag else "off"
-
-
-def duration(seconds: float) -> str:
-    """Seconds as a short human duration: 42.0s, 9m 30s, 2h 05m."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs:02d}s"
-    return f"{minutes // 60}h {minutes % 60:02d}m"
 
 
 # --- runs --------------------------------------------------------------------------------
@@ -91,24 +71,6 @@ def _all_metadata(output_dir: Path) -> Iterator[dict]:
                 meta = read_metadata(base / str(version))
                 if meta is not None:
                     yield meta
-
-
-def read_metadata(version_dir: Path) -> dict | None:
-    """A version's metadata.json, its name/version/path taken from where it lies; None if bad."""
-    try:
-        meta = json.loads((version_dir / "assets.extra" / "metadata.json").read_text("utf-8"))
-    except (OSError, ValueError):  # ValueError covers bad JSON and bad UTF-8
-        return None
-    if not isinstance(meta, dict):
-        return None
-    # A copied or renamed folder is served under its folder name, so that is the truth.
-    version_dir = Path(version_dir)
-    return {
-        **meta,
-        "name": version_dir.parent.name,
-        "version": int(version_dir.name),
-        "path": str(version_dir),
-    }
 
 
 def _when(created: str) -> datetime:

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 from keras import activations, layers
 
-from .model import MaskedGlobalMaxPooling1D
+from keras_sentiment.network.model import MaskedGlobalMaxPooling1D
 
 SMALL_BATCH = 4  # rows up to which BlockLSTMV2 beats the packed loop (benchmarks/README.md)
 FUSED_ROWS = 64  # rows from which a packed step's fused gates win (benchmarks/README.md)
@@ -318,7 +318,7 @@ class ServingNetwork(tf.Module):
         steps -> logits [batch, classes] (before the softmax).
 
         All steps in BlockLSTMV2; `differentiable`: with `_differentiable_lstm`'s gradient with
-        respect to `x`, which `explanation.py` takes.
+        respect to `x`, which `serving/explanation.py` takes.
         """
         block_lstm = _differentiable_lstm if differentiable else _block_lstm
 

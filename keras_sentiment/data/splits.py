@@ -15,8 +15,16 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from .config import TABLE_SUFFIXES, Config, UserError, is_path
-from .sources import Split, columns_of, from_memory, read_folder, read_table, read_texts, read_tfds
+from keras_sentiment.config import TABLE_SUFFIXES, Config, UserError, is_path
+from keras_sentiment.data.sources import (
+    Split,
+    columns_of,
+    from_memory,
+    read_folder,
+    read_table,
+    read_texts,
+    read_tfds,
+)
 
 HELD_OUT = 0.2  # the test share of one file, or of in-memory data, given without a test set
 

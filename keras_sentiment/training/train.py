@@ -1,7 +1,7 @@
 """Training: the strategy, the precision, Adam with clipping, adversarial steps, and `fit`.
 
 `train` builds and compiles the model under a `tf.distribute` strategy and runs Keras' `fit`
-over length-bucketed batches (`batching.py`), with `RunState` (`runs.py`) doing early
+over length-bucketed batches (`data/batching.py`), with `RunState` (`training/runs.py`) doing early
 stopping, learning-rate decay and the backups that make a run resumable.
 """
 
@@ -19,10 +19,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .batching import eval_dataset, train_dataset
-from .compiled_lstm import gradient_dtype
-from .config import Config, UserError
-from .runs import RunState
+from keras_sentiment.config import Config, UserError
+from keras_sentiment.data.batching import eval_dataset, train_dataset
+from keras_sentiment.network.compiled_lstm import gradient_dtype
+from keras_sentiment.training.runs import RunState
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .runs import write_atomic
+from keras_sentiment.files import write_atomic
 
 DPI = 100
 CURVES_SIZE = (10.0, 4.5)  # inches: 1000 x 450 px

@@ -12,7 +12,7 @@ import urllib.request
 
 import numpy as np
 
-from .config import UserError
+from keras_sentiment.config import UserError
 
 
 def to_records(outputs: dict[str, np.ndarray]) -> list[dict]:

@@ -25,10 +25,10 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from .batching import train_dataset
-from .compiled_lstm import CompiledLSTM
-from .config import Config
-from .runs import write_atomic
+from keras_sentiment.config import Config
+from keras_sentiment.data.batching import train_dataset
+from keras_sentiment.files import write_atomic
+from keras_sentiment.network.compiled_lstm import CompiledLSTM
 
 SAMPLED = 512  # classes per sampled softmax: a full softmax over 50,000 words would dwarf the LSTM
 SEED = 0  # fixed, so that every seed of a recipe fine-tunes from the same pretraining

@@ -18,13 +18,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .config import FIELDS, Config, UserError
-from .data import load_test, load_test_split, subsample
-from .evaluation import report
-from .explanation import keras_explain_function
-from .listing import versions
-from .model import class_names_of
-from .sources import from_memory
+from keras_sentiment.config import FIELDS, Config, UserError
+from keras_sentiment.data.sources import from_memory
+from keras_sentiment.data.splits import load_test, load_test_split, subsample
+from keras_sentiment.network.model import class_names_of
+from keras_sentiment.records import versions
+from keras_sentiment.reporting.evaluation import report
+from keras_sentiment.serving.explanation import keras_explain_function
 
 Texts = str | bytes | Sequence[str | bytes]
 
@@ -120,7 +120,7 @@ class Predictor:
         """Each word's share of the score the model gives each text (integrated gradients).
 
         The score is the log-odds of the predicted class, the n-gram mix included
-        (`explanation.py`); each text's attributions sum to `score - baseline_score` within
+        (`serving/explanation.py`); each text's attributions sum to `score - baseline_score` within
         5% (or 0.02).
 
         Args:

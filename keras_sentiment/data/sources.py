@@ -1,7 +1,7 @@
 """Sources: read texts and labels from TFDS, an aclImdb-style folder, CSV/JSONL, or memory.
 
 Each reader returns a `Split` (texts as UTF-8 bytes, integer labels) and the class names the
-source gives; `data.py` cuts and splits them. TFDS is imported only for a TFDS name.
+source gives; `splits.py` cuts and splits them. TFDS is imported only for a TFDS name.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from .config import Config, UserError
+from keras_sentiment.config import Config, UserError
 
 
 @dataclass

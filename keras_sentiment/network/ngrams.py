@@ -4,8 +4,8 @@ Wang & Manning's (2012) NBSVM idea with a logistic regression: binary n-gram fea
 by their naive-Bayes log-count ratios. It reads the ids the preprocessor already made, so it
 adds no string work to serving; an n-gram is one int64 (ids in base vocabulary-size), found
 among the n-grams kept from training by binary search in the Keras layer and by a hash table
-in the served graph (`serving.py`). Both the mixing weight and the regularization are picked on the
-validation split.
+in the served graph (`serving/graph.py`). Both the mixing weight and the regularization are
+picked on the validation split.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 from scipy.sparse import csr_matrix, diags
 
-from .config import Config, UserError
+from keras_sentiment.config import Config, UserError
 
 C_GRID = (0.1, 0.3, 1.0)  # inverse L2 strength of the logistic regression, picked on validation
 LSTM_WEIGHTS = np.round(np.arange(0, 1.01, 0.1), 1)  # the mix's LSTM share, picked likewise

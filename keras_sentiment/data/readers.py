@@ -4,7 +4,7 @@
 and yields `((id, source), text)` for a good row (`id`: the row's own `id` field, else its
 source; `source`: `FILE:N`, N the row's first line, or its row number in a Parquet file; text as
 UTF-8 bytes) or an error record `{"source", "reason", "row"}` for a bad one. Blank lines are not
-rows. Only the standard library (and pyarrow for Parquet): `scoring.py` runs it inside Beam.
+rows. Only the standard library (and pyarrow for Parquet): `scoring/beam.py` runs it inside Beam.
 """
 
 from __future__ import annotations

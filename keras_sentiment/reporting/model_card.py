@@ -11,13 +11,27 @@ import platform
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from .explanation_page import card_explained, card_ngrams
-from .listing import duration, on_off
+from keras_sentiment.reporting.explanation_page import card_explained, card_ngrams
 
 if TYPE_CHECKING:  # types only: the card is read and written without TensorFlow
-    from .config import Config
-    from .data import Splits
-    from .training import Trained
+    from keras_sentiment.config import Config
+    from keras_sentiment.data.splits import Splits
+    from keras_sentiment.training.train import Trained
+
+
+def on_off(flag: bool) -> str:
+    return "on" if flag else "off"
+
+
+def duration(seconds: float) -> str:
+    """Seconds as a short human duration: 42.0s, 9m 30s, 2h 05m."""
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    return f"{minutes // 60}h {minutes % 60:02d}m"
+
 
 METRIC_KEYS = ("accuracy", "macro_f1")  # the headline numbers of a run
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from .ngrams import NgramMix, NgramScoring
-from .preprocessing import DROPPED, OOV, TextPreprocessor, separate
-from .serving_network import ServingNetwork
+from keras_sentiment.network.ngrams import NgramMix, NgramScoring
+from keras_sentiment.network.serving_network import ServingNetwork
+from keras_sentiment.text.preprocessing import DROPPED, OOV, TextPreprocessor, separate
 
 SIGNATURES = ("serving_default", "explain")  # what every export serves
 WARMUP_TEXTS = [

@@ -26,10 +26,10 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
-from . import review_files
-from .client import to_records
-from .config import UserError
-from .review_files import FORMATS, bad_row, read_rows
+from keras_sentiment.config import UserError
+from keras_sentiment.data import readers as review_files
+from keras_sentiment.data.readers import FORMATS, bad_row, read_rows
+from keras_sentiment.serving.client import to_records
 
 
 @contextlib.contextmanager
@@ -137,10 +137,10 @@ class SavedModelHandler(inference.ModelHandler):
 
 
 def _load(model_dir: str):
-    from .startup import start_tensorflow
+    from keras_sentiment.startup import start_tensorflow
 
     start_tensorflow(serving=True)  # a no-op where TensorFlow already runs
-    from .prediction import SavedModelPredictor
+    from keras_sentiment.serving.prediction import SavedModelPredictor
 
     return SavedModelPredictor(_local_copy(model_dir))
 
@@ -293,7 +293,7 @@ def _match(pattern: str) -> list[str]:
 def _model_dir(model: str) -> str:
     """The version folder to score with: the one given, or the highest under a model's folder."""
     if "://" not in model:
-        from .prediction import resolve_version
+        from keras_sentiment.serving.prediction import resolve_version
 
         return str(resolve_version(model))
     numbers = [p.split("/")[-2] for p in _match(FileSystems.join(model, "*", "saved_model.pb"))]

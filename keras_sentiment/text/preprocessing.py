@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .config import Config, UserError
+from keras_sentiment.config import Config, UserError
 
 PAD, OOV = 0, 1
 # Markers that cannot survive standardization, so they never collide with a real token.

@@ -36,10 +36,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .model import class_names_of, split_text_model
-from .ngrams import NgramScoring
-from .preprocessing import DROPPED, OOV, PAD, TextPreprocessor, separate
-from .serving_network import ServingNetwork
+from keras_sentiment.network.model import class_names_of, split_text_model
+from keras_sentiment.network.ngrams import NgramScoring
+from keras_sentiment.network.serving_network import ServingNetwork
+from keras_sentiment.text.preprocessing import DROPPED, OOV, PAD, TextPreprocessor, separate
 
 STEPS = 8  # trapezoid intervals along the path (measured: see the module's docstring)
 TOLERANCE = (0.05, 0.02)  # completeness: within 5% of score - baseline_score, or 0.02

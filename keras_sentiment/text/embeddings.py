@@ -10,8 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Config, UserError
-from .preprocessing import OOV, PAD
+from keras_sentiment.config import Config, UserError
+from keras_sentiment.text.preprocessing import OOV, PAD
 
 DEFAULT = "glove-6b-50d"
 

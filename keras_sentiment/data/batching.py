@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from .config import Config
+from keras_sentiment.config import Config
 
 
 def rows_dataset(rows: list[np.ndarray], *columns: np.ndarray) -> tf.data.Dataset:

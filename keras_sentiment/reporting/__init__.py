@@ -1,0 +1,1 @@
+"""Reporting: the test report, plots, the model card and the explanation page."""

@@ -1,0 +1,1 @@
+"""Scoring: files of reviews in bulk through the SavedModel with Apache Beam's RunInference."""

@@ -1,0 +1,1 @@
+"""Training: Keras fit with early stopping, pretraining, and resumable run folders."""
