@@ -168,8 +168,11 @@ def _fit_run(cfg, splits: Splits, strategy, chief, run_dir, resuming, started) -
             load_pretrained(model, pretrained)
         return model
 
+    def as_text(network: keras.Model) -> keras.Model:  # best.keras: the LSTM alone, raw text in
+        return text_model(pre, network, None, splits.class_names)
+
     train_rows, val_rows = (rows["train"], splits.train.labels), (rows["val"], splits.val.labels)
-    trained = train(cfg, strategy, build, train_rows, val_rows, run_dir)
+    trained = train(cfg, strategy, build, train_rows, val_rows, run_dir, as_text)
     if not chief:
         remove(run_dir)
         print("worker done: the chief writes the report and the SavedModel", flush=True)

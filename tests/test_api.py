@@ -2,6 +2,7 @@
 .keras file Keras itself loads once keras_sentiment is imported."""
 
 import inspect
+import json
 import os
 import subprocess
 import sys
@@ -12,9 +13,10 @@ import pytest
 import tensorflow as tf
 
 import keras_sentiment as ks
+from keras_sentiment.cli import main
 from keras_sentiment.serving.prediction import KerasPredictor, SavedModelPredictor
 
-from .conftest import HOSTILE_BYTES, ROOT, synthetic_reviews
+from .conftest import HOSTILE_BYTES, ROOT, synthetic_reviews, tiny_config, write_csv
 
 TEXTS = ["What a film!", "Dull, predictable and far too long.", "", "<br />!!!"]
 
@@ -145,3 +147,58 @@ def test_api_and_cli_write_the_same_files(tiny_run, imdb_run):
 
     assert names(tiny_run["run_dir"]) == names(imdb_run["run_dir"])
     assert names(tiny_run["version"]) == names(imdb_run["version"])
+
+
+def loads_every_way(path, capsys, csv_path) -> None:
+    """`predict`, `evaluate`, `ks.load` and `keras.saving.load_model` all take the file and
+    give the same answers (best.keras is the LSTM alone: its labels may be poor, not absent)."""
+    texts = ["A wonderful film.", "dull", ""]
+    assert main(["predict", str(path), *texts]) == 0, capsys.readouterr().err
+    said = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in said] == texts and {r["label"] for r in said} <= {"neg", "pos"}
+    assert main(["evaluate", str(path), "--test-data", str(csv_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["support"] == 40
+    predictor = ks.load(path)
+    assert predictor.class_names == ["neg", "pos"]
+    answer = predictor(texts)
+    assert answer["label"].tolist() == [r["label"] for r in said]
+    assert [r["probabilities"]["pos"] for r in said] == pytest.approx(
+        answer["probabilities"][:, 1].tolist(), abs=1e-5
+    )
+    model = keras.saving.load_model(path)
+    probs = np.asarray(model(tf.constant(texts)))
+    np.testing.assert_allclose(probs, answer["probabilities"], atol=1e-6)
+
+
+def test_every_model_file_of_a_run_folder_loads(tiny_run, tmp_path, capsys):
+    csv_path = write_csv(tmp_path / "test.csv", list(zip(*synthetic_reviews(40, seed=4))))
+    capsys.readouterr()
+    found = sorted(p.name for p in tiny_run["run_dir"].glob("*.keras"))
+    assert found == ["best.keras", "model.keras"]
+    for name in found:
+        loads_every_way(tiny_run["run_dir"] / name, capsys, csv_path)
+
+
+def test_an_interrupted_runs_model_files_load_and_its_message_says_which(
+    tmp_path, tiny_data, monkeypatch, capsys
+):
+    from keras_sentiment.training import runs
+
+    def ctrl_c_at_the_first_epoch_end(name):
+        if name == "epoch-end":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "kill_point", ctrl_c_at_the_first_epoch_end)
+    cfg = tiny_config(
+        tmp_path, epochs=3, embeddings="none", lemmatize=False, ngrams=0, learning_rate=1e-2
+    )
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        ks.fit(cfg, data=tiny_data)
+    run_dir = tmp_path / "runs" / "tiny" / "1"
+    assert f"the best model so far ({run_dir / 'best.keras'})" in str(stopped.value)
+    assert "the LSTM of epoch 1 alone (raw text in" in str(stopped.value)
+    found = sorted(p.name for p in run_dir.glob("*.keras"))
+    assert found == ["best.keras"]
+    csv_path = write_csv(tmp_path / "test.csv", list(zip(*synthetic_reviews(40, seed=4))))
+    capsys.readouterr()  # what fit printed
+    loads_every_way(run_dir / "best.keras", capsys, csv_path)
