@@ -70,6 +70,18 @@ class Run:
         """The exported SavedModel as a predictor (labels as `str`)."""
         return SavedModelPredictor(self.export_path)
 
+    def __repr__(self) -> str:
+        # Short: the history, report and summary are attributes to look at, not a repr.
+        version = self.run_dir.name
+        accuracy = self.report.get("accuracy")
+        export = None if self.export_path is None else str(self.export_path)
+        return (
+            f"Run(name={self.run_dir.parent.name!r}, "
+            f"version={int(version) if version.isdigit() else version!r}, "
+            f"accuracy={None if accuracy is None else round(accuracy, 4)}, "
+            f"run_dir={str(self.run_dir)!r}, export_path={export!r})"
+        )
+
 
 def fit(config: Config | None = None, data: Any = None, test_data: Any = None) -> Run:
     """Train, report on the test split once, and export a SavedModel for TF Serving.

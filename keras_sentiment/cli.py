@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from keras_sentiment.config import FIELDS, UserError, make_config
+from keras_sentiment.config import FIELDS, UserError, field_help, make_config
 from keras_sentiment.data.readers import FORMATS
 from keras_sentiment.startup import start_tensorflow
 
@@ -136,9 +136,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, keys=tuple(FIELDS)) -> No
         field = FIELDS[name]
         flag = "--" + name.replace("_", "-")
         kind = type(field.default)
-        help_text = field.metadata.get("help", "")
-        if field.default != "":
-            help_text += f" (default: {field.default})"
+        help_text = field_help(name)
         if kind is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=help_text

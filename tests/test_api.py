@@ -4,6 +4,7 @@
 import inspect
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -202,3 +203,29 @@ def test_an_interrupted_runs_model_files_load_and_its_message_says_which(
     csv_path = write_csv(tmp_path / "test.csv", list(zip(*synthetic_reviews(40, seed=4))))
     capsys.readouterr()  # what fit printed
     loads_every_way(run_dir / "best.keras", capsys, csv_path)
+
+
+def test_a_notebook_sees_the_api_the_fields_and_short_reprs(tiny_run):
+    assert {"fit", "load", "evaluate", "export", "score", "Run", "Config"} <= set(dir(ks))
+    assert "importlib" not in dir(ks) and "sys" not in dir(ks)
+    doc = inspect.getdoc(ks.Config)
+    from keras_sentiment.cli import build_parser
+
+    fit_help = " ".join(
+        build_parser()._subparsers._group_actions[0].choices["fit"].format_help().split()
+    )
+    for key in ("lstm_units", "ngrams", "max_train", "precision"):
+        entry = re.search(rf"^\s*{key} \(\w+\): (.*?)\n(?=\s*\w+ \(\w+\):|\s*$)", doc, re.M | re.S)
+        described = " ".join(entry[1].split())
+        assert "(default: " in described and described in fit_help, key  # one text for both
+    run = tiny_run["run"]
+    text = repr(run)
+    assert text == (
+        f"Run(name='tiny', version=1, accuracy={round(run.report['accuracy'], 4)}, "
+        f"run_dir='{run.run_dir}', export_path='{run.export_path}')"
+    )
+    assert repr(ks.load(tiny_run["base"])) == (
+        f"SavedModelPredictor('{tiny_run['version']}', version=1, classes=['neg', 'pos'])"
+    )
+    path = tiny_run["run_dir"] / "model.keras"
+    assert repr(ks.load(path)) == f"KerasPredictor('{path}', classes=['neg', 'pos'])"

@@ -198,6 +198,10 @@ class SavedModelPredictor(Predictor):
         # Big batches pay only when ops keep to their own cores (startup.serving_threads).
         self.default_batch = 512 if tf.config.threading.get_intra_op_parallelism_threads() else 256
 
+    def __repr__(self) -> str:
+        version = f", version={self.path.name}" if self.path.name.isdigit() else ""
+        return f"SavedModelPredictor({str(self.path)!r}{version}, classes={self.class_names})"
+
     def _score(self, batch: list[bytes]) -> np.ndarray:
         return self.signature(text=tf.constant(batch, tf.string))["probabilities"].numpy()
 
@@ -217,12 +221,23 @@ class KerasPredictor(Predictor):
     Args:
         model: raw strings in, probabilities out.
         class_names: the classes of the probability columns (default: the model's own).
+        path: the `.keras` file it was loaded from, if any.
     """
 
-    def __init__(self, model: keras.Model, class_names: list[str] | None = None):
+    def __init__(
+        self,
+        model: keras.Model,
+        class_names: list[str] | None = None,
+        path: str | Path | None = None,
+    ):
         self.model = model
         self.class_names = class_names or class_names_of(model)
+        self.path = None if path is None else Path(path)  # the .keras file, if from one
         self._explainer = None
+
+    def __repr__(self) -> str:
+        where = repr(str(self.path)) if self.path else f"model={self.model.name!r}"
+        return f"KerasPredictor({where}, classes={self.class_names})"
 
     def _score(self, batch: list[bytes]) -> np.ndarray:
         return np.asarray(self.model(tf.constant(batch, tf.string), training=False))
@@ -241,7 +256,7 @@ def load_predictor(path: str | Path) -> Predictor:
     if not path.is_file():
         raise UserError(f"{path}: no such .keras file")
     try:
-        return KerasPredictor(keras.saving.load_model(path))
+        return KerasPredictor(keras.saving.load_model(path), path=path)
     except (ValueError, TypeError, OSError, KeyError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"{path}: not a keras_sentiment model ({first})") from None
