@@ -12,6 +12,8 @@ import dataclasses
 import re
 import textwrap
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,27 @@ TABLE_SUFFIXES = (".csv", ".jsonl", ".json")
 
 class UserError(Exception):
     """A problem the user can fix; the CLI prints it as one line and exits with code 2."""
+
+
+_ON_THE_COMMAND_LINE = [False]
+
+
+def spelled(key: str) -> str:
+    """A config key as the user sets it where they are, for messages: `--lstm-units` on the
+    command line (inside `command_line()`), `Config(lstm_units=...)` from Python."""
+    if _ON_THE_COMMAND_LINE[0]:
+        return "--" + key.replace("_", "-")
+    return f"Config({key}=...)"
+
+
+@contextmanager
+def command_line() -> Iterator[None]:
+    """Messages raised inside name flags (`--name`) rather than Python (`Config(name=...)`)."""
+    before, _ON_THE_COMMAND_LINE[0] = _ON_THE_COMMAND_LINE[0], True
+    try:
+        yield
+    finally:
+        _ON_THE_COMMAND_LINE[0] = before
 
 
 def is_path(dataset: str) -> bool:
