@@ -18,11 +18,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_sentiment.config import Config, UserError
+from keras_sentiment.config import Config, UserError, spelled
 from keras_sentiment.data.splits import Splits, load_splits, load_unlabeled, memory_key
 from keras_sentiment.files import kill_point, remove, save_json, write_atomic
 from keras_sentiment.network.model import build_model, text_model
 from keras_sentiment.network.ngrams import NgramMix, fit_ngrams
+from keras_sentiment.records import recorded_classes
 from keras_sentiment.reporting.evaluation import (
     format_report,
     mix_rows,
@@ -131,6 +132,7 @@ def _fit(cfg: Config, data: Any, test_data: Any) -> Run:
     if data is not None:  # the run's config names its data, so a resume never mixes data
         cfg = dataclasses.replace(cfg, dataset=f"memory:{memory_key(splits.train, splits.test)}")
     cfg = dataclasses.replace(cfg, name=cfg.run_name)
+    _check_classes(cfg, splits.class_names)
     chief = is_chief(strategy)
     run_dir, resuming = _open(cfg, strategy, chief)
     try:
@@ -144,6 +146,17 @@ def _fit(cfg: Config, data: Any, test_data: Any) -> Run:
         raise
     except KeyboardInterrupt:
         raise Interrupted(interrupted(run_dir)) from None
+
+
+def _check_classes(cfg: Config, class_names: list[str]) -> None:
+    """A name serves one set of classes: data with others never become its next version."""
+    for where, names in recorded_classes(cfg.output_dir, cfg.runs_dir, cfg.name).items():
+        if names != list(class_names):
+            raise UserError(
+                f"{where} was trained on the classes {names}, these data have "
+                f"{list(class_names)}: one name serves one set of classes; give this model a "
+                f"name of its own with {spelled('name')}"
+            )
 
 
 def _open(cfg: Config, strategy, chief: bool) -> tuple[Path, bool]:

@@ -28,12 +28,15 @@ class UserError(Exception):
 _ON_THE_COMMAND_LINE = [False]
 
 
+def on_command_line() -> bool:
+    """Whether the call came from the command line (inside `command_line()`), not Python."""
+    return _ON_THE_COMMAND_LINE[0]
+
+
 def spelled(key: str) -> str:
     """A config key as the user sets it where they are, for messages: `--lstm-units` on the
-    command line (inside `command_line()`), `Config(lstm_units=...)` from Python."""
-    if _ON_THE_COMMAND_LINE[0]:
-        return "--" + key.replace("_", "-")
-    return f"Config({key}=...)"
+    command line, `Config(lstm_units=...)` from Python."""
+    return "--" + key.replace("_", "-") if on_command_line() else f"Config({key}=...)"
 
 
 @contextmanager

@@ -229,3 +229,31 @@ def test_a_notebook_sees_the_api_the_fields_and_short_reprs(tiny_run):
     )
     path = tiny_run["run_dir"] / "model.keras"
     assert repr(ks.load(path)) == f"KerasPredictor('{path}', classes=['neg', 'pos'])"
+
+
+def earlier_model(output_dir, name: str, class_names: list[str]) -> None:
+    """A version of `name` on record, trained on `class_names` (its metadata is all that counts)."""
+    extra = output_dir / name / "1" / "assets.extra"
+    extra.mkdir(parents=True)
+    (extra / "metadata.json").write_text(json.dumps({"class_names": class_names}))
+
+
+def test_data_of_other_classes_never_become_a_version_of_the_same_name(tmp_path, capsys):
+    earlier_model(tmp_path / "saved_models", "memory_lstm", ["negative", "positive"])
+    texts, labels = synthetic_reviews(60)
+    stars = ["1" if label == "neg" else "5" for label in labels]
+    cfg = ks.Config(output_dir=str(tmp_path / "saved_models"), runs_dir=str(tmp_path / "runs"))
+    with pytest.raises(ks.UserError) as refused:
+        ks.fit(cfg, data=(texts, stars))
+    said = str(refused.value)
+    assert "memory_lstm/1 was trained on the classes ['negative', 'positive']" in said
+    assert "these data have ['1', '5']" in said and "with Config(name=...)" in said
+    assert not (tmp_path / "runs").exists()
+    # The command line names the flag.
+    earlier_model(tmp_path / "saved_models", "stars_lstm", ["negative", "positive"])
+    csv_path = write_csv(tmp_path / "stars.csv", list(zip(texts, stars)))
+    out = ["--output-dir", str(tmp_path / "saved_models"), "--runs-dir", str(tmp_path / "runs")]
+    assert main(["fit", "--dataset", str(csv_path), *out]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.rstrip().endswith("with --name")
+    assert not (tmp_path / "runs").exists()

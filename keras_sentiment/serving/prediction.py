@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sentiment.config import FIELDS, Config, UserError
+from keras_sentiment.config import FIELDS, Config, UserError, on_command_line
 from keras_sentiment.data.sources import from_memory
 from keras_sentiment.data.splits import load_test, load_test_split, subsample
 from keras_sentiment.network.model import class_names_of
@@ -208,9 +208,14 @@ class SavedModelPredictor(Predictor):
     def _explain(self, batch: list[bytes]) -> dict[str, np.ndarray]:
         explain = self._loaded.signatures.get("explain")
         if explain is None:
+            again = (
+                "python -m keras_sentiment export --name NAME"
+                if on_command_line()
+                else "ks.export(name=NAME)"
+            )
             raise UserError(
                 f"{self.path}: exported without an `explain` signature; export its run again "
-                "(python -m keras_sentiment export --name NAME) to add it"
+                f"({again}) to add it"
             )
         return {k: v.numpy() for k, v in explain(text=tf.constant(batch, tf.string)).items()}
 

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sentiment.config import Config, UserError
+from keras_sentiment.config import Config, UserError, spelled
 from keras_sentiment.data.splits import load_test
 from keras_sentiment.files import kill_point, save_json, write_atomic
 from keras_sentiment.network.ngrams import NgramMix
@@ -219,8 +219,8 @@ def served_before(base: Path, version: int, metadata: dict) -> list[str]:
         return []
     way_back = (
         f"to serve version {previous} again, remove {base / str(version)} (its run stays in "
-        f"{metadata.get('run_dir', 'runs/')}); runs that should not replace it need a --name "
-        "of their own"
+        f"{metadata.get('run_dir', 'runs/')}); runs that should not replace it need a name "
+        f"of their own ({spelled('name')})"
     )
     differs = _test_split_differences(before, metadata)
     if differs:

@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_sentiment.config import Config, UserError
+from keras_sentiment.config import Config, UserError, spelled
 from keras_sentiment.files import kill_point, save_json, write_atomic
 from keras_sentiment.network.model import split_text_model
 from keras_sentiment.network.ngrams import NgramMix
@@ -224,7 +224,7 @@ def _variables(model: keras.Model) -> list:
 
 def _assign(variables: list, values: list[np.ndarray]) -> None:
     if len(variables) != len(values):
-        raise UserError("the run's backup does not fit this model; pass another --name")
+        raise UserError(f"the run's backup does not fit this model; pass another {spelled('name')}")
     for variable, value in zip(variables, values):
         variable.assign(value)
 
