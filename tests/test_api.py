@@ -257,3 +257,11 @@ def test_data_of_other_classes_never_become_a_version_of_the_same_name(tmp_path,
     err = capsys.readouterr().err
     assert len(err.splitlines()) == 1 and err.rstrip().endswith("with --name")
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("data", [["a", "b"], ("great", "awful"), ["a", "b", "c"], [b"a", b"b"]])
+def test_a_plain_list_of_texts_is_refused_as_texts_without_labels(tmp_path, data):
+    cfg = ks.Config(output_dir=str(tmp_path / "m"), runs_dir=str(tmp_path / "r"))
+    with pytest.raises(ks.UserError, match=r"^in-memory data: texts without labels; pass \("):
+        ks.fit(cfg, data=data)
+    assert not (tmp_path / "r").exists()
