@@ -18,12 +18,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_sentiment.config import Config, UserError, spelled
+from keras_sentiment.config import Config, UserError, on_command_line, spelled
 from keras_sentiment.data.splits import Splits, load_splits, load_unlabeled, memory_key
 from keras_sentiment.files import kill_point, remove, save_json, write_atomic
 from keras_sentiment.network.model import build_model, text_model
 from keras_sentiment.network.ngrams import NgramMix, fit_ngrams
-from keras_sentiment.records import recorded_classes
+from keras_sentiment.records import recorded_classes, versions
 from keras_sentiment.reporting.evaluation import (
     format_report,
     mix_rows,
@@ -43,6 +43,7 @@ from keras_sentiment.serving.saved_model import (
     export_again,
     export_saved_model,
     served_before,
+    server_files,
     version_files,
 )
 from keras_sentiment.text.embeddings import embedding_matrix
@@ -386,8 +387,10 @@ def export(
     models_config: bool = False,
     batching: bool = False,
     base_path_prefix: str = "/models",
+    files_only: bool = False,
 ) -> Path:
-    """Export a finished run's model again, as the next version TF Serving will serve.
+    """Export a finished run's model again, as the next version TF Serving will serve; or,
+    with `files_only`, only write the server's files for the version already there.
 
     Args:
         run: a Run, a run folder (`runs/NAME/VERSION`), or None for the latest finished run
@@ -398,15 +401,26 @@ def export(
         models_config: also write `output_dir/models.config` listing every model there.
         batching: also time the new version and write `output_dir/NAME/batching_parameters.txt`.
         base_path_prefix: where the server sees `output_dir`, for `models.config`.
+        files_only: export nothing: write `models.config` and/or the batching parameters
+            (timing the latest version of the name) for what `output_dir` already holds.
 
     Returns:
-        The new version folder.
+        The new version folder (with `files_only`, the latest version of the name).
+
+    Raises:
+        UserError: no finished run to export; with `files_only`, no file asked for, or no
+            exported version of the name to time.
 
     Example:
-        >>> ks.export(name="imdb_lstm_quick", models_config=True)  # doctest: +SKIP
+        >>> ks.export(name="imdb_lstm_quick")  # doctest: +SKIP
+        PosixPath('saved_models/imdb_lstm_quick/2')
+        >>> ks.export(name="imdb_lstm_quick", models_config=True, files_only=True)  # doctest: +SKIP
         PosixPath('saved_models/imdb_lstm_quick/2')
     """
     run_dir = Path(run.run_dir if isinstance(run, Run) else run) if run else None
+    if files_only:
+        name = run_dir.parent.name if run_dir else name or Config().run_name
+        return _server_files(name, output_dir, models_config, batching, base_path_prefix)
     if run_dir is None:
         name = name or Config().run_name
         found = finished_runs(runs_dir, name)
@@ -414,6 +428,23 @@ def export(
             raise UserError(f"export: no finished run of {name!r} in {Path(runs_dir) / name}")
         run_dir = found[-1]
     return export_again(run_dir, output_dir, models_config, batching, base_path_prefix)
+
+
+def _server_files(name: str, output_dir, models_config, batching, base_path_prefix) -> Path:
+    """`export(files_only=True)`: the server's files for the latest version of `name`."""
+    if not (models_config or batching):
+        flags = (
+            "--models-config or --batching-parameters"
+            if on_command_line()
+            else "models_config=True or batching=True"
+        )
+        raise UserError(f"export: files only, but which? Ask for {flags}")
+    found = versions(Path(output_dir) / name)
+    if not found:
+        raise UserError(f"export: no exported version of {name!r} in {Path(output_dir) / name}")
+    latest = Path(output_dir) / name / str(found[-1])
+    server_files(latest, output_dir, models_config, batching, base_path_prefix)
+    return latest
 
 
 def score(model: str | Path, inputs: str, output: str, **options: Any) -> dict:

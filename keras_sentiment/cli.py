@@ -126,7 +126,8 @@ def predict(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
-    """Export the latest finished run of a name again, as the next version."""
+    """Export the latest finished run of a name again, as the next version (or, with
+    --files-only, only write the server's files)."""
     cfg = make_config({k: getattr(args, k, None) for k in EXPORT_KEYS}, args.config)
     start_tensorflow(serving=args.batching_parameters)
     from keras_sentiment.api import export as run_export
@@ -138,6 +139,7 @@ def export(args: argparse.Namespace) -> None:
         models_config=args.models_config,
         batching=args.batching_parameters,
         base_path_prefix=args.base_path_prefix,
+        files_only=args.files_only,
     )
 
 
@@ -268,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--batching-parameters",
         action="store_true",
         help="time the new version and write OUTPUT_DIR/NAME/batching_parameters.txt",
+    )
+    p.add_argument(
+        "--files-only",
+        action="store_true",
+        help="export no new version: only write what --models-config and "
+        "--batching-parameters ask for, for the models already in OUTPUT_DIR (the batching "
+        "parameters of NAME's latest version)",
     )
     _add_score_command(sub)
     return parser

@@ -16,7 +16,13 @@ FLAGS = {
     "fit": ["--max-train", "--epochs", "--text-column", "--precision", "--config"],
     "evaluate": ["--test-data", "--max-test", "--dataset", "--json"],
     "predict": ["--server", "--model-name", "--timeout"],
-    "export": ["--name", "--models-config", "--batching-parameters", "--base-path-prefix"],
+    "export": [
+        "--name",
+        "--models-config",
+        "--batching-parameters",
+        "--base-path-prefix",
+        "--files-only",
+    ],
     "runs": ["--compare", "--output-dir", "--runs-dir"],
 }
 

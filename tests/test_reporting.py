@@ -290,6 +290,27 @@ def test_list_runs_newest_first_and_skips_bad_folders(output_dir):
     assert list_runs(output_dir / "missing") == []
 
 
+def test_runs_shows_every_differing_setting_and_marks_re_exports(tmp_path):
+    out = tmp_path / "saved_models"
+    versions = [(1, 3, 1337, "runs/g/1"), (2, 0, 1337, "runs/g/2"), (3, 0, 7, "runs/g/3")]
+    versions.append((4, 3, 1337, "runs/g/1"))  # version 1's run, exported again
+    for version, ngrams, seed, run in versions:
+        meta = make_summary("g", version, f"2026-11-2{version}T09:00:00+00:00", ngrams=ngrams)
+        meta["config"]["seed"] = seed
+        write_version(out, {**meta, "run_dir": f"/work/{run}"})
+    write_version(out, make_summary("h", 1, ngrams=0))  # another name: compared apart
+    rows = {(r["name"], r["version"]): r for r in list_runs(out)}
+    short = "bilstm 64x1 max, len 400 pre, vocab 29871, lemma on, glove-6b-50d"
+    assert rows["g", 1]["settings"] == f"{short}, seed 1337, ngrams 3"
+    assert rows["g", 2]["settings"] == f"{short}, seed 1337, ngrams 0"
+    assert rows["g", 3]["settings"] == f"{short}, seed 7, ngrams 0"
+    assert rows["g", 4]["settings"] == "re-export of version 1 (the same run)"
+    assert rows["g", 4]["same_run_as"] == 1 and rows["g", 2]["same_run_as"] is None
+    assert rows["h", 1]["settings"] == short
+    table = format_runs(list_runs(out)).splitlines()
+    assert [line.split()[:2] for line in table if "re-export of version 1" in line] == [["g", "4"]]
+
+
 def test_format_runs_is_an_aligned_table(output_dir):
     text = format_runs(list_runs(output_dir))
     lines = text.splitlines()
