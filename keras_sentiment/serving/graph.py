@@ -82,7 +82,8 @@ def ids_of_one(pre: TextPreprocessor, text: tf.Tensor) -> tf.Tensor:
 
 
 def known_words(ids: tf.Tensor) -> tf.Tensor:
-    """How many of the words the model read it knows, per text: ids past padding and OOV."""
+    """How many of the words the model read it knows, per text (punctuation marks are words
+    too): ids past padding and OOV."""
     return tf.reduce_sum(tf.cast(ids > OOV, tf.int32), axis=-1)
 
 
