@@ -191,15 +191,18 @@ def test_missing_paths_are_said_before_tensorflow_starts(tiny_run):
     ]
 
 
-def test_predict_says_how_many_known_words_it_read(tiny_run, capsys):
+def test_predict_says_how_many_known_words_it_read(tiny_run, tiny_predictor, capsys):
     import tensorflow as tf
 
+    from keras_sentiment.serving.prediction import KerasPredictor
+
     texts = ["", "😀🎬🍿", "zzzq xxyq", "A wonderful film.", "dull"]
-    for model in (tiny_run["base"], tiny_run["run_dir"] / "model.keras"):
-        assert main(["predict", str(model), *texts]) == 0
-        said = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        assert [r["known_words"] for r in said] == [0, 0, 0, 3, 1], model
-    # The served signature itself, on its single-review path and its batch path.
-    serve = tf.saved_model.load(str(tiny_run["version"])).signatures["serving_default"]
+    assert main(["predict", str(tiny_run["version"]), *texts]) == 0
+    said = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["known_words"] for r in said] == [0, 0, 0, 3, 1]
+    # The raw-text Keras model counts the same; the served signature on its single-review
+    # path and its batch path.
+    assert KerasPredictor(tiny_run["run"].model)(texts)["known_words"].tolist() == [0, 0, 0, 3, 1]
+    serve = tiny_predictor.signature
     assert serve(text=tf.constant([""]))["known_words"].numpy().tolist() == [0]
     assert serve(text=tf.constant(texts))["known_words"].numpy().tolist() == [0, 0, 0, 3, 1]
