@@ -198,6 +198,7 @@ def test_an_interrupted_runs_model_files_load_and_its_message_says_which(
     run_dir = tmp_path / "runs" / "tiny" / "1"
     assert f"the best model so far ({run_dir / 'best.keras'})" in str(stopped.value)
     assert "the LSTM of epoch 1 alone (raw text in" in str(stopped.value)
+    assert str(stopped.value).endswith("; call ks.fit with the same config to resume")
     found = sorted(p.name for p in run_dir.glob("*.keras"))
     assert found == ["best.keras"]
     csv_path = write_csv(tmp_path / "test.csv", list(zip(*synthetic_reviews(40, seed=4))))

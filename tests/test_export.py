@@ -169,7 +169,7 @@ def test_models_config_several_models():
 KILLED_EXPORT = r"""
 import os, signal, sys
 import keras_sentiment
-from keras_sentiment import saved_model
+from keras_sentiment.serving import saved_model
 from keras_sentiment.training.runs import load_run_model
 pre, model, mix = load_run_model(__import__("pathlib").Path(sys.argv[1]))
 # Die the hard way after the SavedModel is written but before it is renamed into place.

@@ -20,7 +20,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_sentiment.config import Config, UserError, spelled
+from keras_sentiment.config import Config, UserError, on_command_line, spelled
 from keras_sentiment.files import kill_point, save_json, write_atomic
 from keras_sentiment.network.model import split_text_model
 from keras_sentiment.network.ngrams import NgramMix
@@ -253,7 +253,7 @@ def interrupted(run_dir: Path) -> str:
     except (OSError, ValueError):
         return (
             f"interrupted before the first backup: {run_dir} keeps the config and vocabulary "
-            "only; run the same command again to start its training over"
+            f"only; {_again()} to start its training over"
         )
     epoch, step = state["epoch"], state["step"]
     where = f"epoch {epoch + 1} step {step}" if step else f"the end of epoch {epoch}"
@@ -266,10 +266,11 @@ def interrupted(run_dir: Path) -> str:
         )
     if state.get("finished"):
         where = "the end of training"
-    return (
-        f"interrupted: {run_dir} keeps the backup of {where}{best}; run the same command again "
-        "to resume"
-    )
+    return f"interrupted: {run_dir} keeps the backup of {where}{best}; {_again()} to resume"
+
+
+def _again() -> str:
+    return "run the same command again" if on_command_line() else "call ks.fit with the same config"
 
 
 def finished_runs(runs_dir: str | Path, name: str) -> list[Path]:
