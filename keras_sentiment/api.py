@@ -405,7 +405,8 @@ def export(
             (timing the latest version of the name) for what `output_dir` already holds.
 
     Returns:
-        The new version folder (with `files_only`, the latest version of the name).
+        The new version folder; with `files_only`, the file written last (`models.config`
+        when asked, else `batching_parameters.txt`).
 
     Raises:
         UserError: no finished run to export; with `files_only`, no file asked for, or no
@@ -415,7 +416,7 @@ def export(
         >>> ks.export(name="imdb_lstm_quick")  # doctest: +SKIP
         PosixPath('saved_models/imdb_lstm_quick/2')
         >>> ks.export(name="imdb_lstm_quick", models_config=True, files_only=True)  # doctest: +SKIP
-        PosixPath('saved_models/imdb_lstm_quick/2')
+        PosixPath('saved_models/models.config')
     """
     run_dir = Path(run.run_dir if isinstance(run, Run) else run) if run else None
     if files_only:
@@ -431,7 +432,8 @@ def export(
 
 
 def _server_files(name: str, output_dir, models_config, batching, base_path_prefix) -> Path:
-    """`export(files_only=True)`: the server's files for the latest version of `name`."""
+    """`export(files_only=True)`: models.config, and the batching parameters of the latest
+    version of `name`; returns the file written last."""
     if not (models_config or batching):
         flags = (
             "--models-config or --batching-parameters"
@@ -439,12 +441,15 @@ def _server_files(name: str, output_dir, models_config, batching, base_path_pref
             else "models_config=True or batching=True"
         )
         raise UserError(f"export: files only, but which? Ask for {flags}")
-    found = versions(Path(output_dir) / name)
-    if not found:
-        raise UserError(f"export: no exported version of {name!r} in {Path(output_dir) / name}")
-    latest = Path(output_dir) / name / str(found[-1])
-    server_files(latest, output_dir, models_config, batching, base_path_prefix)
-    return latest
+    latest = None
+    if batching:  # models.config lists every model there: it needs no name
+        found = versions(Path(output_dir) / name)
+        if not found:
+            raise UserError(
+                f"export: no exported version of {name!r} in {Path(output_dir) / name} to time"
+            )
+        latest = Path(output_dir) / name / str(found[-1])
+    return server_files(latest, output_dir, models_config, batching, base_path_prefix)
 
 
 def score(model: str | Path, inputs: str, output: str, **options: Any) -> dict:

@@ -137,13 +137,17 @@ def test_the_server_files_alone_export_no_new_version(copied_run, monkeypatch, c
         saved_model, "batching_parameters", lambda path, texts: timed.append(path) or "# timed\n"
     )
     out = str(work / "saved_models")
-    assert ks.export(name="tiny", output_dir=out, batching=True, files_only=True) == base / "1"
+    written = ks.export(name="tiny", output_dir=out, batching=True, files_only=True)
+    assert written == base / "batching_parameters.txt"
     assert timed == [base / "1"] and (base / "batching_parameters.txt").read_text() == "# timed\n"
     assert versions(base) == [1]
     with pytest.raises(ks.UserError, match="models_config=True or batching=True"):
         ks.export(name="tiny", output_dir=out, files_only=True)
     with pytest.raises(ks.UserError, match="no exported version of 'nope'"):
         ks.export(name="nope", output_dir=out, batching=True, files_only=True)
+    # models.config lists every model there: any name will do.
+    written = ks.export(name="nope", output_dir=out, models_config=True, files_only=True)
+    assert written == work / "saved_models" / "models.config"
     assert main(["export", *copied_run["args"], "--files-only"]) == 2
     assert "--models-config or --batching-parameters" in capsys.readouterr().err
 

@@ -314,22 +314,27 @@ def export_again(
 
 
 def server_files(
-    version_dir: Path,
+    version_dir: Path | None,
     output_dir: str | Path,
     models_config: bool = False,
     batching: bool = False,
     base_path_prefix: str = "/models",
-) -> None:
-    """The files TF Serving reads beside the models, for a version already exported:
+) -> Path | None:
+    """The files TF Serving reads beside the models, for versions already exported:
     `NAME/batching_parameters.txt` from timing `version_dir`, and `models.config`.
 
     Args:
-        version_dir: the version to time (`saved_models/NAME/VERSION`), the latest of its name.
+        version_dir: the version to time (`saved_models/NAME/VERSION`, the latest of its
+            name); None without `batching`.
         output_dir: the folder of served models.
         models_config: write `output_dir/models.config` listing every model there.
         batching: time `version_dir` and write `output_dir/NAME/batching_parameters.txt`.
         base_path_prefix: where the server sees `output_dir`, for `models.config`.
+
+    Returns:
+        The file written last (`models.config` when asked), or None.
     """
+    written = None
     if batching:
         config = (read_metadata(version_dir) or {}).get("config", {})
         try:
@@ -337,11 +342,13 @@ def server_files(
             texts = list(load_test(cfg)[0].texts[:1024])
         except UserError:  # trained in memory: time it on the warm-up reviews
             texts = [t.encode() for t in WARMUP_TEXTS] * 342
-        target = version_dir.parent / "batching_parameters.txt"
-        write_atomic(target, batching_parameters(version_dir, texts))
-        print(f"wrote: {target}  (version {version_dir.name}, measured on {len(texts)} texts)")
+        written = version_dir.parent / "batching_parameters.txt"
+        write_atomic(written, batching_parameters(version_dir, texts))
+        print(f"wrote: {written}  (version {version_dir.name}, measured on {len(texts)} texts)")
     if models_config:
-        print(f"wrote: {write_models_config(output_dir, base_path_prefix)}")
+        written = write_models_config(output_dir, base_path_prefix)
+        print(f"wrote: {written}")
+    return written
 
 
 def version_files(summary: dict) -> dict[str, str | Callable[[dict], str]]:
