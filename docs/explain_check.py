@@ -3,13 +3,16 @@
     python docs/explain_check.py saved_models/NAME/VERSION [TFDS_DATA_DIR] [--json]
 
 keras_sentiment and NLTK are made unimportable first: the SavedModel alone must answer. It
-reads the first 20 IMDB test reviews straight from TFDS' TFRecord file (no tensorflow_datasets
-either), explains each through the `explain` signature, and prints for each the completeness
-error (|sum of attributions - (score - baseline_score)| against max(5% of the gap, 0.02)),
-then the top words of two sentences, then the p50 of explaining one review and of predicting
-it (`serving_default`), in one process, alternating, and their ratio.
+reads the first 20 IMDB test reviews straight from TFDS' TFRecord files (no tensorflow_datasets
+either) under the folder given, else `TFDS_DATA_DIR`, else TFDS' own default
+`~/tensorflow_datasets` (where `fit` had TFDS download IMDB online), explains each through the
+`explain` signature, and prints for each the completeness error (|sum of attributions -
+(score - baseline_score)| against max(5% of the gap, 0.02)), then the top words of two
+sentences, then the p50 of explaining one review and of predicting it (`serving_default`), in
+one process, alternating, and their ratio.
 """
 
+import glob
 import json
 import os
 import sys
@@ -17,6 +20,42 @@ import time
 
 sys.modules["keras_sentiment"] = None  # importing either now raises ImportError
 sys.modules["nltk"] = None
+
+USAGE = "saved_models/NAME/VERSION [TFDS_DATA_DIR] [--json]"
+
+
+def imdb_test_files(data_dir: str) -> list[str]:
+    """TFDS' imdb_reviews test files under `data_dir` (its newest prepared version), or []."""
+    base = os.path.join(data_dir, "imdb_reviews", "plain_text")
+    found = sorted(glob.glob(os.path.join(base, "*", "*-test.tfrecord*")))
+    newest = max((os.path.dirname(f) for f in found), key=_version, default="")
+    return [f for f in found if os.path.dirname(f) == newest]
+
+
+def _version(folder: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else 0 for p in os.path.basename(folder).split("."))
+
+
+def arguments() -> tuple[str, str]:
+    """(the version folder, the TFDS data folder), or one line and exit: before TensorFlow
+    starts, so nothing of its start-up buries the line."""
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    if not args or not os.path.isfile(os.path.join(args[0], "saved_model.pb")):
+        where = f"{args[0]}: no saved_model.pb; " if args else ""
+        sys.exit(f"explain_check: {where}usage: python docs/explain_check.py {USAGE}")
+    default = os.environ.get("TFDS_DATA_DIR") or os.path.expanduser("~/tensorflow_datasets")
+    data_dir = args[1] if len(args) > 1 else default
+    if not imdb_test_files(data_dir):
+        sys.exit(
+            f"explain_check: no IMDB test files under {data_dir}/imdb_reviews/plain_text: "
+            "python -m keras_sentiment fit has TFDS download them there; or give the folder "
+            "that holds them (or set TFDS_DATA_DIR)"
+        )
+    return args[0], data_dir
+
+
+if __name__ == "__main__":
+    ARGUMENTS = arguments()
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -29,10 +68,9 @@ SENTENCES = [
 
 def first_test_reviews(data_dir: str, n: int = 20) -> list[bytes]:
     """The first n reviews of TFDS' imdb_reviews test split, in TFDS' order."""
-    path = os.path.join(data_dir, "imdb_reviews/plain_text/1.0.0")
-    files = sorted(f for f in os.listdir(path) if "-test.tfrecord" in f)
+    files = imdb_test_files(data_dir)
     features = {"text": tf.io.FixedLenFeature([], tf.string)}
-    records = tf.data.TFRecordDataset([os.path.join(path, f) for f in files]).take(n)
+    records = tf.data.TFRecordDataset(files).take(n)
     return [tf.io.parse_single_example(r, features)["text"].numpy() for r in records]
 
 
@@ -53,9 +91,8 @@ def p50(fn, texts: list[bytes]) -> float:
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if not a.startswith("--")]
-    data_dir = args[1] if len(args) > 1 else os.environ["TFDS_DATA_DIR"]
-    loaded = tf.saved_model.load(args[0])
+    version, data_dir = ARGUMENTS
+    loaded = tf.saved_model.load(version)
     explain, predict = loaded.signatures["explain"], loaded.signatures["serving_default"]
     reviews = first_test_reviews(data_dir)
     worst, rows = 0.0, []

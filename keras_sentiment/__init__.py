@@ -42,6 +42,12 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'keras_sentiment' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # The API is loaded on first use, so list it for dir() and tab completion; the modules
+    # this file imports for itself stay out.
+    return sorted({*__all__, *(n for n in globals() if n.startswith("__"))})
+
+
 _PREFIX = "keras_sentiment."
 
 

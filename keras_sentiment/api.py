@@ -18,11 +18,12 @@ from typing import Any
 import keras
 import numpy as np
 
-from keras_sentiment.config import Config, UserError
+from keras_sentiment.config import Config, UserError, on_command_line, spelled
 from keras_sentiment.data.splits import Splits, load_splits, load_unlabeled, memory_key
 from keras_sentiment.files import kill_point, remove, save_json, write_atomic
 from keras_sentiment.network.model import build_model, text_model
 from keras_sentiment.network.ngrams import NgramMix, fit_ngrams
+from keras_sentiment.records import recorded_classes, versions
 from keras_sentiment.reporting.evaluation import (
     format_report,
     mix_rows,
@@ -42,6 +43,7 @@ from keras_sentiment.serving.saved_model import (
     export_again,
     export_saved_model,
     served_before,
+    server_files,
     version_files,
 )
 from keras_sentiment.text.embeddings import embedding_matrix
@@ -69,6 +71,18 @@ class Run:
     def predictor(self) -> Predictor:
         """The exported SavedModel as a predictor (labels as `str`)."""
         return SavedModelPredictor(self.export_path)
+
+    def __repr__(self) -> str:
+        # Short: the history, report and summary are attributes to look at, not a repr.
+        version = self.run_dir.name
+        accuracy = self.report.get("accuracy")
+        export = None if self.export_path is None else str(self.export_path)
+        return (
+            f"Run(name={self.run_dir.parent.name!r}, "
+            f"version={int(version) if version.isdigit() else version!r}, "
+            f"accuracy={None if accuracy is None else round(accuracy, 4)}, "
+            f"run_dir={str(self.run_dir)!r}, export_path={export!r})"
+        )
 
 
 def fit(config: Config | None = None, data: Any = None, test_data: Any = None) -> Run:
@@ -119,6 +133,7 @@ def _fit(cfg: Config, data: Any, test_data: Any) -> Run:
     if data is not None:  # the run's config names its data, so a resume never mixes data
         cfg = dataclasses.replace(cfg, dataset=f"memory:{memory_key(splits.train, splits.test)}")
     cfg = dataclasses.replace(cfg, name=cfg.run_name)
+    _check_classes(cfg, splits.class_names)
     chief = is_chief(strategy)
     run_dir, resuming = _open(cfg, strategy, chief)
     try:
@@ -132,6 +147,17 @@ def _fit(cfg: Config, data: Any, test_data: Any) -> Run:
         raise
     except KeyboardInterrupt:
         raise Interrupted(interrupted(run_dir)) from None
+
+
+def _check_classes(cfg: Config, class_names: list[str]) -> None:
+    """A name serves one set of classes: data with others never become its next version."""
+    for where, names in recorded_classes(cfg.output_dir, cfg.runs_dir, cfg.name).items():
+        if names != list(class_names):
+            raise UserError(
+                f"{where} was trained on the classes {names}, these data have "
+                f"{list(class_names)}: one name serves one set of classes; give this model a "
+                f"name of its own with {spelled('name')}"
+            )
 
 
 def _open(cfg: Config, strategy, chief: bool) -> tuple[Path, bool]:
@@ -168,8 +194,11 @@ def _fit_run(cfg, splits: Splits, strategy, chief, run_dir, resuming, started) -
             load_pretrained(model, pretrained)
         return model
 
+    def as_text(network: keras.Model) -> keras.Model:  # best.keras: the LSTM alone, raw text in
+        return text_model(pre, network, None, splits.class_names)
+
     train_rows, val_rows = (rows["train"], splits.train.labels), (rows["val"], splits.val.labels)
-    trained = train(cfg, strategy, build, train_rows, val_rows, run_dir)
+    trained = train(cfg, strategy, build, train_rows, val_rows, run_dir, as_text)
     if not chief:
         remove(run_dir)
         print("worker done: the chief writes the report and the SavedModel", flush=True)
@@ -358,8 +387,10 @@ def export(
     models_config: bool = False,
     batching: bool = False,
     base_path_prefix: str = "/models",
+    files_only: bool = False,
 ) -> Path:
-    """Export a finished run's model again, as the next version TF Serving will serve.
+    """Export a finished run's model again, as the next version TF Serving will serve; or,
+    with `files_only`, only write the server's files for the version already there.
 
     Args:
         run: a Run, a run folder (`runs/NAME/VERSION`), or None for the latest finished run
@@ -370,15 +401,27 @@ def export(
         models_config: also write `output_dir/models.config` listing every model there.
         batching: also time the new version and write `output_dir/NAME/batching_parameters.txt`.
         base_path_prefix: where the server sees `output_dir`, for `models.config`.
+        files_only: export nothing: write `models.config` and/or the batching parameters
+            (timing the latest version of the name) for what `output_dir` already holds.
 
     Returns:
-        The new version folder.
+        The new version folder; with `files_only`, the file written last (`models.config`
+        when asked, else `batching_parameters.txt`).
+
+    Raises:
+        UserError: no finished run to export; with `files_only`, no file asked for, or no
+            exported version of the name to time.
 
     Example:
-        >>> ks.export(name="imdb_lstm_quick", models_config=True)  # doctest: +SKIP
+        >>> ks.export(name="imdb_lstm_quick")  # doctest: +SKIP
         PosixPath('saved_models/imdb_lstm_quick/2')
+        >>> ks.export(name="imdb_lstm_quick", models_config=True, files_only=True)  # doctest: +SKIP
+        PosixPath('saved_models/models.config')
     """
     run_dir = Path(run.run_dir if isinstance(run, Run) else run) if run else None
+    if files_only:
+        name = run_dir.parent.name if run_dir else name or Config().run_name
+        return _server_files(name, output_dir, models_config, batching, base_path_prefix)
     if run_dir is None:
         name = name or Config().run_name
         found = finished_runs(runs_dir, name)
@@ -386,6 +429,27 @@ def export(
             raise UserError(f"export: no finished run of {name!r} in {Path(runs_dir) / name}")
         run_dir = found[-1]
     return export_again(run_dir, output_dir, models_config, batching, base_path_prefix)
+
+
+def _server_files(name: str, output_dir, models_config, batching, base_path_prefix) -> Path:
+    """`export(files_only=True)`: models.config, and the batching parameters of the latest
+    version of `name`; returns the file written last."""
+    if not (models_config or batching):
+        flags = (
+            "--models-config or --batching-parameters"
+            if on_command_line()
+            else "models_config=True or batching=True"
+        )
+        raise UserError(f"export: files only, but which? Ask for {flags}")
+    latest = None
+    if batching:  # models.config lists every model there: it needs no name
+        found = versions(Path(output_dir) / name)
+        if not found:
+            raise UserError(
+                f"export: no exported version of {name!r} in {Path(output_dir) / name} to time"
+            )
+        latest = Path(output_dir) / name / str(found[-1])
+    return server_files(latest, output_dir, models_config, batching, base_path_prefix)
 
 
 def score(model: str | Path, inputs: str, output: str, **options: Any) -> dict:

@@ -8,18 +8,61 @@ is one line on stderr and exit code 2; Ctrl-C says what is kept, exit code 130.
 from __future__ import annotations
 
 import argparse
+import difflib
+import glob
 import json
 import sys
 from pathlib import Path
 
-from keras_sentiment.config import FIELDS, UserError, make_config
+from keras_sentiment import __version__
+from keras_sentiment.config import (
+    FIELDS,
+    UserError,
+    command_line,
+    field_help,
+    is_path,
+    make_config,
+)
 from keras_sentiment.data.readers import FORMATS
 from keras_sentiment.startup import start_tensorflow
+
+# --- paths, checked before TensorFlow starts (seconds) ------------------------------------
+
+
+def _check_model(model_dir: str) -> None:
+    path = Path(model_dir)
+    if path.suffix == ".keras" and not path.is_file():
+        raise UserError(f"{path}: no such .keras file")
+    if not path.exists():
+        raise UserError(f"{path}: no such model folder")
+
+
+def _check_file(spec: str, what: str = "") -> None:
+    # Only what names a file or folder: a TFDS name, or gs://..., is for later stages to judge.
+    if spec and "://" not in spec and is_path(spec) and not Path(spec).exists():
+        raise UserError(f"{what}{spec}: no such file or folder")
+
+
+def _check_fit_paths(cfg) -> None:
+    if not cfg.dataset.startswith("memory:"):
+        _check_file(cfg.dataset)
+    _check_file(cfg.test_data)
+    _check_file(cfg.unlabeled, "unlabeled: ")
+    if cfg.embeddings not in ("none", FIELDS["embeddings"].default):
+        if not Path(cfg.embeddings).exists():
+            raise UserError(
+                f"{cfg.embeddings}: embeddings file not found (or use --embeddings "
+                f"{FIELDS['embeddings'].default} / none)"
+            )
+
+
+# --- commands ------------------------------------------------------------------------------
 
 
 def fit(args: argparse.Namespace) -> None:
     """Data -> preprocessing -> embeddings -> model -> training -> report -> SavedModel."""
     cfg = make_config({k: getattr(args, k, None) for k in FIELDS}, args.config)
+    _check_fit_paths(cfg)
     start_tensorflow(run_an_op=cfg.strategy != "multi-worker")  # multi-worker goes first
     from keras_sentiment.api import fit as run_fit
 
@@ -28,6 +71,9 @@ def fit(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     """The test report of an exported model: its own test split, or the data given."""
+    _check_model(args.model_dir)
+    _check_file(args.test_data)
+    _check_file(args.dataset)
     start_tensorflow(serving=True)
     from keras_sentiment.api import evaluate as run_evaluate
     from keras_sentiment.api import load
@@ -63,6 +109,7 @@ def predict(args: argparse.Namespace) -> None:
             raise UserError("predict: give MODEL_DIR, or --server URL with --model-name")
         if args.signature not in ("serving_default", "explain"):
             raise UserError("predict: --signature is serving_default or explain for a local model")
+        _check_model(args.model_dir)
         start_tensorflow(serving=True)
         from keras_sentiment.api import load
         from keras_sentiment.serving.client import to_records
@@ -79,7 +126,8 @@ def predict(args: argparse.Namespace) -> None:
 
 
 def export(args: argparse.Namespace) -> None:
-    """Export the latest finished run of a name again, as the next version."""
+    """Export the latest finished run of a name again, as the next version (or, with
+    --files-only, only write the server's files)."""
     cfg = make_config({k: getattr(args, k, None) for k in EXPORT_KEYS}, args.config)
     start_tensorflow(serving=args.batching_parameters)
     from keras_sentiment.api import export as run_export
@@ -91,6 +139,7 @@ def export(args: argparse.Namespace) -> None:
         models_config=args.models_config,
         batching=args.batching_parameters,
         base_path_prefix=args.base_path_prefix,
+        files_only=args.files_only,
     )
 
 
@@ -117,6 +166,10 @@ def runs(args: argparse.Namespace) -> None:
 
 def score(args: argparse.Namespace) -> None:
     """Score files of reviews with Apache Beam's RunInference: predictions and errors, sharded."""
+    if "://" not in args.model_dir:
+        _check_model(args.model_dir)
+    if "://" not in args.input and not Path(args.input).is_dir() and not glob.glob(args.input):
+        raise UserError(f"{args.input}: no file matches")
     start_tensorflow(serving=True)  # the local runner scores in this process
     from keras_sentiment.api import score as run_score
 
@@ -136,9 +189,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, keys=tuple(FIELDS)) -> No
         field = FIELDS[name]
         flag = "--" + name.replace("_", "-")
         kind = type(field.default)
-        help_text = field.metadata.get("help", "")
-        if field.default != "":
-            help_text += f" (default: {field.default})"
+        help_text = field_help(name)
         if kind is bool:
             parser.add_argument(
                 flag, action=argparse.BooleanOptionalAction, default=None, help=help_text
@@ -175,7 +226,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train, evaluate, export and serve an LSTM sentiment classifier.",
         allow_abbrev=False,
     )
+    parser.add_argument("--version", action="version", version=f"keras_sentiment {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.commands = sub.choices  # each command's own parser, for its usage in errors
     _add_config_flags(_command(sub, "fit", "train, report on the test split, export a SavedModel"))
 
     p = _command(sub, "evaluate", "classification report of an exported model")
@@ -217,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--batching-parameters",
         action="store_true",
         help="time the new version and write OUTPUT_DIR/NAME/batching_parameters.txt",
+    )
+    p.add_argument(
+        "--files-only",
+        action="store_true",
+        help="export no new version: only write what --models-config and "
+        "--batching-parameters ask for, for the models already in OUTPUT_DIR (the batching "
+        "parameters of NAME's latest version)",
     )
     _add_score_command(sub)
     return parser
@@ -267,10 +327,12 @@ def main(argv: list[str] | None = None) -> int:
     if extra and args.command == "predict" and not any(e.startswith("-") for e in extra):
         args.texts, extra = args.texts + extra, []  # texts after an option: --explain "text"
     if extra and args.command != "score":
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        command = parser.commands[args.command]
+        command.error(f"unrecognized arguments: {' '.join(extra)}{_near_flags(command, extra)}")
     args.beam_args = extra
     try:
-        COMMANDS[args.command](args)
+        with command_line():
+            COMMANDS[args.command](args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -279,3 +341,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{said}", file=sys.stderr)
         return 130
     return 0
+
+
+def _near_flags(command: argparse.ArgumentParser, extra: list[str]) -> str:
+    """ " (did you mean --epochs?)" for flags that look like one of the command's, else ""."""
+    known = [flag for action in command._actions for flag in action.option_strings]
+    near = []
+    for arg in extra:
+        flag = arg.split("=", 1)[0]
+        if flag.startswith("--"):
+            started = [k for k in known if k.startswith(flag)]  # a prefix: argparse's old guess
+            near += started[:1] or difflib.get_close_matches(flag, known, n=1, cutoff=0.75)
+    return f" (did you mean {' or '.join(dict.fromkeys(near))}?)" if near else ""

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import textwrap
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +23,30 @@ TABLE_SUFFIXES = (".csv", ".jsonl", ".json")
 
 class UserError(Exception):
     """A problem the user can fix; the CLI prints it as one line and exits with code 2."""
+
+
+_ON_THE_COMMAND_LINE = [False]
+
+
+def on_command_line() -> bool:
+    """Whether the call came from the command line (inside `command_line()`), not Python."""
+    return _ON_THE_COMMAND_LINE[0]
+
+
+def spelled(key: str) -> str:
+    """A config key as the user sets it where they are, for messages: `--lstm-units` on the
+    command line, `Config(lstm_units=...)` from Python."""
+    return "--" + key.replace("_", "-") if on_command_line() else f"Config({key}=...)"
+
+
+@contextmanager
+def command_line() -> Iterator[None]:
+    """Messages raised inside name flags (`--name`) rather than Python (`Config(name=...)`)."""
+    before, _ON_THE_COMMAND_LINE[0] = _ON_THE_COMMAND_LINE[0], True
+    try:
+        yield
+    finally:
+        _ON_THE_COMMAND_LINE[0] = before
 
 
 def is_path(dataset: str) -> bool:
@@ -53,19 +80,16 @@ def default_name(dataset: str, quick: bool) -> str:
 class Config:
     """Everything a run depends on, read top to bottom like the pipeline.
 
-    Every field is a `fit` flag (`lstm_units` is `--lstm-units`) and a TOML key; each
-    field's `help` says what it does. `fit` validates the config before any work starts.
+        Every field is a `fit` flag (`lstm_units` is `--lstm-units`) and a TOML key. `fit`
+        validates the config before any work starts.
 
-    Args:
-        name: the model's name (default: from the data, see `default_name`).
-        dataset: a TFDS name, an aclImdb-style folder, or a CSV/JSONL file.
-        max_train, max_test: cut the data to a seeded, stratified slice (0: all).
-        epochs, lstm_units, ...: the rest of the recipe; see the fields below.
+        Args:
+    {args}
 
-    Example:
-        >>> cfg = Config(max_train=2000, max_test=2000, epochs=1)
-        >>> cfg.run_name, cfg.lstm_units
-        ('imdb_lstm_quick', 128)
+        Example:
+            >>> cfg = Config(max_train=2000, max_test=2000, epochs=1)
+            >>> cfg.run_name, cfg.lstm_units
+            ('imdb_lstm_quick', 128)
     """
 
     # Run identity and outputs.
@@ -240,6 +264,29 @@ class Config:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def field_help(key: str) -> str:
+    """What a config key does, with its default: the text of `fit --help` and of
+    `help(Config)` alike."""
+    field_ = FIELDS[key]
+    text = field_.metadata.get("help", "")
+    return text if field_.default == "" else f"{text} (default: {field_.default})"
+
+
+def _args_section() -> str:
+    # The docstring's Args, one entry per field, from the same text `fit --help` shows.
+    lines = []
+    for key in FIELDS:
+        entry = f"{key} ({type(FIELDS[key].default).__name__}): {field_help(key)}"
+        lines += textwrap.wrap(
+            entry, 92, initial_indent=" " * 8, subsequent_indent=" " * 12, break_on_hyphens=False
+        )
+    return "\n".join(lines)
+
+
+if Config.__doc__:  # None under python -OO
+    Config.__doc__ = Config.__doc__.replace("{args}", _args_section())
 POSITIVE = ("vocab_size", "sequence_length", "lstm_units", "lstm_layers", "batch_size", "epochs")
 POSITIVE += ("learning_rate", "clipnorm", "embedding_dim")
 NONNEGATIVE = ("max_train", "max_test", "patience", "checkpoint_steps", "adversarial")
@@ -258,6 +305,9 @@ def _check(cfg: Config, key: str, ok: bool, rule: str) -> None:
         raise UserError(f"config: {key} {rule}, got {getattr(cfg, key)!r}")
 
 
+KINDS = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
+
+
 def coerce(key: str, value: Any) -> Any:
     """Check one value against the type of its field, naming the key when it does not fit."""
     if key not in FIELDS:
@@ -266,7 +316,7 @@ def coerce(key: str, value: Any) -> Any:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not kind:
-        raise UserError(f"config: {key} must be a {kind.__name__}, got {value!r}")
+        raise UserError(f"config: {key} must be {KINDS[kind]}, got {value!r}")
     return value
 
 

@@ -34,3 +34,19 @@ def read_metadata(version_dir: Path) -> dict | None:
         "version": int(version_dir.name),
         "path": str(version_dir),
     }
+
+
+def recorded_classes(output_dir: str | Path, runs_dir: str | Path, name: str) -> dict[str, list]:
+    """The classes each earlier model of `name` was trained on, by where it lies: exported
+    versions (their metadata) and finished runs (their summary). Unreadable ones are left out.
+    """
+    found = {}
+    for base, record in ((Path(output_dir) / name, "assets.extra/metadata.json"),
+                         (Path(runs_dir) / name, "summary.json")):  # fmt: skip
+        for version in versions(base):
+            try:
+                names = json.loads((base / str(version) / record).read_text("utf-8"))["class_names"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            found[str(base / str(version))] = [str(n) for n in names]
+    return found

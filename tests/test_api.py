@@ -2,7 +2,9 @@
 .keras file Keras itself loads once keras_sentiment is imported."""
 
 import inspect
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -12,9 +14,10 @@ import pytest
 import tensorflow as tf
 
 import keras_sentiment as ks
+from keras_sentiment.cli import main
 from keras_sentiment.serving.prediction import KerasPredictor, SavedModelPredictor
 
-from .conftest import HOSTILE_BYTES, ROOT, synthetic_reviews
+from .conftest import HOSTILE_BYTES, ROOT, synthetic_reviews, tiny_config, write_csv
 
 TEXTS = ["What a film!", "Dull, predictable and far too long.", "", "<br />!!!"]
 
@@ -145,3 +148,121 @@ def test_api_and_cli_write_the_same_files(tiny_run, imdb_run):
 
     assert names(tiny_run["run_dir"]) == names(imdb_run["run_dir"])
     assert names(tiny_run["version"]) == names(imdb_run["version"])
+
+
+def loads_every_way(path, capsys, csv_path) -> None:
+    """`predict`, `evaluate`, `ks.load` and `keras.saving.load_model` all take the file and
+    give the same answers (best.keras is the LSTM alone: its labels may be poor, not absent)."""
+    texts = ["A wonderful film.", "dull", ""]
+    assert main(["predict", str(path), *texts]) == 0, capsys.readouterr().err
+    said = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in said] == texts and {r["label"] for r in said} <= {"neg", "pos"}
+    assert main(["evaluate", str(path), "--test-data", str(csv_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["support"] == 40
+    predictor = ks.load(path)
+    assert predictor.class_names == ["neg", "pos"]
+    answer = predictor(texts)
+    assert answer["label"].tolist() == [r["label"] for r in said]
+    assert [r["probabilities"]["pos"] for r in said] == pytest.approx(
+        answer["probabilities"][:, 1].tolist(), abs=1e-5
+    )
+    model = keras.saving.load_model(path)
+    probs = np.asarray(model(tf.constant(texts)))
+    np.testing.assert_allclose(probs, answer["probabilities"], atol=1e-6)
+
+
+def test_every_model_file_of_a_run_folder_loads(tiny_run, tmp_path, capsys):
+    csv_path = write_csv(tmp_path / "test.csv", list(zip(*synthetic_reviews(40, seed=4))))
+    capsys.readouterr()
+    found = sorted(p.name for p in tiny_run["run_dir"].glob("*.keras"))
+    assert found == ["best.keras", "model.keras"]
+    for name in found:
+        loads_every_way(tiny_run["run_dir"] / name, capsys, csv_path)
+
+
+def test_an_interrupted_runs_model_files_load_and_its_message_says_which(
+    tmp_path, tiny_data, monkeypatch, capsys
+):
+    from keras_sentiment.training import runs
+
+    def ctrl_c_at_the_first_epoch_end(name):
+        if name == "epoch-end":
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(runs, "kill_point", ctrl_c_at_the_first_epoch_end)
+    cfg = tiny_config(
+        tmp_path, epochs=3, embeddings="none", lemmatize=False, ngrams=0, learning_rate=1e-2
+    )
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        ks.fit(cfg, data=tiny_data)
+    run_dir = tmp_path / "runs" / "tiny" / "1"
+    assert f"the best model so far ({run_dir / 'best.keras'})" in str(stopped.value)
+    assert "the LSTM of epoch 1 alone (raw text in" in str(stopped.value)
+    assert str(stopped.value).endswith("; call ks.fit with the same config to resume")
+    found = sorted(p.name for p in run_dir.glob("*.keras"))
+    assert found == ["best.keras"]
+    csv_path = write_csv(tmp_path / "test.csv", list(zip(*synthetic_reviews(40, seed=4))))
+    capsys.readouterr()  # what fit printed
+    loads_every_way(run_dir / "best.keras", capsys, csv_path)
+
+
+def test_a_notebook_sees_the_api_the_fields_and_short_reprs(tiny_run):
+    assert {"fit", "load", "evaluate", "export", "score", "Run", "Config"} <= set(dir(ks))
+    assert "importlib" not in dir(ks) and "sys" not in dir(ks)
+    doc = inspect.getdoc(ks.Config)
+    from keras_sentiment.cli import build_parser
+
+    fit_help = " ".join(
+        build_parser()._subparsers._group_actions[0].choices["fit"].format_help().split()
+    )
+    for key in ("lstm_units", "ngrams", "max_train", "precision"):
+        entry = re.search(rf"^\s*{key} \(\w+\): (.*?)\n(?=\s*\w+ \(\w+\):|\s*$)", doc, re.M | re.S)
+        described = " ".join(entry[1].split())
+        assert "(default: " in described and described in fit_help, key  # one text for both
+    run = tiny_run["run"]
+    text = repr(run)
+    assert text == (
+        f"Run(name='tiny', version=1, accuracy={round(run.report['accuracy'], 4)}, "
+        f"run_dir='{run.run_dir}', export_path='{run.export_path}')"
+    )
+    assert repr(ks.load(tiny_run["base"])) == (
+        f"SavedModelPredictor('{tiny_run['version']}', version=1, classes=['neg', 'pos'])"
+    )
+    path = tiny_run["run_dir"] / "model.keras"
+    assert repr(ks.load(path)) == f"KerasPredictor('{path}', classes=['neg', 'pos'])"
+
+
+def earlier_model(output_dir, name: str, class_names: list[str]) -> None:
+    """A version of `name` on record, trained on `class_names` (its metadata is all that counts)."""
+    extra = output_dir / name / "1" / "assets.extra"
+    extra.mkdir(parents=True)
+    (extra / "metadata.json").write_text(json.dumps({"class_names": class_names}))
+
+
+def test_data_of_other_classes_never_become_a_version_of_the_same_name(tmp_path, capsys):
+    earlier_model(tmp_path / "saved_models", "memory_lstm", ["negative", "positive"])
+    texts, labels = synthetic_reviews(60)
+    stars = ["1" if label == "neg" else "5" for label in labels]
+    cfg = ks.Config(output_dir=str(tmp_path / "saved_models"), runs_dir=str(tmp_path / "runs"))
+    with pytest.raises(ks.UserError) as refused:
+        ks.fit(cfg, data=(texts, stars))
+    said = str(refused.value)
+    assert "memory_lstm/1 was trained on the classes ['negative', 'positive']" in said
+    assert "these data have ['1', '5']" in said and "with Config(name=...)" in said
+    assert not (tmp_path / "runs").exists()
+    # The command line names the flag.
+    earlier_model(tmp_path / "saved_models", "stars_lstm", ["negative", "positive"])
+    csv_path = write_csv(tmp_path / "stars.csv", list(zip(texts, stars)))
+    out = ["--output-dir", str(tmp_path / "saved_models"), "--runs-dir", str(tmp_path / "runs")]
+    assert main(["fit", "--dataset", str(csv_path), *out]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and err.rstrip().endswith("with --name")
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("data", [["a", "b"], ("great", "awful"), ["a", "b", "c"], [b"a", b"b"]])
+def test_a_plain_list_of_texts_is_refused_as_texts_without_labels(tmp_path, data):
+    cfg = ks.Config(output_dir=str(tmp_path / "m"), runs_dir=str(tmp_path / "r"))
+    with pytest.raises(ks.UserError, match=r"^in-memory data: texts without labels; pass \("):
+        ks.fit(cfg, data=data)
+    assert not (tmp_path / "r").exists()

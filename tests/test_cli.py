@@ -16,7 +16,13 @@ FLAGS = {
     "fit": ["--max-train", "--epochs", "--text-column", "--precision", "--config"],
     "evaluate": ["--test-data", "--max-test", "--dataset", "--json"],
     "predict": ["--server", "--model-name", "--timeout"],
-    "export": ["--name", "--models-config", "--batching-parameters", "--base-path-prefix"],
+    "export": [
+        "--name",
+        "--models-config",
+        "--batching-parameters",
+        "--base-path-prefix",
+        "--files-only",
+    ],
     "runs": ["--compare", "--output-dir", "--runs-dir"],
 }
 
@@ -121,3 +127,82 @@ def test_runs_lists_and_compares_without_tensorflow(tiny_run, tmp_path):
     assert not re.search(r"^\*", compared, re.M)  # no setting differs
     missing = run_cli("runs", "--output-dir", str(out), "--compare", "tiny", "nope")
     assert missing.returncode == 2 and "no exported run 'nope'" in missing.stderr
+
+
+def test_a_near_flag_is_suggested_under_the_commands_own_usage(capsys):
+    for argv, near in (
+        (["fit", "--epoch", "1"], "--epochs"),
+        (["export", "--batching"], "--batching-parameters"),
+        (["predict", "m", "--explian", "hi"], "--explain"),
+    ):
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = capsys.readouterr().err
+        assert exit_info.value.code == 2
+        assert err.startswith(f"usage: python -m keras_sentiment {argv[0]} ")
+        assert f"(did you mean {near}?)" in err.splitlines()[-1]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert re.fullmatch(r"keras_sentiment \d+\.\d+\.\d+\n", capsys.readouterr().out)
+
+
+MISSING_PATHS = """
+import sys
+from keras_sentiment.cli import main
+for argv in [
+    ["predict", "no/model", "hi"],
+    ["predict", "no.keras", "hi"],
+    ["evaluate", "no/model"],
+    ["evaluate", sys.argv[1], "--test-data", "no.csv"],
+    ["evaluate", sys.argv[1], "--dataset", "no/folder"],
+    ["fit", "--dataset", "no.csv"],
+    ["fit", "--test-data", "no.jsonl"],
+    ["fit", "--unlabeled", "no/texts"],
+    ["fit", "--embeddings", "no.txt"],
+    ["score", "no/model", "x.jsonl", "out"],
+    ["score", sys.argv[1], "no/*.jsonl", "out"],
+]:
+    assert main(argv) == 2, argv
+print("tensorflow" in sys.modules)
+"""
+
+
+def test_missing_paths_are_said_before_tensorflow_starts(tiny_run):
+    done = subprocess.run(
+        [sys.executable, "-c", MISSING_PATHS, str(tiny_run["base"])],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+    said = done.stderr.splitlines()
+    assert said == [
+        "error: no/model: no such model folder",
+        "error: no.keras: no such .keras file",
+        "error: no/model: no such model folder",
+        "error: no.csv: no such file or folder",
+        "error: no/folder: no such file or folder",
+        "error: no.csv: no such file or folder",
+        "error: no.jsonl: no such file or folder",
+        "error: unlabeled: no/texts: no such file or folder",
+        "error: no.txt: embeddings file not found (or use --embeddings glove-6b-50d / none)",
+        "error: no/model: no such model folder",
+        "error: no/*.jsonl: no file matches",
+    ]
+
+
+def test_predict_says_how_many_known_words_it_read(tiny_run, tiny_predictor, capsys):
+    import tensorflow as tf
+
+    from keras_sentiment.serving.prediction import KerasPredictor
+
+    texts = ["", "😀🎬🍿", "zzzq xxyq", "A wonderful film.", "dull"]
+    assert main(["predict", str(tiny_run["version"]), *texts]) == 0
+    said = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["known_words"] for r in said] == [0, 0, 0, 3, 1]
+    # The raw-text Keras model counts the same; the served signature on its single-review
+    # path and its batch path.
+    assert KerasPredictor(tiny_run["run"].model)(texts)["known_words"].tolist() == [0, 0, 0, 3, 1]
+    serve = tiny_predictor.signature
+    assert serve(text=tf.constant([""]))["known_words"].numpy().tolist() == [0]
+    assert serve(text=tf.constant(texts))["known_words"].numpy().tolist() == [0, 0, 0, 3, 1]

@@ -1,3 +1,5 @@
+import re
+
 import pytest
 
 from keras_sentiment.config import UserError, make_config
@@ -26,17 +28,19 @@ def test_toml_under_a_table(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "text, key",
+    "text, said",
     [
-        ("lstm_unitz = 3", "lstm_unitz"),
-        ('epochs = "ten"', "epochs"),
-        ("lemmatize = 1", "lemmatize"),
+        ("lstm_unitz = 3", "unknown key 'lstm_unitz'"),
+        ('epochs = "ten"', "epochs must be an integer, got 'ten'"),
+        ("lemmatize = 1", "lemmatize must be true or false, got 1"),
+        ('dropout = "half"', "dropout must be a number, got 'half'"),
+        ("dataset = 3", "dataset must be a string, got 3"),
     ],
 )
-def test_toml_unknown_keys_and_wrong_types_name_the_key(tmp_path, text, key):
+def test_toml_unknown_keys_and_wrong_types_name_the_key(tmp_path, text, said):
     path = tmp_path / "bad.toml"
     path.write_text(text)
-    with pytest.raises(UserError, match=key):
+    with pytest.raises(UserError, match=re.escape(said)):
         make_config({}, str(path))
 
 

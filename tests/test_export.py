@@ -123,6 +123,35 @@ def test_a_second_export_is_version_2_and_the_server_files(copied_run):
     assert json.loads((extra / "config.json").read_text())["name"] == "tiny"
 
 
+def test_the_server_files_alone_export_no_new_version(copied_run, monkeypatch, capsys):
+    from keras_sentiment.serving import saved_model
+
+    work, base = copied_run["work"], copied_run["base"]
+    assert main(["export", *copied_run["args"], "--models-config", "--files-only"]) == 0
+    assert (
+        versions(base) == [1]
+        and "name: 'tiny'" in (work / "saved_models" / "models.config").read_text()
+    )
+    timed = []
+    monkeypatch.setattr(
+        saved_model, "batching_parameters", lambda path, texts: timed.append(path) or "# timed\n"
+    )
+    out = str(work / "saved_models")
+    written = ks.export(name="tiny", output_dir=out, batching=True, files_only=True)
+    assert written == base / "batching_parameters.txt"
+    assert timed == [base / "1"] and (base / "batching_parameters.txt").read_text() == "# timed\n"
+    assert versions(base) == [1]
+    with pytest.raises(ks.UserError, match="models_config=True or batching=True"):
+        ks.export(name="tiny", output_dir=out, files_only=True)
+    with pytest.raises(ks.UserError, match="no exported version of 'nope'"):
+        ks.export(name="nope", output_dir=out, batching=True, files_only=True)
+    # models.config lists every model there: any name will do.
+    written = ks.export(name="nope", output_dir=out, models_config=True, files_only=True)
+    assert written == work / "saved_models" / "models.config"
+    assert main(["export", *copied_run["args"], "--files-only"]) == 2
+    assert "--models-config or --batching-parameters" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_export_command_writes_models_config_beside_the_models(copied_run):
     work = copied_run["work"]
@@ -144,7 +173,7 @@ def test_models_config_several_models():
 KILLED_EXPORT = r"""
 import os, signal, sys
 import keras_sentiment
-from keras_sentiment import saved_model
+from keras_sentiment.serving import saved_model
 from keras_sentiment.training.runs import load_run_model
 pre, model, mix = load_run_model(__import__("pathlib").Path(sys.argv[1]))
 # Die the hard way after the SavedModel is written but before it is renamed into place.

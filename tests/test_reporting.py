@@ -290,6 +290,27 @@ def test_list_runs_newest_first_and_skips_bad_folders(output_dir):
     assert list_runs(output_dir / "missing") == []
 
 
+def test_runs_shows_every_differing_setting_and_marks_re_exports(tmp_path):
+    out = tmp_path / "saved_models"
+    versions = [(1, 3, 1337, "runs/g/1"), (2, 0, 1337, "runs/g/2"), (3, 0, 7, "runs/g/3")]
+    versions.append((4, 3, 1337, "runs/g/1"))  # version 1's run, exported again
+    for version, ngrams, seed, run in versions:
+        meta = make_summary("g", version, f"2026-11-2{version}T09:00:00+00:00", ngrams=ngrams)
+        meta["config"]["seed"] = seed
+        write_version(out, {**meta, "run_dir": f"/work/{run}"})
+    write_version(out, make_summary("h", 1, ngrams=0))  # another name: compared apart
+    rows = {(r["name"], r["version"]): r for r in list_runs(out)}
+    short = "bilstm 64x1 max, len 400 pre, vocab 29871, lemma on, glove-6b-50d"
+    assert rows["g", 1]["settings"] == f"{short}, seed 1337, ngrams 3"
+    assert rows["g", 2]["settings"] == f"{short}, seed 1337, ngrams 0"
+    assert rows["g", 3]["settings"] == f"{short}, seed 7, ngrams 0"
+    assert rows["g", 4]["settings"] == "re-export of version 1 (the same run)"
+    assert rows["g", 4]["same_run_as"] == 1 and rows["g", 2]["same_run_as"] is None
+    assert rows["h", 1]["settings"] == short
+    table = format_runs(list_runs(out)).splitlines()
+    assert [line.split()[:2] for line in table if "re-export of version 1" in line] == [["g", "4"]]
+
+
 def test_format_runs_is_an_aligned_table(output_dir):
     text = format_runs(list_runs(output_dir))
     lines = text.splitlines()
@@ -347,3 +368,53 @@ def test_summary_is_not_mutated():
     before = copy.deepcopy(summary)
     model_card(summary, ERRORS)
     assert summary == before
+
+
+def page_words(page: str) -> dict[str, tuple]:
+    """Each shaded word (or legend key) of an explanation page: its background over white,
+    its text colour and its title."""
+    import re
+
+    from keras_sentiment.reporting.explanation_page import BLACK, WHITE
+
+    found = {}
+    for style, title, word in re.findall(
+        r'<span (?:class="key" )?style="([^"]*)"(?: title="([^"]*)")?>([^<]*)</span>', page
+    ):
+        r, g, b, a = map(float, re.search(r"rgba\(([^)]*)\)", style)[1].split(","))
+        background = tuple(255 + a * (c - 255) for c in (r, g, b))
+        text = WHITE if "color: #fff" in style else BLACK if "color: #000" in style else (34,) * 3
+        found[word] = (background, text, title, (r, g, b))
+    return found
+
+
+def test_the_page_colours_each_word_by_the_class_it_pushes_toward():
+    from keras_sentiment.reporting.explanation_page import FIRST, SECOND, contrast, explanation_page
+
+    probabilities = {"neg": 0.99, "pos": 0.01}
+    records = [
+        {"label": "neg", "probabilities": probabilities, "score": 4.4, "baseline_score": -0.2,
+         "words": [["a", -0.01], ["dull", 1.5], ["waste", 1.4], ["great", -0.6]]},
+        {"label": "pos", "probabilities": {"neg": 0.1, "pos": 0.9}, "score": 1.8,
+         "baseline_score": 0.2, "words": [["wonderful", 1.1], ["acting", -0.2]]},
+    ]  # fmt: skip
+    page = explanation_page(records)
+    words = page_words(page)
+    # In a negative review "dull" pushes toward neg: neg's colour, as "acting" in a positive
+    # one; "great" and "wonderful" push toward pos: pos's colour, whatever was predicted.
+    assert words["dull"][3] == words["waste"][3] == words["acting"][3] == FIRST
+    assert words["great"][3] == words["wonderful"][3] == SECOND
+    assert words["dull"][2] == "1.5000 toward neg" and words["great"][2] == "0.6000 toward pos"
+    assert words["toward neg"][3] == FIRST and words["toward pos"][3] == SECOND  # the legend
+    assert "coloured by the class it pushes the answer toward" in page
+    # Every shaded word and every key is readable: WCAG AA, 4.5:1.
+    for word, (background, text, _, _) in words.items():
+        assert contrast(background, text) >= 4.5, word
+    # More classes: toward the predicted label and against it, and the legend says so.
+    three = {"label": "3", "probabilities": {"1": 0.1, "3": 0.7, "5": 0.2}, "score": 0.8,
+             "baseline_score": 0.1, "words": [["fine", 0.5], ["dull", -0.2]]}  # fmt: skip
+    page = explanation_page([three])
+    words = page_words(page)
+    assert words["fine"][2] == "0.5000 toward 3" and words["dull"][2] == "0.2000 against 3"
+    assert words["toward the predicted label"][3] == words["fine"][3] == SECOND
+    assert words["against it"][3] == words["dull"][3] == FIRST

@@ -30,7 +30,8 @@ def test_rest_row_and_columnar_formats(server):
     status, rows = post(url, {"instances": ["a great film", ""]})
     assert status == 200 and len(rows["predictions"]) == 2
     first = rows["predictions"][0]
-    assert set(first) == {"probabilities", "label", "label_id", "classes"}
+    assert set(first) == {"probabilities", "label", "label_id", "classes", "known_words"}
+    assert [p["known_words"] for p in rows["predictions"]] == [3, 0]
     assert first["classes"] == ["neg", "pos"] and first["label"] in ("neg", "pos")
     status, cols = post(url, {"inputs": {"text": ["a great film", ""]}})
     assert status == 200 and cols["outputs"]["label"] == [p["label"] for p in rows["predictions"]]

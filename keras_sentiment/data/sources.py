@@ -62,6 +62,11 @@ def from_memory(
             found = ", ".join(map(str, data.keys()))
             raise UserError(f"in-memory data: no column {missing[0]!r} (it has: {found})")
         texts, labels = list(data[text_column]), list(data[label_column])
+    elif isinstance(data, (tuple, list)) and any(isinstance(x, (str, bytes)) for x in data):
+        raise UserError(
+            "in-memory data: texts without labels; pass (texts, labels), a DataFrame with "
+            f"{text_column!r} and {label_column!r} columns, or a tf.data.Dataset of (text, label)"
+        )
     elif isinstance(data, (tuple, list)) and len(data) == 2:
         texts, labels = list(data[0]), list(data[1])
     else:

@@ -16,9 +16,11 @@ from keras_sentiment.config import UserError
 
 
 def to_records(outputs: dict[str, np.ndarray]) -> list[dict]:
-    """One JSON-ready record per text: label, label_id and each class's probability; with an
-    explanation's outputs also `words` ([word, attribution] in reading order), `score` and
-    `baseline_score` (the predicted class's log-odds, for the text and the baseline)."""
+    """One JSON-ready record per text: label, label_id, each class's probability and
+    `known_words` where the model counts them (how many words read are in its vocabulary; 0:
+    the answer is the model's prior); with an explanation's outputs also `words` ([word,
+    attribution] in reading order), `score` and `baseline_score` (the predicted class's
+    log-odds, for the text and the baseline)."""
     records = []
     for i in range(len(outputs.get("label_id", []))):
         classes = [_text(c) for c in outputs["classes"][i]]
@@ -29,6 +31,8 @@ def to_records(outputs: dict[str, np.ndarray]) -> list[dict]:
                 c: round(float(p), 6) for c, p in zip(classes, outputs["probabilities"][i])
             },
         }
+        if "known_words" in outputs:  # 0: no word the model knows; the answer is its prior
+            record["known_words"] = int(outputs["known_words"][i])
         if "tokens" in outputs:  # padding is "", never a word the model read
             pairs = zip(outputs["tokens"][i], outputs["attributions"][i])
             record["words"] = [[_text(t), round(float(a), 5)] for t, a in pairs if _text(t)]

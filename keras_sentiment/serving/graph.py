@@ -81,14 +81,20 @@ def ids_of_one(pre: TextPreprocessor, text: tf.Tensor) -> tf.Tensor:
     return tf.concat([ids, tf.fill([1 - tf.minimum(tf.size(ids), 1)], OOV)], 0)
 
 
+def known_words(ids: tf.Tensor) -> tf.Tensor:
+    """How many of the words the model read it knows, per text (punctuation marks are words
+    too): ids past padding and OOV."""
+    return tf.reduce_sum(tf.cast(ids > OOV, tf.int32), axis=-1)
+
+
 def serving_function(
     pre: TextPreprocessor,
     network: ServingNetwork,
     class_names: list[str],
     mix: ServingNgrams | None = None,
 ):
-    """The `serving_default` function: raw strings `text` -> probabilities, label, label_id
-    and classes, all graph ops.
+    """The `serving_default` function: raw strings `text` -> probabilities, label, label_id,
+    classes and known_words (how many words read are in the vocabulary), all graph ops.
 
     Args:
         pre: the preprocessing layer (its tables serve as they are).
@@ -100,12 +106,12 @@ def serving_function(
         A `tf.function` with one input, `text` (`tf.string`, `[None]`).
     """
 
-    def one(text: tf.Tensor) -> tf.Tensor:
+    def one(text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         ids = ids_of_one(pre, text[0])
         probabilities = network.one(ids)
         if mix is not None:
             probabilities = mix.combine(tf.sigmoid(mix.logit_of_one(ids))[None], probabilities)
-        return probabilities
+        return probabilities, known_words(ids[None])
 
     # The batch path as a function call the graph keeps (not inlined): for a single review
     # TensorFlow's executor then passes "dead" through one op instead of through each of the
@@ -114,18 +120,18 @@ def serving_function(
         input_signature=[tf.TensorSpec([None], tf.string)],
         experimental_attributes={"_noinline": True},
     )
-    def batch(text: tf.Tensor) -> tf.Tensor:
+    def batch(text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         ids = pre(text)
         probabilities = network(ids)
         if mix is not None:
             probabilities = mix.mixed(ids, probabilities)
-        return probabilities
+        return probabilities, known_words(ids)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serve(text):
         # A single review, the commonest request, skips the batch's ragged ids, lengths and
         # masks: fewer small ops, each a step of TensorFlow's executor (benchmarks/README.md).
-        probabilities = tf.cond(tf.size(text) == 1, lambda: one(text), lambda: batch(text))
+        probabilities, known = tf.cond(tf.size(text) == 1, lambda: one(text), lambda: batch(text))
         label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         names = tf.constant(class_names)  # class names live in the graph
         return {
@@ -134,6 +140,8 @@ def serving_function(
             "label_id": label_id,
             # TF Serving's own classify convention: the class of each score column.
             "classes": tf.tile(names[None, :], [tf.shape(label_id)[0], 1]),
+            # 0: no word the model knows, so the answer is its prior (an empty or emoji line).
+            "known_words": known,
         }
 
     return serve

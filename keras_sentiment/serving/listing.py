@@ -24,9 +24,17 @@ _MISSING = object()
 
 
 def list_runs(output_dir: Path) -> list[dict]:
-    """One row per exported version with readable metadata, newest first."""
+    """One row per exported version with readable metadata, newest first.
+
+    `settings` shows the key settings and every other one that differs between the versions
+    of the same name; a version that exports a run an earlier version exported already says
+    so instead (`re-export of version N`), and `same_run_as` is N (else None).
+    """
+    metas = list(_all_metadata(Path(output_dir)))
     rows = []
-    for meta in _all_metadata(Path(output_dir)):
+    for meta in metas:
+        kin = [m for m in metas if m["name"] == meta["name"]]
+        first = _first_export(meta, kin)
         rows.append(
             {
                 "name": meta["name"],
@@ -35,11 +43,31 @@ def list_runs(output_dir: Path) -> list[dict]:
                 "accuracy": meta.get("metrics", {}).get("accuracy"),
                 "macro_f1": meta.get("metrics", {}).get("macro_f1"),
                 "duration": meta.get("training", {}).get("wall_seconds"),
-                "settings": settings(meta),
+                "settings": (
+                    f"re-export of version {first} (the same run)"
+                    if first is not None
+                    else settings(meta, differing_keys(kin))
+                ),
+                "same_run_as": first,
                 "path": meta["path"],
             }
         )
     return sorted(rows, key=lambda r: (_when(r["created"]), r["version"]), reverse=True)
+
+
+def _first_export(meta: dict, kin: list[dict]) -> int | None:
+    """The lowest other version of the name exported from the same run folder, if any."""
+    run_dir = meta.get("run_dir")
+    earlier = [m["version"] for m in kin if run_dir and m.get("run_dir") == run_dir]
+    first = min(earlier, default=meta["version"])
+    return first if first < meta["version"] else None
+
+
+def differing_keys(metas: list[dict]) -> list[str]:
+    """The config keys whose values differ between these versions (config order)."""
+    configs = [m.get("config") or {} for m in metas]
+    keys = list(dict.fromkeys(k for cfg in configs for k in cfg if k not in _IDENTITY_KEYS))
+    return [k for k in keys if len({json.dumps(c.get(k, None)) for c in configs}) > 1]
 
 
 def unfinished_runs(runs_dir: Path) -> list[str]:
@@ -81,8 +109,16 @@ def _when(created: str) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
-def settings(meta: dict) -> str:
-    """Key settings of a run in one short string, e.g. 'bilstm 64x1 max, len 400 pre, ...'."""
+# The keys the short settings show as they are; any other key that differs is added.
+_SHOWN = frozenset(
+    ("bidirectional", "lstm_units", "lstm_layers", "pooling", "sequence_length", "truncate")
+    + ("lemmatize", "remove_stopwords", "train_embeddings", "max_train")
+)
+
+
+def settings(meta: dict, differing: list[str] = ()) -> str:
+    """Key settings of a run in one short string, e.g. 'bilstm 64x1 max, len 400 pre, ...',
+    then `key value` for each key of `differing` the short form does not show."""
     cfg = meta.get("config", {})
     if not cfg:
         return "-"
@@ -104,7 +140,15 @@ def settings(meta: dict) -> str:
         parts.append(Path(source).name + ("" if cfg.get("train_embeddings", True) else " frozen"))
     if cfg.get("max_train"):
         parts.append(f"train {cfg['max_train']}")
+    for key in differing:
+        if key not in _SHOWN:
+            parts.append(f"{key} {_short(cfg.get(key, '-'))}")
     return ", ".join(parts)
+
+
+def _short(value, width: int = 28) -> str:
+    text = '""' if value == "" else str(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def format_runs(rows: list[dict]) -> str:

@@ -18,13 +18,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sentiment.config import FIELDS, Config, UserError
+from keras_sentiment.config import FIELDS, Config, UserError, on_command_line
 from keras_sentiment.data.sources import from_memory
 from keras_sentiment.data.splits import load_test, load_test_split, subsample
 from keras_sentiment.network.model import class_names_of
 from keras_sentiment.records import versions
 from keras_sentiment.reporting.evaluation import report
 from keras_sentiment.serving.explanation import keras_explain_function
+from keras_sentiment.text.preprocessing import OOV, TextPreprocessor
 
 Texts = str | bytes | Sequence[str | bytes]
 
@@ -79,7 +80,9 @@ class Predictor:
 
         Returns:
             In input order: `probabilities` (float32, [n, classes]), `label` (str, [n]),
-            `label_id` (int32, [n]) and `classes` (str, [n, classes]: each column's class).
+            `label_id` (int32, [n]), `classes` (str, [n, classes]: each column's class) and,
+            where the model gives it, `known_words` (int32, [n]: how many of the words it
+            read are in its vocabulary; 0 means the answer is only its prior).
 
         Raises:
             TypeError: `texts` is not a text or a sequence of texts.
@@ -89,7 +92,7 @@ class Predictor:
         order = np.argsort([len(t) for t in data], kind="stable")
         starts = range(0, len(data), size)
 
-        def score(start: int) -> np.ndarray:
+        def score(start: int) -> dict[str, np.ndarray]:
             return self._score([data[i] for i in order[start : start + size]])
 
         if len(starts) <= 1:  # starting a thread pool costs a tenth of a short call
@@ -98,23 +101,37 @@ class Predictor:
             with ThreadPoolExecutor(2) as pool:
                 parts = list(pool.map(score, starts))
         probabilities = np.zeros((len(data), len(self.class_names)), np.float32)
+        known = np.zeros(len(data), np.int32)
         if parts:
-            probabilities[order] = np.concatenate(parts)
-        return self._outputs(probabilities)
+            probabilities[order] = np.concatenate([part["probabilities"] for part in parts])
+        if parts and all("known_words" in part for part in parts):
+            known[order] = np.concatenate([part["known_words"] for part in parts])
+        elif parts or not self._counts_words():
+            known = None  # a model exported before the count
+        return self._outputs(probabilities, known)
 
-    def _outputs(self, probabilities: np.ndarray) -> dict[str, np.ndarray]:
+    def _outputs(
+        self, probabilities: np.ndarray, known_words: np.ndarray | None = None
+    ) -> dict[str, np.ndarray]:
         names = np.array(self.class_names, dtype=object)
         label_id = probabilities.argmax(1).astype(np.int32)
         classes = np.tile(names[None, :], (len(label_id), 1))
-        return {
+        outputs = {
             "probabilities": probabilities,
             "label": names[label_id],
             "label_id": label_id,
             "classes": classes,
         }
+        if known_words is not None:
+            outputs["known_words"] = known_words
+        return outputs
 
-    def _score(self, batch: list[bytes]) -> np.ndarray:
+    def _score(self, batch: list[bytes]) -> dict[str, np.ndarray]:
+        """`probabilities` of a batch of texts, and `known_words` where the model counts them."""
         raise NotImplementedError
+
+    def _counts_words(self) -> bool:
+        return True
 
     def explain(self, texts: Texts, batch_size: int = 64) -> dict[str, np.ndarray]:
         """Each word's share of the score the model gives each text (integrated gradients).
@@ -198,15 +215,28 @@ class SavedModelPredictor(Predictor):
         # Big batches pay only when ops keep to their own cores (startup.serving_threads).
         self.default_batch = 512 if tf.config.threading.get_intra_op_parallelism_threads() else 256
 
-    def _score(self, batch: list[bytes]) -> np.ndarray:
-        return self.signature(text=tf.constant(batch, tf.string))["probabilities"].numpy()
+    def __repr__(self) -> str:
+        version = f", version={self.path.name}" if self.path.name.isdigit() else ""
+        return f"SavedModelPredictor({str(self.path)!r}{version}, classes={self.class_names})"
+
+    def _score(self, batch: list[bytes]) -> dict[str, np.ndarray]:
+        out = self.signature(text=tf.constant(batch, tf.string))
+        return {k: out[k].numpy() for k in ("probabilities", "known_words") if k in out}
+
+    def _counts_words(self) -> bool:
+        return "known_words" in self.signature.structured_outputs
 
     def _explain(self, batch: list[bytes]) -> dict[str, np.ndarray]:
         explain = self._loaded.signatures.get("explain")
         if explain is None:
+            again = (
+                "python -m keras_sentiment export --name NAME"
+                if on_command_line()
+                else "ks.export(name=NAME)"
+            )
             raise UserError(
                 f"{self.path}: exported without an `explain` signature; export its run again "
-                "(python -m keras_sentiment export --name NAME) to add it"
+                f"({again}) to add it"
             )
         return {k: v.numpy() for k, v in explain(text=tf.constant(batch, tf.string)).items()}
 
@@ -217,15 +247,34 @@ class KerasPredictor(Predictor):
     Args:
         model: raw strings in, probabilities out.
         class_names: the classes of the probability columns (default: the model's own).
+        path: the `.keras` file it was loaded from, if any.
     """
 
-    def __init__(self, model: keras.Model, class_names: list[str] | None = None):
+    def __init__(
+        self,
+        model: keras.Model,
+        class_names: list[str] | None = None,
+        path: str | Path | None = None,
+    ):
         self.model = model
         self.class_names = class_names or class_names_of(model)
+        self.path = None if path is None else Path(path)  # the .keras file, if from one
         self._explainer = None
 
-    def _score(self, batch: list[bytes]) -> np.ndarray:
-        return np.asarray(self.model(tf.constant(batch, tf.string), training=False))
+    def __repr__(self) -> str:
+        where = repr(str(self.path)) if self.path else f"model={self.model.name!r}"
+        return f"KerasPredictor({where}, classes={self.class_names})"
+
+    def _score(self, batch: list[bytes]) -> dict[str, np.ndarray]:
+        text = tf.constant(batch, tf.string)
+        out = {"probabilities": np.asarray(self.model(text, training=False))}
+        pre = next((x for x in self.model.layers if isinstance(x, TextPreprocessor)), None)
+        if pre is not None:  # the served graph's count, from the same ids
+            out["known_words"] = np.sum(np.asarray(pre(text)) > OOV, axis=1).astype(np.int32)
+        return out
+
+    def _counts_words(self) -> bool:
+        return any(isinstance(x, TextPreprocessor) for x in self.model.layers)
 
     def _explain(self, batch: list[bytes]) -> dict[str, np.ndarray]:
         if self._explainer is None:  # traced on first use: plain prediction never pays for it
@@ -241,7 +290,7 @@ def load_predictor(path: str | Path) -> Predictor:
     if not path.is_file():
         raise UserError(f"{path}: no such .keras file")
     try:
-        return KerasPredictor(keras.saving.load_model(path))
+        return KerasPredictor(keras.saving.load_model(path), path=path)
     except (ValueError, TypeError, OSError, KeyError) as e:
         first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
         raise UserError(f"{path}: not a keras_sentiment model ({first})") from None

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sentiment.config import Config, UserError
+from keras_sentiment.config import FIELDS, Config, UserError, spelled
 from keras_sentiment.data.splits import load_test
 from keras_sentiment.files import kill_point, save_json, write_atomic
 from keras_sentiment.network.ngrams import NgramMix
@@ -219,8 +219,8 @@ def served_before(base: Path, version: int, metadata: dict) -> list[str]:
         return []
     way_back = (
         f"to serve version {previous} again, remove {base / str(version)} (its run stays in "
-        f"{metadata.get('run_dir', 'runs/')}); runs that should not replace it need a --name "
-        "of their own"
+        f"{metadata.get('run_dir', 'runs/')}); runs that should not replace it need a name "
+        f"of their own ({spelled('name')})"
     )
     differs = _test_split_differences(before, metadata)
     if differs:
@@ -306,21 +306,49 @@ def export_again(
         raise UserError(f"export: {run_dir} is not a finished run (no summary.json)")
     path = export_run(run_dir, output_dir)
     print(f"wrote: {path}  (the model of {run_dir})")
-    if batching:
-        try:
-            config = json.loads((run_dir / "config.json").read_text())
-            texts = list(load_test(Config(**config))[0].texts[:1024])
-        except UserError:  # trained in memory: time it on the warm-up reviews
-            texts = [t.encode() for t in WARMUP_TEXTS] * 342
-        target = path.parent / "batching_parameters.txt"
-        write_atomic(target, batching_parameters(path, texts))
-        print(f"wrote: {target}  (measured on {len(texts)} texts)")
-    if models_config:
-        print(f"wrote: {write_models_config(output_dir, base_path_prefix)}")
+    server_files(path, output_dir, models_config, batching, base_path_prefix)
     summary = json.loads((run_dir / "summary.json").read_text())
     for line in served_before(path.parent, int(path.name), summary):
         print(line, flush=True)
     return path
+
+
+def server_files(
+    version_dir: Path | None,
+    output_dir: str | Path,
+    models_config: bool = False,
+    batching: bool = False,
+    base_path_prefix: str = "/models",
+) -> Path | None:
+    """The files TF Serving reads beside the models, for versions already exported:
+    `NAME/batching_parameters.txt` from timing `version_dir`, and `models.config`.
+
+    Args:
+        version_dir: the version to time (`saved_models/NAME/VERSION`, the latest of its
+            name); None without `batching`.
+        output_dir: the folder of served models.
+        models_config: write `output_dir/models.config` listing every model there.
+        batching: time `version_dir` and write `output_dir/NAME/batching_parameters.txt`.
+        base_path_prefix: where the server sees `output_dir`, for `models.config`.
+
+    Returns:
+        The file written last (`models.config` when asked), or None.
+    """
+    written = None
+    if batching:
+        config = (read_metadata(version_dir) or {}).get("config", {})
+        try:
+            cfg = Config(**{k: v for k, v in config.items() if k in FIELDS})
+            texts = list(load_test(cfg)[0].texts[:1024])
+        except UserError:  # trained in memory: time it on the warm-up reviews
+            texts = [t.encode() for t in WARMUP_TEXTS] * 342
+        written = version_dir.parent / "batching_parameters.txt"
+        write_atomic(written, batching_parameters(version_dir, texts))
+        print(f"wrote: {written}  (version {version_dir.name}, measured on {len(texts)} texts)")
+    if models_config:
+        written = write_models_config(output_dir, base_path_prefix)
+        print(f"wrote: {written}")
+    return written
 
 
 def version_files(summary: dict) -> dict[str, str | Callable[[dict], str]]:

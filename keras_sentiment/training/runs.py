@@ -1,9 +1,10 @@
 """Runs: run folders, their backups and files, written so that a kill never loses a run.
 
 A run is `runs/NAME/VERSION/`: its config, vocabulary, backups (`checkpoint/`), history, best
-model, report and plots. Every file is written whole to a temporary sibling and renamed;
-`RunState` keeps early stopping, learning-rate decay and backups in one JSON file written
-last, so the same `fit` command resumes an interrupted run exactly.
+model so far (`best.keras`: raw text in, the LSTM alone at its best epoch), report and plots.
+Every file is written whole to a temporary sibling and renamed; `RunState` keeps early
+stopping, learning-rate decay and backups in one JSON file written last, so the same `fit`
+command resumes an interrupted run exactly.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ import io
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from keras_sentiment.config import Config, UserError
+from keras_sentiment.config import Config, UserError, on_command_line, spelled
 from keras_sentiment.files import kill_point, save_json, write_atomic
 from keras_sentiment.network.model import split_text_model
 from keras_sentiment.network.ngrams import NgramMix
@@ -72,11 +74,22 @@ class RunState(keras.callbacks.Callback):
     file, written last, names the files that belong together. The backup holds every model
     variable (dropout seeds included) and the optimizer's, so a resumed run continues with
     exactly the numbers an uninterrupted one would have.
+
+    At each new best epoch it also writes `best.keras`, the model a user can take from an
+    interrupted run: `as_text(network)` (raw strings in, like `model.keras`, but the LSTM
+    alone: the n-gram branch is fitted after training), or the network itself without it.
     """
 
-    def __init__(self, run_dir: Path, cfg: Config, steps_per_epoch: int):
+    def __init__(
+        self,
+        run_dir: Path,
+        cfg: Config,
+        steps_per_epoch: int,
+        as_text: Callable[[keras.Model], keras.Model] | None = None,
+    ):
         super().__init__()
         self.run_dir, self.cfg, self.steps = run_dir, cfg, steps_per_epoch
+        self.as_text, self._text_model = as_text, None
         self.dir = run_dir / "checkpoint"
         path = self.dir / "state.json"
         self.state = (
@@ -167,8 +180,17 @@ class RunState(keras.callbacks.Callback):
             self.state["best_weights"] = best_file
         self._commit()
         if best_file:  # the user's copy of the best model, for Ctrl-C and inspection
-            save_keras(self.model, self.run_dir / "best.keras")
+            save_keras(self._best_model(), self.run_dir / "best.keras")
         kill_point("step-backup" if self.state["step"] else "epoch-end")
+
+    def _best_model(self) -> keras.Model:
+        # Built once around the network being trained: it shares its layers, so each save
+        # writes the current weights without building a model again.
+        if self.as_text is None:
+            return self.model
+        if self._text_model is None or self._text_model[0] is not self.model:
+            self._text_model = (self.model, self.as_text(self.model))
+        return self._text_model[1]
 
     def _commit(self) -> None:
         # The state names its files, so it is written after them and before old ones go.
@@ -202,7 +224,7 @@ def _variables(model: keras.Model) -> list:
 
 def _assign(variables: list, values: list[np.ndarray]) -> None:
     if len(variables) != len(values):
-        raise UserError("the run's backup does not fit this model; pass another --name")
+        raise UserError(f"the run's backup does not fit this model; pass another {spelled('name')}")
     for variable, value in zip(variables, values):
         variable.assign(value)
 
@@ -231,17 +253,24 @@ def interrupted(run_dir: Path) -> str:
     except (OSError, ValueError):
         return (
             f"interrupted before the first backup: {run_dir} keeps the config and vocabulary "
-            "only; run the same command again to start its training over"
+            f"only; {_again()} to start its training over"
         )
     epoch, step = state["epoch"], state["step"]
     where = f"epoch {epoch + 1} step {step}" if step else f"the end of epoch {epoch}"
-    best = f" and the best model so far ({run_dir / 'best.keras'})" if state["best_weights"] else ""
+    best = ""
+    if state["best_weights"] and (run_dir / "best.keras").is_file():
+        best = (
+            f" and the best model so far ({run_dir / 'best.keras'}), the LSTM of epoch "
+            f"{state['best_epoch']} alone (raw text in, no n-gram branch yet; predict and load "
+            "take it)"
+        )
     if state.get("finished"):
         where = "the end of training"
-    return (
-        f"interrupted: {run_dir} keeps the backup of {where}{best}; run the same command again "
-        "to resume"
-    )
+    return f"interrupted: {run_dir} keeps the backup of {where}{best}; {_again()} to resume"
+
+
+def _again() -> str:
+    return "run the same command again" if on_command_line() else "call ks.fit with the same config"
 
 
 def finished_runs(runs_dir: str | Path, name: str) -> list[Path]:

@@ -177,11 +177,13 @@ def train(
     train: tuple[list[np.ndarray], np.ndarray],
     val: tuple[list[np.ndarray], np.ndarray],
     run_dir: Path,
+    as_text: Callable[[keras.Model], keras.Model] | None = None,
 ) -> Trained:
     """Build and compile under the strategy, then fit with early stopping on `cfg.monitor`.
 
     Sets the precision policy first, prints the model and the strategy, and resumes where
-    `run_dir`'s backup says an interrupted fit stopped.
+    `run_dir`'s backup says an interrupted fit stopped. `as_text` wraps the network into
+    the raw-text model that `run_dir/best.keras` holds (see `RunState`).
     """
     precision = set_precision(cfg)
     with strategy.scope():
@@ -195,7 +197,7 @@ def train(
         f"global batch {cfg.batch_size}, {precision}",
         flush=True,
     )
-    state = _fit(model, cfg, train, val, run_dir)
+    state = _fit(model, cfg, train, val, run_dir, as_text)
     if strategy.num_replicas_in_sync > 1:
         # Report and export from a plain copy: no distributed variables in the served graph.
         plain = build()
@@ -204,9 +206,9 @@ def train(
     return Trained(model, state["history"], state["best_epoch"], precision)
 
 
-def _fit(model, cfg: Config, train, val, run_dir: Path) -> dict:
+def _fit(model, cfg: Config, train, val, run_dir: Path, as_text=None) -> dict:
     steps = math.ceil(len(train[1]) / cfg.batch_size)
-    state = RunState(run_dir, cfg, steps)
+    state = RunState(run_dir, cfg, steps, as_text)
     state.restore(model)
     epoch, step = state.position
     if state.state["finished"]:
