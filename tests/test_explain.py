@@ -300,17 +300,19 @@ def test_integrated_gradients_of_a_linear_model_are_exact():
         return tf.reduce_sum(xs, 1) @ w
 
     lengths, predicted = tf.constant([3, 3]), tf.constant([-1, -1])
-    out = integrated_gradients(logits_fn, x, lengths, None, 1, (0.0, 1.0), predicted)
+    out = integrated_gradients(logits_fn, x, lengths, predicted, steps=1)
     k = out["label_id"].numpy()
     sign = np.where(k == 1, 1.0, -1.0)[:, None, None]
     expected = tf.reduce_sum(x * (w[:, 1] - w[:, 0]) * sign, -1)
     np.testing.assert_allclose(out["lstm"], expected, atol=1e-5)
     # Two half segments add up to the whole path; so do midpoints.
-    halves = [integrated_gradients(logits_fn, x, lengths, None, 1, cut, out["label_id"])
-              for cut in ((0.0, 0.5), (0.5, 1.0))]  # fmt: skip
+    halves = [
+        integrated_gradients(logits_fn, x, lengths, out["label_id"], 1, start, stop)
+        for start, stop in ((0.0, 0.5), (0.5, 1.0))
+    ]
     np.testing.assert_allclose(halves[0]["lstm"] + halves[1]["lstm"], expected, atol=1e-5)
     assert halves[0]["last"].numpy() == pytest.approx(halves[1]["first"].numpy())
-    middle = integrated_gradients(logits_fn, x, lengths, None, 3, (0.0, 1.0), k, True)
+    middle = integrated_gradients(logits_fn, x, lengths, k, steps=3, midpoints=True)
     np.testing.assert_allclose(middle["lstm"], expected, atol=1e-5)
 
 
