@@ -4,13 +4,13 @@ import pytest
 import tensorflow as tf
 
 from keras_sentiment.config import Config
-from keras_sentiment.serving.graph import ids_of_one
 from keras_sentiment.text.preprocessing import (
     OOV,
     PAD,
     TextPreprocessor,
     TokenMap,
     adapt_preprocessor,
+    ids_of_one,
     lemma_table,
     load_stopwords,
     separate,

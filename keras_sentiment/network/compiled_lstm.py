@@ -57,7 +57,7 @@ def _lstm_forward(xw, mt, h0, c0, u, bias):
     hs, cs, gates = (tf.TensorArray(xw.dtype, size=steps) for _ in range(3))
 
     def forward(t, h, c, hs, cs, gates):
-        s = tf.sigmoid(xw[t] + bias + tf.matmul(h, u))  # the bias add is fused here
+        s = lstm_math.one_sigmoid(xw[t] + bias + tf.matmul(h, u))  # the bias add fused here
         h_new, c_new = lstm_math.step(lstm_math.one_sigmoid_gates(s), c)
         h = tf.where(mt[t], h_new, h)  # padded steps carry the state through
         c = tf.where(mt[t], c_new, c)
@@ -80,7 +80,7 @@ def _lstm_backward(mt, c0, recurrent_kernel, cs, gates, d_hs, d_h, d_c):
     def backward(t, dh, dc, d_bias, d_gates):
         step_gates = lstm_math.one_sigmoid_gates(gates[t])
         c_prev = tf.where(t > 0, cs[tf.maximum(t - 1, 0)], c0)
-        slopes, dh_to_dc = lstm_math.gate_slopes(step_gates, c_prev, tf.tanh(cs[t]))
+        slopes, dh_to_dc = lstm_math.gate_slopes(step_gates, c_prev, cs[t])
         m, dh = mf[t], dh + d_hs[t]
         # A padded step passes its gradients straight through: it computed nothing.
         dz, dc_in = lstm_math.backward_step(slopes, dh_to_dc, step_gates[1], dh * m, dc * m)

@@ -6,7 +6,7 @@ its own:
 - serving (`serving_network.ServingNetwork`): `step` in a packed loop over the rows still
   going, and TensorFlow's fused CPU kernel BlockLSTMV2, which computes these same equations in
   Keras' gate order, where rows are few;
-- explanations (`serving_network.differentiable_lstm`): `backward_step` over the gates that
+- explanations (`serving_network._differentiable_lstm`): `backward_step` over the gates that
   BlockLSTMV2 kept;
 - every path pools its last layer's states with the `pool_*` family, the Keras model's
   `MaskedGlobalMaxPooling1D` included.
@@ -35,7 +35,6 @@ from __future__ import annotations
 import tensorflow as tf
 from keras import activations
 
-POOLINGS = ("max", "mean", "last")  # over each row's real steps; "last": its last real step
 # Below any hidden state (|h| < 1), yet finite: a row without a real step pools to a finite
 # value rather than infinities that would turn the dense layer's answer into NaN.
 NO_STEP = -1e9
@@ -69,8 +68,14 @@ def one_sigmoid_scale(units: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
     return tf.concat([one, one, 2 * one, one], 0)
 
 
+def one_sigmoid(z: tf.Tensor) -> tf.Tensor:
+    """s [..., 4 * units]: all four gates' sigmoids at once, of gate inputs z scaled by
+    `one_sigmoid_scale`; `one_sigmoid_gates` reads the gates from s."""
+    return tf.sigmoid(z)
+
+
 def one_sigmoid_gates(s: tf.Tensor) -> tuple:
-    """The gates (i, f, g, o) from s = sigmoid(z * one_sigmoid_scale) [..., 4 * units]."""
+    """The gates (i, f, g, o) from s = one_sigmoid(z * one_sigmoid_scale) [..., 4 * units]."""
     i, f, g, o = split_gates(s)
     return i, f, 2.0 * g - 1.0, o
 
@@ -85,19 +90,23 @@ def step(gates: tuple, c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     return o * tf.tanh(c), c
 
 
-def gate_slopes(gates: tuple, c: tf.Tensor, tanh_c: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def gate_slopes(
+    gates: tuple, c: tf.Tensor, c_new: tf.Tensor, tanh_c: tf.Tensor | None = None
+) -> tuple[tf.Tensor, tf.Tensor]:
     """What a step's backward pass needs of its forward pass, for any number of steps at once.
 
     Args:
         gates: the step's gates (i, f, g, o).
         c: the cell state the step started from.
-        tanh_c: tanh of the cell state it made, tanh(c').
+        c_new: the cell state it made, c'.
+        tanh_c: tanh(c'), where the forward pass kept it.
 
     Returns:
         `slopes` [..., 4 * units], each gate's derivative times what multiplies it (dz is
         [dc, dc, dc, dh'] * slopes), and `dh_to_dc`, o * (1 - tanh(c')^2), how dh' reaches c'.
     """
     i, f, g, o = gates
+    tanh_c = tf.tanh(c_new) if tanh_c is None else tanh_c
     slopes = [g * i * (1 - i), c * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)]
     return tf.concat(slopes, -1), o * (1 - tanh_c * tanh_c)
 

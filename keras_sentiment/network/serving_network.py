@@ -114,11 +114,11 @@ def _back_through_time(out, dh_out: tf.Tensor, recurrent_kernel: tf.Tensor, bloc
     """The gate gradients [blocks * UNROLL, rows, 4 units] of a BlockLSTMV2 run from zero
     states (its outputs `out`, on steps padded to `blocks` of UNROLL), given the gradients of
     its hidden states `dh_out` (unpadded): `lstm_math.backward_step`, step by step."""
-    gates, tanh_c = (out.i, out.f, out.ci, out.o), out.co
     zeros = tf.zeros_like(out.cs[0])
     c_before = tf.concat([zeros[None], out.cs[:-1]], 0)
     # All that does not depend on the recurrence, for every step at once, in blocks of UNROLL.
-    slopes, dh_to_dc = lstm_math.gate_slopes(gates, c_before, tanh_c)
+    gates = (out.i, out.f, out.ci, out.o)
+    slopes, dh_to_dc = lstm_math.gate_slopes(gates, c_before, out.cs, tanh_c=out.co)
     dh_out = tf.pad(dh_out, [[0, tf.shape(out.cs)[0] - tf.shape(dh_out)[0]], [0, 0], [0, 0]])
     terms = [slopes, dh_to_dc, out.f, dh_out]
     terms = [tf.reshape(t, tf.concat([[blocks, UNROLL], tf.shape(t)[1:]], 0)) for t in terms]
