@@ -2,7 +2,7 @@
 
     # serving_default at 1 / 32 / 256 reviews a request and explain, two exports of one run
     python -m benchmarks.side_by_side serving OLD_EXPORT/VERSION NEW_EXPORT/VERSION --rounds 5
-    # model.fit's real tokens/s of the default model under two checkouts of the package
+    # real tokens/s of the default model's training steps under two checkouts of the package
     python -m benchmarks.side_by_side training OLD_CHECKOUT NEW_CHECKOUT --run-dir runs/NAME/V
     # a run exported by the checkout on PYTHONPATH, the LSTM's weight in the mix set
     PYTHONPATH=CHECKOUT python benchmarks/side_by_side.py export runs/NAME/V OUT --lstm-weight 0.5
@@ -12,9 +12,10 @@ one made with each version (`PYTHONPATH=CHECKOUT python -m keras_sentiment expor
 are loaded into one process and each request goes to A and to B in turn, the order
 alternating, so that the two calls of a pair see the same moment of a shared, drifting
 machine. Training runs one process per checkout (PYTHONPATH set to it), each warmed up (every
-batch shape compiled) and then asked for one epoch at a time, in turns. Each row gives both
-medians and B / A: the median of the pairs' ratios, with their quartiles. Reviews come from
-the TFDS IMDB files (`TFDS_DATA_DIR`), read with TensorFlow alone.
+batch shape compiled), then asked for STEPS_A_TURN training steps at a time, in turns, both
+on the same batches. Each row gives both medians and B / A: the median of the pairs' ratios,
+with their quartiles. Reviews come from the TFDS IMDB files (`TFDS_DATA_DIR`), read with
+TensorFlow alone.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 SINGLE_CALLS = 200  # single-review requests a round (the first 200 test reviews)
 BATCH_REVIEWS = 1024  # reviews a round sends in requests of each batch size
 EXPLAIN_CALLS = 20  # single-review explain requests a round (the first 20 test reviews)
+STEPS_A_TURN = 4  # training steps each side runs in its turn: a few seconds, a pair's moment
 
 
 def imdb(split: str, n: int) -> tuple[list[bytes], np.ndarray]:
@@ -174,8 +176,10 @@ def export(run_dir: str, output_dir: str, lstm_weight: float | None) -> None:
 
 
 def worker(run_dir: str, reviews: int) -> None:
-    """One checkout's side: the default model fit on `reviews` IMDB training reviews, tokenized
-    by the run's preprocessor; prints "ready", then times an epoch for each line it reads."""
+    """One checkout's side: the default model trained on `reviews` IMDB training reviews as
+    the run's preprocessor reads them, in the package's length-bucketed batches. It warms up
+    on two epochs of batches (every bucket shape compiled), prints "ready", then for each line
+    it reads, a number of steps, trains that many and prints their real tokens and seconds."""
     import keras
     import tensorflow as tf
 
@@ -190,27 +194,22 @@ def worker(run_dir: str, reviews: int) -> None:
     matrix = np.random.default_rng(0).normal(0, 0.3, (len(pre.vocabulary), 50))
     model = ks["build_model"](cfg, len(pre.vocabulary), 2, matrix.astype(np.float32))
     ks["compile_model"](model, cfg)
-    tokens = tf.Variable(0, dtype=tf.int64, trainable=False)
-
-    def count(ids, y):  # runs as fit takes each batch (after the prefetch)
-        with tf.control_dependencies(
-            [tokens.assign_add(tf.math.count_nonzero(ids, dtype=tf.int64))]
-        ):
-            return tf.identity(ids), y
-
-    ds = ks["train_dataset"](rows, labels, cfg).map(count)
-    steps = math.ceil(reviews / cfg.batch_size)
-    model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)  # every shape compiled
+    batches = iter(ks["train_dataset"](rows, labels, cfg))  # the same stream on both sides
+    for _ in range(2 * math.ceil(reviews / cfg.batch_size)):
+        model.train_on_batch(*next(batches))
     print("ready", flush=True)
-    for _ in sys.stdin:
-        tokens.assign(0)
-        start = time.perf_counter()
-        model.fit(ds, steps_per_epoch=steps, epochs=1, verbose=0)
-        seconds = time.perf_counter() - start
-        print(json.dumps({"tokens": int(tokens.numpy()), "seconds": seconds}), flush=True)
+    for line in sys.stdin:
+        tokens, seconds = 0, 0.0
+        for _ in range(int(line)):
+            ids, y = next(batches)
+            start = time.perf_counter()
+            model.train_on_batch(ids, y)
+            seconds += time.perf_counter() - start
+            tokens += int(tf.math.count_nonzero(ids))
+        print(json.dumps({"tokens": tokens, "seconds": seconds}), flush=True)
 
 
-def side_by_side_training(a: str, b: str, run_dir: str, reviews: int, epochs: int) -> list[dict]:
+def side_by_side_training(a: str, b: str, run_dir: str, reviews: int, pairs: int) -> list[dict]:
     workers = {}
     for key, checkout in (("a", a), ("b", b)):  # one at a time: warm-ups are not timed
         env = {**os.environ, "PYTHONPATH": str(Path(checkout).resolve())}
@@ -223,14 +222,14 @@ def side_by_side_training(a: str, b: str, run_dir: str, reviews: int, epochs: in
         assert line, f"worker {key} ({checkout}) stopped before it was ready"
         workers[key] = proc
     rates = {"a": [], "b": []}
-    for r in range(epochs):  # pairs of epochs, the order alternating
+    for r in range(pairs):  # the same batches on both sides, the order alternating
         for key in ("a", "b") if r % 2 == 0 else ("b", "a"):
-            workers[key].stdin.write("epoch\n")
+            workers[key].stdin.write(f"{STEPS_A_TURN}\n")
             workers[key].stdin.flush()
             while not (line := workers[key].stdout.readline()).startswith("{"):
                 assert line, f"worker {key} stopped"
-            epoch = json.loads(line)
-            rates[key].append(epoch["tokens"] / epoch["seconds"])
+            turn = json.loads(line)
+            rates[key].append(turn["tokens"] / turn["seconds"])
     for proc in workers.values():
         proc.stdin.close()
         proc.wait()
@@ -249,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     training.add_argument("b")
     training.add_argument("--run-dir", required=True, help="a run whose preprocessor tokenizes")
     training.add_argument("--reviews", type=int, default=1280)
-    training.add_argument("--epochs", type=int, default=6, help="timed epochs per checkout")
+    training.add_argument("--pairs", type=int, default=60, help="turns of each side, timed")
     exporting = sub.add_parser("export", help="export a run with the checkout on PYTHONPATH")
     exporting.add_argument("run_dir")
     exporting.add_argument("output_dir", help="the model's folder: the export is its next version")
@@ -267,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.what == "serving":
         rows = side_by_side_serving(args.a, args.b, args.rounds)
     else:
-        rows = side_by_side_training(args.a, args.b, args.run_dir, args.reviews, args.epochs)
+        rows = side_by_side_training(args.a, args.b, args.run_dir, args.reviews, args.pairs)
     print(json.dumps(rows), flush=True)
     return 0
 

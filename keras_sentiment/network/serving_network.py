@@ -151,8 +151,8 @@ def _time_major_mask(lengths: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
 #   Sigmoid or Tanh);
 # - narrow steps, where a fused op's extra cost a call would dominate: the input
 #   projection of all of them is one matmul up front, and a step adds its slice to h @ U;
-# - the tail, SMALL_BATCH rows or fewer: one BlockLSTMV2 from the loop's state, several
-#   times faster a step than the loop (a tail of up to 8 or 16 rows measured slower).
+# - the tail, SMALL_BATCH rows or fewer: one BlockLSTMV2 from the loop's state, faster a
+#   step than the loop at so few rows (benchmarks/README.md, "a tail of 8 or 16 rows").
 def _packed_lstm(
     x: tf.Tensor,
     sizes: tf.Tensor,
