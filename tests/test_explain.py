@@ -14,11 +14,7 @@ from keras_sentiment.cli import main
 from keras_sentiment.config import Config
 from keras_sentiment.network.model import build_model, class_names_of, split_text_model, text_model
 from keras_sentiment.network.ngrams import NgramMix
-from keras_sentiment.network.serving_network import (
-    ServingNetwork,
-    _block_lstm,
-    _differentiable_lstm,
-)
+from keras_sentiment.network.serving_network import ServingNetwork
 from keras_sentiment.reporting.explanation_page import explanation_page
 from keras_sentiment.serving.client import rest_predict
 from keras_sentiment.serving.explanation import (
@@ -28,11 +24,10 @@ from keras_sentiment.serving.explanation import (
     explain_function,
     integrated_gradients,
     ngram_shares,
-    tokens_and_ids,
 )
 from keras_sentiment.serving.graph import ServingNgrams, serving_function
 from keras_sentiment.serving.prediction import KerasPredictor, SavedModelPredictor
-from keras_sentiment.text.preprocessing import TextPreprocessor
+from keras_sentiment.text.preprocessing import TextPreprocessor, tokens_and_ids
 
 from .conftest import HOSTILE, HOSTILE_BYTES, ROOT, run_cli, synthetic_reviews
 from .test_serving_network import ALLOWED_OPS
@@ -147,28 +142,6 @@ def test_ngram_shares_against_a_dictionary_by_hand():
         0,
         0,
     ]
-
-
-def test_the_lstm_gradient_matches_central_differences():
-    rng = np.random.default_rng(0)
-    w = rng.normal(0, 0.5, (9, 16)).astype(np.float32)
-    b = rng.normal(0, 0.5, 16).astype(np.float32)
-    x = tf.constant(rng.normal(0, 1, (19, 3, 5)), tf.float32)  # 2 blocks of 8 and 3 steps
-    weights = tf.constant(rng.normal(0, 1, (19, 3, 4)), tf.float32)
-    np.testing.assert_allclose(_differentiable_lstm(x, w, b), _block_lstm(x, w, b), atol=1e-6)
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        y = tf.reduce_sum(_differentiable_lstm(x, w, b) * weights)
-    direction = tf.constant(rng.normal(0, 1, x.shape), tf.float32)
-    analytic = float(tf.reduce_sum(tape.gradient(y, x) * direction))
-
-    def f(v):
-        return float(
-            tf.reduce_sum(tf.cast(_block_lstm(v, w, b), tf.float64) * tf.cast(weights, tf.float64))
-        )
-
-    numeric = (f(x + 1e-3 * direction) - f(x - 1e-3 * direction)) / 2e-3
-    assert analytic == pytest.approx(numeric, rel=2e-3)
 
 
 def test_the_exported_explanation_equals_the_keras_models(served, keras_model):
@@ -300,17 +273,19 @@ def test_integrated_gradients_of_a_linear_model_are_exact():
         return tf.reduce_sum(xs, 1) @ w
 
     lengths, predicted = tf.constant([3, 3]), tf.constant([-1, -1])
-    out = integrated_gradients(logits_fn, x, lengths, None, 1, (0.0, 1.0), predicted)
+    out = integrated_gradients(logits_fn, x, lengths, predicted, steps=1)
     k = out["label_id"].numpy()
     sign = np.where(k == 1, 1.0, -1.0)[:, None, None]
     expected = tf.reduce_sum(x * (w[:, 1] - w[:, 0]) * sign, -1)
     np.testing.assert_allclose(out["lstm"], expected, atol=1e-5)
     # Two half segments add up to the whole path; so do midpoints.
-    halves = [integrated_gradients(logits_fn, x, lengths, None, 1, cut, out["label_id"])
-              for cut in ((0.0, 0.5), (0.5, 1.0))]  # fmt: skip
+    halves = [
+        integrated_gradients(logits_fn, x, lengths, out["label_id"], 1, start, stop)
+        for start, stop in ((0.0, 0.5), (0.5, 1.0))
+    ]
     np.testing.assert_allclose(halves[0]["lstm"] + halves[1]["lstm"], expected, atol=1e-5)
     assert halves[0]["last"].numpy() == pytest.approx(halves[1]["first"].numpy())
-    middle = integrated_gradients(logits_fn, x, lengths, None, 3, (0.0, 1.0), k, True)
+    middle = integrated_gradients(logits_fn, x, lengths, k, steps=3, midpoints=True)
     np.testing.assert_allclose(middle["lstm"], expected, atol=1e-5)
 
 

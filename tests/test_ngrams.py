@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from keras_sentiment.config import Config, UserError
 from keras_sentiment.network.model import split_text_model
-from keras_sentiment.network.ngrams import fit_ngrams, ngram_keys
+from keras_sentiment.network.ngrams import LSTM_WEIGHTS, fit_ngrams, ngram_keys
 from keras_sentiment.reporting.evaluation import mix_rows
 from keras_sentiment.text.preprocessing import vectorize
 
@@ -46,7 +46,17 @@ def test_the_graph_scores_as_the_reference(tiny):
     mix, info = fit_ngrams(Config(ngrams=3, seed=1), len(pre.vocabulary), train, val, lstm_val)
     assert info["ngrams"] == mix.size > 500
     assert info["validation_accuracy"]["ngrams"] > 0.8  # it learned from 400 reviews
-    assert info["validation_accuracy"]["mixed"] >= info["validation_accuracy"]["lstm"]
+    # The mix's weight is the best on validation: no weight on the grid mixes better.
+    val_ids = tf.constant(keras.utils.pad_sequences(rows[400:], padding="post"))
+    positive = tf.sigmoid(mix.logits(val_ids)).numpy()[:, None]
+    ngram_val = np.concatenate([1 - positive, positive], 1)
+
+    def accuracy(w: float) -> float:
+        return float(np.mean((w * lstm_val + (1 - w) * ngram_val).argmax(1) == labels[400:]))
+
+    scores = {float(w): accuracy(w) for w in LSTM_WEIGHTS}
+    assert info["validation_accuracy"]["mixed"] == pytest.approx(scores[mix.lstm_weight])
+    assert scores[mix.lstm_weight] == max(scores.values()), scores
     # Rows of different lengths padded together, with repeats of n-grams, and a 1-id row.
     hostile = vectorize(pre, np.array(HOSTILE_BYTES, dtype=object))
     batch = rows[400:440] + hostile + [np.array([1], np.int32)]

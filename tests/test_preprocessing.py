@@ -4,17 +4,19 @@ import pytest
 import tensorflow as tf
 
 from keras_sentiment.config import Config
-from keras_sentiment.serving.graph import ids_of_one
 from keras_sentiment.text.preprocessing import (
     OOV,
     PAD,
     TextPreprocessor,
     TokenMap,
     adapt_preprocessor,
+    ids_of_one,
     lemma_table,
     load_stopwords,
     separate,
     standardize,
+    token_ids,
+    tokens_and_ids,
     vectorize,
 )
 
@@ -152,10 +154,14 @@ def test_ids_of_one_text_are_its_row_of_the_batch(pre):
     dropping = TextPreprocessor.from_config({**pre.get_config(), "drop": ["great", "movie"]})
     for layer in (pre, post, dropping):
         rows = layer(tf.constant(texts)).numpy()
-        for text, row in zip(texts, rows):
+        words, _ = tokens_and_ids(layer, tf.constant(texts))
+        for text, row, row_words in zip(texts, rows, words.numpy()):
             one = ids_of_one(layer, tf.constant(text)).numpy()
             assert one.dtype == np.int32
-            assert one.tolist() == row[: max(1, np.count_nonzero(row))].tolist()
+            n = max(1, np.count_nonzero(row))
+            assert one.tolist() == row[:n].tolist()
+            one_words, _ = token_ids(layer, tf.constant(text), words=True)
+            assert one_words.numpy().tolist() == row_words[:n].tolist()
 
 
 def test_truncate_post_keeps_the_start(pre):

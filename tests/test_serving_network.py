@@ -5,10 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_sentiment.config import Config
-from keras_sentiment.network.model import build_model, split_text_model
-from keras_sentiment.network.serving_network import FUSED_ROWS, SMALL_BATCH, ServingNetwork
-from keras_sentiment.serving.graph import ids_of_one
+from keras_sentiment.network.model import split_text_model
 from keras_sentiment.serving.prediction import SavedModelPredictor
 
 from .conftest import HOSTILE_BYTES, synthetic_reviews
@@ -137,54 +134,3 @@ def test_savedmodel_answers_as_the_keras_model(tiny_run, trained, reviews):
     many = (reviews * 34)[:10_000]
     got = served.signature(text=tf.constant(many))["probabilities"].numpy()
     np.testing.assert_allclose(got, keras_probabilities(model, many), atol=1e-5)
-
-
-# The defaults (one bidirectional layer, max pooling) are the tiny run's, served in
-# test_savedmodel_answers_as_the_keras_model; these cover stacking, one direction, each pooling.
-@pytest.mark.slow
-@pytest.mark.parametrize(
-    "settings",
-    [
-        {"lstm_layers": 2, "bidirectional": False, "pooling": "last"},
-        {"lstm_layers": 2, "pooling": "mean"},
-    ],
-)
-def test_every_trainable_configuration_serves_the_same(settings, trained, reviews):
-    _, pre = trained
-    keras.utils.set_random_seed(3)
-    model = build_model(Config(lstm_units=16, **settings), len(pre.vocabulary), 2, None)
-    # Random weights scaled up, so the answers spread out and a wrong step shows.
-    weights = model.get_weights()
-    rng = np.random.default_rng(0)
-    model.set_weights([w + rng.normal(0, 0.1, w.shape).astype(w.dtype) for w in weights])
-    serving = ServingNetwork(model)
-    # One trace each, as the served graph has: every batch shape runs the same graph.
-    network = tf.function(serving, input_signature=[tf.TensorSpec([None, None], tf.int32)])
-    # 1 and 3 rows take the fused-kernel path; the others the packed loop, whose rows drop
-    # out step by step (64 reviews, the hostile batch) or all end at once (40 equal rows).
-    # Steps of 64 rows or more run fused gates, narrower ones projected inputs: the batch
-    # of 64 starts with the one and goes on with the other, the rest run only narrow steps.
-    # The last steps with SMALL_BATCH rows or fewer run as one BlockLSTMV2 from the loop's
-    # state: the hostile batch and a ladder of one review's first 30, 25, ... 5 words have
-    # such a tail (the 40 equal rows end together).
-    same = [reviews[0]] * 40
-    words = max(reviews, key=len).split()
-    ladder = [b" ".join(words[:n]) for n in (30, 25, 20, 15, 10, 5)]
-    batches = (reviews[:1], reviews[5:8], reviews[:64], HOSTILE_BYTES, HOSTILE_BYTES[-4:], same)
-    batches += (ladder,)
-    assert len(reviews[5:8]) <= SMALL_BATCH < len(same) < FUSED_ROWS <= len(reviews[:64])
-    lengths = np.count_nonzero(pre(tf.constant(ladder)).numpy(), 1)
-    assert len(set(lengths)) == len(ladder) > SMALL_BATCH  # rows drop out into a tail
-    for texts in batches:
-        ids = pre(tf.constant(texts))
-        expected = model(ids, training=False).numpy()
-        assert expected[:, 1].std() > 1e-3 or len(set(texts)) == 1  # not a constant answer
-        np.testing.assert_allclose(network(ids).numpy(), expected, rtol=0, atol=1e-5)
-    # The single-review path (what the served graph runs for a request of one text).
-    one = tf.function(
-        lambda text: serving.one(ids_of_one(pre, text)),
-        input_signature=[tf.TensorSpec([], tf.string)],
-    )
-    for text in reviews[:3] + HOSTILE_BYTES:
-        expected = model(pre(tf.constant([text])), training=False).numpy()
-        np.testing.assert_allclose(one(tf.constant(text)).numpy(), expected, rtol=0, atol=1e-5)

@@ -4,8 +4,9 @@ Keras' generic LSTM differentiates a graph while-loop: every step runs dozens of
 through TensorFlow's executor plus two weight-gradient matmuls. On a CPU that loop, not the
 arithmetic, is most of the time. `CompiledLSTM` trains the way cuDNN does: the input
 projection and every weight gradient are one large matmul per batch, and each step's
-elementwise work is fused by XLA, so a step is one small matmul and a few fused loops.
-Gate order is Keras' (i, f, g, o); tanh(z) = 2*sigmoid(2z) - 1 lets one sigmoid cover all four.
+elementwise work is fused by XLA, so a step is one small matmul and a few fused loops. The
+loops are a schedule around `lstm_math` (its step, its backward step, one sigmoid for all four
+gates), which holds the equations.
 
 Only training takes this path; inference, GPUs (cuDNN) and the served graph
 (`serving_network.py`) never do.
@@ -19,7 +20,9 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
-from keras import activations, layers
+from keras import layers
+
+from keras_sentiment.network import lstm_math
 
 
 @functools.cache
@@ -44,28 +47,24 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 
 
-def _gate_scale(units: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
-    one = tf.ones([units], dtype)
-    return tf.concat([one, one, 2 * one, one], 0)
-
-
 @tf.function(jit_compile=True, reduce_retracing=True)
 def _lstm_forward(xw, mt, h0, c0, u, bias):
-    """The recurrence over time-major input projections; keeps what the backward pass needs."""
+    """The recurrence over time-major input projections; keeps what the backward pass needs.
+
+    `xw`, `u` and `bias` are scaled by `lstm_math.one_sigmoid_scale`: one sigmoid a step.
+    """
     steps = tf.shape(xw)[0]
     hs, cs, gates = (tf.TensorArray(xw.dtype, size=steps) for _ in range(3))
 
-    def step(t, h, c, hs, cs, gates):
-        s = tf.sigmoid(xw[t] + bias + tf.matmul(h, u))  # the bias add is fused here
-        i, f, g, o = tf.split(s, 4, axis=1)
-        c_new = f * c + i * (2.0 * g - 1.0)
-        h_new = o * tf.tanh(c_new)
+    def forward(t, h, c, hs, cs, gates):
+        s = lstm_math.one_sigmoid(xw[t] + bias + tf.matmul(h, u))  # the bias add fused here
+        h_new, c_new = lstm_math.step(lstm_math.one_sigmoid_gates(s), c)
         h = tf.where(mt[t], h_new, h)  # padded steps carry the state through
         c = tf.where(mt[t], c_new, c)
         return t + 1, h, c, hs.write(t, h), cs.write(t, c), gates.write(t, s)
 
     _, h, c, hs, cs, gates = tf.while_loop(
-        lambda t, *_: t < steps, step, (0, h0, c0, hs, cs, gates)
+        lambda t, *_: t < steps, forward, (0, h0, c0, hs, cs, gates)
     )
     return hs.stack(), h, c, cs.stack(), gates.stack()
 
@@ -78,29 +77,19 @@ def _lstm_backward(mt, c0, recurrent_kernel, cs, gates, d_hs, d_h, d_c):
     mf = tf.cast(mt, cs.dtype)
     d_gates = tf.TensorArray(cs.dtype, size=steps)
 
-    def step(t, dh, dc, d_bias, d_gates):
-        i, f, g, o = tf.split(gates[t], 4, axis=1)
-        g = 2.0 * g - 1.0
+    def backward(t, dh, dc, d_bias, d_gates):
+        step_gates = lstm_math.one_sigmoid_gates(gates[t])
         c_prev = tf.where(t > 0, cs[tf.maximum(t - 1, 0)], c0)
-        m, tc = mf[t], tf.tanh(cs[t])
-        dh = dh + d_hs[t]
-        dc_new = (dc + dh * o * (1 - tc * tc)) * m
-        dz = tf.concat(
-            [
-                dc_new * g * i * (1 - i),
-                dc_new * c_prev * f * (1 - f),
-                dc_new * i * (1 - g * g),
-                dh * m * tc * o * (1 - o),
-            ],
-            1,
-        )
-        skip = 1.0 - m  # a padded step passed its gradient straight through
-        dh, dc = tf.matmul(dz, u_t) + dh * skip, dc_new * f + dc * skip
+        slopes, dh_to_dc = lstm_math.gate_slopes(step_gates, c_prev, cs[t])
+        m, dh = mf[t], dh + d_hs[t]
+        # A padded step passes its gradients straight through: it computed nothing.
+        dz, dc_in = lstm_math.backward_step(slopes, dh_to_dc, step_gates[1], dh * m, dc * m)
+        dh, dc = tf.matmul(dz, u_t) + dh * (1.0 - m), dc_in + dc * (1.0 - m)
         return t - 1, dh, dc, d_bias + dz, d_gates.write(t, dz)
 
     d_bias = tf.zeros_like(gates[0])
     _, dh0, dc0, d_bias, d_gates = tf.while_loop(
-        lambda t, *_: t >= 0, step, (steps - 1, d_h, d_c, d_bias, d_gates)
+        lambda t, *_: t >= 0, backward, (steps - 1, d_h, d_c, d_bias, d_gates)
     )
     return d_gates.stack(), dh0, dc0, tf.reduce_sum(d_bias, 0)
 
@@ -118,7 +107,7 @@ def _make_lstm_train(dtype: tf.DType):
         xt, mt, h0, c0, kernel, recurrent_kernel, bias = args
         units = tf.shape(recurrent_kernel)[0]
         steps, batch, dim = tf.shape(xt)[0], tf.shape(xt)[1], tf.shape(xt)[2]
-        scale = _gate_scale(units, xt.dtype)
+        scale = lstm_math.one_sigmoid_scale(units, xt.dtype)
         flat_x = tf.reshape(xt, [-1, dim])
         xw = tf.reshape(tf.matmul(flat_x, kernel * scale), [steps, batch, 4 * units])
         loop = _lstm_forward(xw, mt, h0, c0, recurrent_kernel * scale, bias * scale)
@@ -176,8 +165,7 @@ class CompiledLSTM(layers.LSTM):
             training
             and keras.backend.backend() == "tensorflow"
             and not tf.config.list_logical_devices("GPU")
-            and cell.activation is activations.tanh
-            and cell.recurrent_activation is activations.sigmoid
+            and lstm_math.has_standard_activations(cell)
             and cell.use_bias
             and not (cell.dropout or cell.recurrent_dropout or self.unroll)
             and self.compute_dtype == "float32"

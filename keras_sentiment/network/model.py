@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-from keras import layers, ops
+from keras import layers
 
 from keras_sentiment.config import Config
+from keras_sentiment.network import lstm_math
 from keras_sentiment.network.compiled_lstm import CompiledLSTM, cpu_cores
 from keras_sentiment.network.ngrams import NgramMix
 from keras_sentiment.text.preprocessing import TextPreprocessor
@@ -19,16 +20,14 @@ from keras_sentiment.text.preprocessing import TextPreprocessor
 
 @keras.saving.register_keras_serializable(package="keras_sentiment")
 class MaskedGlobalMaxPooling1D(layers.Layer):
-    """Max over the real time steps only: padded steps never win the max."""
+    """Max over the real time steps only (`lstm_math.pool_steps`): padding never wins."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.supports_masking = True
 
     def call(self, inputs, mask=None):
-        if mask is not None:
-            inputs = ops.where(ops.expand_dims(mask, -1), inputs, ops.full_like(inputs, -1e9))
-        return ops.max(inputs, axis=1)
+        return lstm_math.pool_steps("max", inputs, mask, axis=1)
 
     def compute_mask(self, inputs, mask=None):
         return None

@@ -95,7 +95,7 @@ class NgramMix(NgramScoring, keras.layers.Layer):
         super().__init__(**{"dtype": "float32", **kwargs})
         self.order, self.vocabulary_size = order, vocabulary_size
         self.size, self.lstm_weight = size, lstm_weight
-        # Weights, not config: the sorted n-grams (about 830,000 for IMDB) stay out of JSON.
+        # Weights, not config: the sorted n-grams (one per kept n-gram) stay out of JSON.
         self.keys = self.add_weight((size,), "zeros", dtype="int64", trainable=False, name="keys")
         self.coefficients = self.add_weight((size,), "zeros", trainable=False, name="coefficients")
         self.bias = self.add_weight((), "zeros", trainable=False, name="bias")

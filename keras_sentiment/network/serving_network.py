@@ -11,6 +11,7 @@ LSTM runs a dozen executor ops per step and projects the input at every step;
   arithmetic. The last layer pools as it goes, storing no states.
 The backward direction reads each row reversed within its own length, so padding never
 reaches a real step, and the two directions are independent ops the executor runs at once.
+Every path is a schedule around `lstm_math`, which holds the equations and the pooling.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from __future__ import annotations
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import activations, layers
+from keras import layers
 
+from keras_sentiment.network import lstm_math
 from keras_sentiment.network.model import MaskedGlobalMaxPooling1D
 
 SMALL_BATCH = 4  # rows up to which BlockLSTMV2 beats the packed loop (benchmarks/README.md)
@@ -28,7 +30,7 @@ FUSED_ROWS = 64  # rows from which a packed step's fused gates win (benchmarks/R
 
 def _lstm_weights(cell) -> tuple[np.ndarray, np.ndarray]:
     # BlockLSTMV2 wants [kernel; recurrent_kernel] and uses Keras' gate order (i, f, c, o).
-    if (cell.activation, cell.recurrent_activation) != (activations.tanh, activations.sigmoid):
+    if not lstm_math.has_standard_activations(cell):
         raise ValueError("ServingNetwork needs LSTMs with tanh and sigmoid activations")
     w = np.concatenate([np.asarray(cell.kernel), np.asarray(cell.recurrent_kernel)])
     b = np.asarray(cell.bias) if cell.use_bias else np.zeros(w.shape[1], np.float32)
@@ -72,14 +74,13 @@ def _differentiable_lstm(x: tf.Tensor, w: np.ndarray, b: np.ndarray) -> tf.Tenso
 
     TensorFlow registers BlockLSTMV2's gradient as BlockLSTM's (tensorflow/python/ops/
     rnn_grad.py), which calls BlockLSTMGrad, the kernel for the V1 op's gate order (i, c, f,
-    o): tape gradients through BlockLSTMV2 come out wrong (a random LSTM's last state: 1.08
-    where central differences give 1.27). BlockLSTMGradV2, the V2 op's own kernel, is right
-    but takes about 0.4 ms a step even for one row. Here BlockLSTMV2 runs forward (on x padded
-    to a multiple of UNROLL steps at its end, which no real step reads) and the gradient runs
-    back through time in a loop of UNROLL steps an iteration, each one matmul and a few
-    elementwise ops on the gates the forward op kept, then projects every step's gate
-    gradients onto `x` in one matmul (tests/test_explain.py checks it against central
-    differences). The executor's cost per op, not arithmetic, bounds this loop.
+    o): tape gradients through BlockLSTMV2 come out wrong (tests/test_lstm_parity.py shows
+    it). BlockLSTMGradV2, the V2 op's own kernel, is right but slow even for one row
+    (benchmarks/README.md, "Tried and did not help"). Here BlockLSTMV2 runs forward (on x
+    padded to a multiple of UNROLL steps at its end, which no real step reads) and the
+    gradient runs back through time (`_back_through_time`), then projects every step's gate
+    gradients onto `x` in one matmul. The executor's cost per op, not arithmetic, bounds this
+    loop, hence UNROLL steps an iteration.
     """
     units = b.shape[0] // 4
     dim = w.shape[0] - units
@@ -112,25 +113,23 @@ def _differentiable_lstm(x: tf.Tensor, w: np.ndarray, b: np.ndarray) -> tf.Tenso
 def _back_through_time(out, dh_out: tf.Tensor, recurrent_kernel: tf.Tensor, blocks):
     """The gate gradients [blocks * UNROLL, rows, 4 units] of a BlockLSTMV2 run from zero
     states (its outputs `out`, on steps padded to `blocks` of UNROLL), given the gradients of
-    its hidden states `dh_out` (unpadded)."""
-    i, f, g, o, tanh_c = out.i, out.f, out.ci, out.o, out.co
+    its hidden states `dh_out` (unpadded): `lstm_math.backward_step`, step by step."""
     zeros = tf.zeros_like(out.cs[0])
     c_before = tf.concat([zeros[None], out.cs[:-1]], 0)
-    # All that does not depend on the recurrence, for every step at once: the gates'
-    # derivatives, what dh adds to dc, and the forget gate; in blocks of UNROLL steps.
-    gates = [g * i * (1 - i), c_before * f * (1 - f), i * (1 - g * g), tanh_c * o * (1 - o)]
+    # All that does not depend on the recurrence, for every step at once, in blocks of UNROLL.
+    gates = (out.i, out.f, out.ci, out.o)
+    slopes, dh_to_dc = lstm_math.gate_slopes(gates, c_before, out.cs, tanh_c=out.co)
     dh_out = tf.pad(dh_out, [[0, tf.shape(out.cs)[0] - tf.shape(dh_out)[0]], [0, 0], [0, 0]])
-    terms = [tf.concat(gates, 2), o * (1 - tanh_c * tanh_c), f, dh_out]
+    terms = [slopes, dh_to_dc, out.f, dh_out]
     terms = [tf.reshape(t, tf.concat([[blocks, UNROLL], tf.shape(t)[1:]], 0)) for t in terms]
 
     def back(n, dh, dc, dz_all):
         dz_block = [None] * UNROLL
         unstacked = zip(*(tf.unstack(t[n], UNROLL) for t in terms))
-        for k, (d_gates, dh_to_dc, forget, d_out) in reversed(list(enumerate(unstacked))):
+        for k, (step_slopes, step_dh_to_dc, forget, d_out) in reversed(list(enumerate(unstacked))):
             dh += d_out
-            dc += dh * dh_to_dc
-            dz_block[k] = tf.concat([dc, dc, dc, dh], 1) * d_gates
-            dh, dc = tf.matmul(dz_block[k], recurrent_kernel), dc * forget
+            dz_block[k], dc = lstm_math.backward_step(step_slopes, step_dh_to_dc, forget, dh, dc)
+            dh = tf.matmul(dz_block[k], recurrent_kernel)
         return n - 1, dh, dc, dz_all.write(n, tf.stack(dz_block))
 
     units = out.cs.shape[-1]
@@ -152,8 +151,8 @@ def _time_major_mask(lengths: tf.Tensor, steps: tf.Tensor) -> tf.Tensor:
 #   Sigmoid or Tanh);
 # - narrow steps, where a fused op's extra cost a call would dominate: the input
 #   projection of all of them is one matmul up front, and a step adds its slice to h @ U;
-# - the tail, SMALL_BATCH rows or fewer: one BlockLSTMV2 from the loop's state, several
-#   times faster a step than the loop (a tail of up to 8 or 16 rows measured slower).
+# - the tail, SMALL_BATCH rows or fewer: one BlockLSTMV2 from the loop's state, faster a
+#   step than the loop at so few rows (benchmarks/README.md, "a tail of 8 or 16 rows").
 def _packed_lstm(
     x: tf.Tensor,
     sizes: tf.Tensor,
@@ -184,14 +183,11 @@ def _packed_lstm(
     outputs = tf.TensorArray(x.dtype, size, infer_shape=False, element_shape=[None, None])
 
     def cell(t, start, rows, z, c, pooled, outputs):
-        i, f, g, o = z
-        c = tf.sigmoid(f) * c[:rows] + tf.sigmoid(i) * tf.tanh(g)
-        h = tf.sigmoid(o) * tf.tanh(c)
+        h, c = lstm_math.step(lstm_math.activate(*z), c[:rows])
         if pool is None:
             return t + 1, start + rows, h, c, pooled, outputs.write(t, h)
         outputs = outputs.write(tail + 1 - t, pooled[rows:])  # rows whose last step was t - 1
-        pooled = pooled[:rows]
-        pooled = {"max": tf.maximum(pooled, h), "mean": pooled + h, "last": h}[pool]
+        pooled = lstm_math.pool_step(pool, pooled[:rows], h)
         return t + 1, start + rows, h, c, pooled, outputs
 
     def wide_step(t, start, h, c, pooled, outputs):
@@ -205,8 +201,9 @@ def _packed_lstm(
         z = [xw[at : at + rows] + tf.matmul(h[:rows], r) for xw, r in zip(xws, recurrents)]
         return cell(t, start, rows, z, c, pooled, outputs)
 
-    zeros = tf.zeros([sizes[0], b.shape[0] // 4], x.dtype)
-    first = tf.fill(tf.shape(zeros), -np.inf) if pool == "max" else zeros
+    units = b.shape[0] // 4
+    zeros = tf.zeros([sizes[0], units], x.dtype)
+    first = zeros if pool is None else lstm_math.pool_start(pool, sizes[0], units, x.dtype)
     state = (0, 0, zeros, zeros, first, outputs)
     state = tf.while_loop(lambda t, *_: t < wide, wide_step, state, parallel_iterations=1)
     state = tf.while_loop(lambda t, *_: t < tail, narrow_step, state, parallel_iterations=1)
@@ -224,14 +221,7 @@ def _packed_tail(x, sizes, starts, tail, w, b, pool, h, c, pooled, outputs) -> t
     if pool is None:
         return outputs.write(tail, tf.boolean_mask(states, real)).concat()
     outputs = outputs.write(1, pooled[rows:])  # rows whose last step was the tail's start - 1
-    pooled, real = pooled[:rows], real[:, :, None]
-    if pool == "max":
-        pooled = tf.maximum(pooled, tf.reduce_max(tf.where(real, states, -np.inf), 0))
-    elif pool == "mean":
-        pooled += tf.reduce_sum(tf.where(real, states, 0.0), 0)
-    else:
-        last = tf.reduce_sum(tf.cast(real[:, :, 0], tf.int32), 0) - 1  # each row's last step
-        pooled = tf.gather_nd(states, tf.stack([last, tf.range(rows)], 1))
+    pooled = lstm_math.pool_step(pool, pooled[:rows], lstm_math.pool_steps(pool, states, real))
     return outputs.write(0, pooled).concat()
 
 
@@ -277,9 +267,8 @@ class ServingNetwork(tf.Module):
             lambda: self._packed(ids, lengths),
         )
 
-    # In every path the last layer is pooled from each direction's states in the order the
-    # direction computed them: max and mean do not care about order, and Keras' last output
-    # is each direction's final state (the backward one having read the row backwards).
+    # In every path the last layer pools each direction's states in the order the direction
+    # computed them (`lstm_math`'s pooling says why that is right).
 
     def one(self, ids: tf.Tensor) -> tf.Tensor:
         """One review's token ids [time], non-empty and unpadded -> probabilities [1, classes].
@@ -299,8 +288,8 @@ class ServingNetwork(tf.Module):
             if i < len(self.lstms) - 1:
                 x = tf.concat(states[:1] + [tf.reverse(h, [0]) for h in states[1:]], -1)
                 backwards = tf.reverse(x, [0])
-        pool = {"max": tf.reduce_max, "mean": tf.reduce_mean, "last": lambda h, _: h[-1]}
-        pooled = tf.concat([pool[self.pooling](h, 0) for h in states], 1)[0]  # [features]
+        pooled = tf.concat([lstm_math.pool_steps(self.pooling, h) for h in states], 1)
+        pooled = lstm_math.pool_finish(self.pooling, pooled, steps)[0]  # [features]
         kernel, bias = self.dense
         # Multiplied and summed rather than a matmul: oneDNN's call for a [1, 256] by [256, 2]
         # product costs more than the product (benchmarks/README.md, "Serving").
@@ -331,14 +320,8 @@ class ServingNetwork(tf.Module):
                 states.append(block_lstm(backwards(x), *backward))
             if i < len(self.lstms) - 1:  # the next layer reads both directions in time order
                 x = tf.concat(states[:1] + [backwards(h) for h in states[1:]], -1)
-        real = _time_major_mask(lengths, tf.shape(x)[0])[:, :, None]
-        if self.pooling == "max":
-            pooled = [tf.reduce_max(tf.where(real, h, -np.inf), 0) for h in states]
-        elif self.pooling == "mean":
-            pooled = [tf.reduce_sum(tf.where(real, h, 0.0), 0) for h in states]
-        else:
-            last = tf.stack([lengths - 1, tf.range(tf.shape(x)[1])], 1)
-            pooled = [tf.gather_nd(h, last) for h in states]
+        real = _time_major_mask(lengths, tf.shape(x)[0])
+        pooled = [lstm_math.pool_steps(self.pooling, h, real) for h in states]
         return self._logits(tf.concat(pooled, 1), lengths)
 
     def _packed(self, ids: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
@@ -368,7 +351,5 @@ class ServingNetwork(tf.Module):
         return tf.nn.softmax(self._logits(pooled, lengths))
 
     def _logits(self, pooled: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
-        if self.pooling == "mean":
-            pooled /= tf.cast(lengths, pooled.dtype)[:, None]
         kernel, bias = self.dense
-        return tf.matmul(pooled, kernel) + bias
+        return tf.matmul(lstm_math.pool_finish(self.pooling, pooled, lengths), kernel) + bias

@@ -17,18 +17,17 @@ run along one straight path for both branches at once:
   Each present n-gram counts once, as in the model, shared equally among the words of all
   its occurrences.
 The attributions then sum to F(text) - F(baseline) up to the trapezoid's error (completeness:
-within 5% of the gap or 0.02, `TOLERANCE`). Max pooling's switches make the gradient jump
-along the path, so the error falls as 1/steps, not 1/steps^2: on 200 IMDB test reviews (a
-2,000-review BiLSTM-128 with the mix), error over its bound with 8 intervals p50 0.47, worst
-1.64, 14.5% over; 16 worst 0.78; 32 worst 0.40. Each point costs a forward and a backward
-pass, so `STEPS` is 8; a text past `REFINE_AT` of its bound then gets its intervals' midpoints
+within RELATIVE_TOLERANCE of the gap or ABSOLUTE_TOLERANCE). Max pooling's switches make the
+gradient jump along the path, so the error falls as 1/steps, not 1/steps^2, and a few texts
+need many more intervals than most (benchmarks/README.md, "explain: intervals along the
+path"). Each point costs a forward and a backward pass, so every text gets `STEPS` intervals
+first; a text past `REFINE_AT` of its bound then gets its intervals' midpoints
 (trapezoid(2m) = (trapezoid(m) + midpoints(m)) / 2), again until complete or MAX_INTERVALS.
-A model whose score swings wildly along the path (an untrained LSTM under a sharpened head,
-in tests/test_explain.py) can need 128 or more.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 from collections.abc import Callable
 
@@ -39,10 +38,11 @@ import tensorflow as tf
 from keras_sentiment.network.model import class_names_of, split_text_model
 from keras_sentiment.network.ngrams import NgramScoring
 from keras_sentiment.network.serving_network import ServingNetwork
-from keras_sentiment.text.preprocessing import DROPPED, OOV, PAD, TextPreprocessor, separate
+from keras_sentiment.text.preprocessing import TextPreprocessor, tokens_and_ids
 
-STEPS = 8  # trapezoid intervals along the path (measured: see the module's docstring)
-TOLERANCE = (0.05, 0.02)  # completeness: within 5% of score - baseline_score, or 0.02
+STEPS = 8  # trapezoid intervals along the path on the first pass
+RELATIVE_TOLERANCE = 0.05  # completeness: within 5% of score - baseline_score ...
+ABSOLUTE_TOLERANCE = 0.02  # ... or within 0.02, whichever is larger
 REFINE_AT = 0.9  # of the bound: what is returned keeps a margin
 MAX_INTERVALS = 512  # refining stops there (7 passes: 8, 16, ... 512 intervals)
 CHUNK_CELLS = 2**15  # path rows x time steps explained at once: bounds a request's memory
@@ -50,27 +50,51 @@ CHUNK_CELLS = 2**15  # path rows x time steps explained at once: bounds a reques
 LogitsFn = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
 
-def tokens_and_ids(pre: TextPreprocessor, texts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """The words the model reads and their ids, aligned: [batch, time], padded with "" and 0.
+@dataclasses.dataclass(frozen=True)
+class Explained:
+    """The model an explanation runs, as the path needs it.
 
-    The same ids as `pre(texts)` (tests/test_explain.py checks): standardized tokens, dropped
-    stopwords gone, cut to the sequence length. An empty text reads one unknown token, shown
-    as the vocabulary's (`[UNK]`).
+    Attributes:
+        embeddings: the embedding matrix [vocabulary, dim].
+        logits_fn: embedded rows [rows, time, dim] and their lengths [rows] -> the LSTM's
+            logits [rows, classes] (not called when the mix gives the LSTM no weight).
+        classes: the number of classes.
+        ngrams: the n-gram branch, or None for a model without it.
     """
-    tokens = tf.strings.split(separate(texts))
-    ids = tokens.with_flat_values(pre.table.lookup(tokens.flat_values))
-    if pre.drop:
-        kept = tf.not_equal(ids, DROPPED)
-        tokens, ids = tf.ragged.boolean_mask(tokens, kept), tf.ragged.boolean_mask(ids, kept)
-    n = pre.sequence_length
-    tokens, ids = (r[:, -n:] if pre.truncate == "pre" else r[:, :n] for r in (tokens, ids))
-    shape = tf.stack([ids.nrows(), tf.maximum(ids.bounding_shape(1), 1)])
-    ids = tf.cast(ids.to_tensor(PAD, shape=shape), tf.int32)
-    tokens = tokens.to_tensor("", shape=shape)
-    empty = tf.equal(ids[:, :1], PAD)
-    ids = tf.concat([tf.where(empty, OOV, ids[:, :1]), ids[:, 1:]], 1)
-    unknown = tf.constant(pre.vocabulary[OOV])
-    return tf.concat([tf.where(empty, unknown, tokens[:, :1]), tokens[:, 1:]], 1), ids
+
+    embeddings: tf.Tensor
+    logits_fn: LogitsFn
+    classes: int
+    ngrams: NgramScoring | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class NgramTerm:
+    """The NB-LR logit along the path: `bias` at the baseline, `bias + total` at the text.
+
+    Attributes:
+        total: each text's sum of its n-grams' c_j [batch].
+        bias: the NB-LR's bias.
+        lstm_weight: the LSTM's weight in the mix.
+    """
+
+    total: tf.Tensor
+    bias: tf.Tensor
+    lstm_weight: float
+
+    def logit(self, alphas: tf.Tensor) -> tf.Tensor:
+        """The logit [points, batch] at the path's points `alphas` [points]."""
+        return self.bias + alphas[:, None] * self.total[None]
+
+
+@dataclasses.dataclass(frozen=True)
+class PathPass:
+    """One pass along the path: cut into `segments` of `steps` intervals each, taken by the
+    trapezoidal rule or (`midpoints`) by the intervals' midpoints (see `_rule`)."""
+
+    steps: int
+    segments: tf.Tensor
+    midpoints: tf.Tensor | bool = False
 
 
 def ngram_shares(scoring: NgramScoring, ids: tf.Tensor) -> tf.Tensor:
@@ -80,7 +104,8 @@ def ngram_shares(scoring: NgramScoring, ids: tf.Tensor) -> tf.Tensor:
     equally among the words of all its occurrences. A row's shares sum to its logit - bias.
     """
     grams = scoring.grams(ids)  # [batch, width + (width - 1) + ...], one order after another
-    batch, width, columns = tf.shape(ids)[0], tf.shape(ids)[1], tf.shape(grams)[1]
+    batch, width = tf.shape(ids)[0], tf.shape(ids)[1]
+    columns = tf.shape(grams)[1]
     spans = [tf.maximum(width - n + 1, 0) for n in range(1, scoring.order + 1)]
     order = tf.concat([tf.fill([s], n) for n, s in enumerate(spans, 1)], 0)  # per column
     start = tf.concat([tf.range(s) for s in spans], 0)  # the n-gram's first word
@@ -90,11 +115,10 @@ def ngram_shares(scoring: NgramScoring, ids: tf.Tensor) -> tf.Tensor:
     weight = tf.where(known, scoring.weight_of(tf.where(known, index, 0)), 0.0)
     occurrences = tf.cast(tf.gather(counts, slot), tf.float32)
     share = tf.reshape(weight / occurrences, [batch, columns]) / tf.cast(order, tf.float32)
-    values, targets = [], []
     row_start = tf.range(batch)[:, None] * width
-    for k in range(scoring.order):  # the n-gram's (k + 1)-th word, where it has one
-        values.append(tf.where(k < order, share, 0.0))
-        targets.append(row_start + start + tf.minimum(k, order - 1))
+    words = range(scoring.order)  # the n-gram's (k + 1)-th word, where it has one
+    values = [tf.where(k < order, share, 0.0) for k in words]
+    targets = [row_start + start + tf.minimum(k, order - 1) for k in words]
     flat = [tf.reshape(tf.stack(t, -1), [-1]) for t in (values, targets)]
     return tf.reshape(tf.math.unsorted_segment_sum(*flat, batch * width), [batch, width])
 
@@ -117,7 +141,7 @@ def _log_odds(log_probs: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
     return chosen - tf.reduce_logsumexp(tf.where(own, -np.inf, log_probs), -1)
 
 
-def _rule(steps: int, midpoints: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _rule(steps: int, midpoints: bool | tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Points on [0, 1] and their weights: the trapezoidal rule with `steps` intervals, or
     (`midpoints`) their midpoints, which halve the intervals of a trapezoid already taken:
     trapezoid(2m) = (trapezoid(m) + midpoint(m)) / 2. Both have steps + 1 points (the
@@ -133,25 +157,25 @@ def integrated_gradients(
     logits_fn: LogitsFn,
     x: tf.Tensor,
     lengths: tf.Tensor,
-    ngram: tuple[tf.Tensor, tf.Tensor, float] | None,
-    steps: int,
-    segment: tuple,
     k: tf.Tensor,
+    steps: int,
+    start: float | tf.Tensor = 0.0,
+    stop: float | tf.Tensor = 1.0,
+    ngram: NgramTerm | None = None,
     midpoints: bool | tf.Tensor = False,
 ) -> dict[str, tf.Tensor]:
     """Integrated gradients over one segment of the straight path, both branches at once.
 
     Args:
-        logits_fn: embedded rows [rows, time, dim] and their lengths [rows] -> the LSTM's
-            logits [rows, classes] (not called when the mix gives the LSTM no weight).
+        logits_fn: as `Explained.logits_fn`.
         x: the texts' embeddings [batch, time, dim], zero on padding.
         lengths: each text's real steps [batch].
-        ngram: (the n-gram sum c_j of each text [batch], the NB-LR bias, the LSTM's weight in
-            the mix), or None for a model without the branch.
-        steps: intervals; the segment's steps + 1 points run as one batch.
-        segment: (start, stop), the part of the path from the baseline (0) to the text (1).
         k: the class whose log-odds are explained [batch]; -1: the predicted one, which a
             trapezoid's segment must then end at the text to see.
+        steps: intervals; the segment's steps + 1 points run as one batch.
+        start: where the segment starts on the path from the baseline (0) to the text (1).
+        stop: where it ends.
+        ngram: the n-gram branch's logit along the path, or None for a model without it.
         midpoints: the intervals' midpoints instead of the trapezoidal rule (see `_rule`).
 
     Returns:
@@ -159,12 +183,13 @@ def integrated_gradients(
         [batch] (the integral of dF/d NB-LR logit over it), `first` and `last` (F at the
         trapezoid's ends), `probabilities` (at its end) and `label_id` (k).
     """
-    points, batch = steps + 1, tf.shape(x)[0]
+    points = steps + 1
+    batch = tf.shape(x)[0]
     grid, weights = _rule(steps, midpoints)
-    alphas = segment[0] + (segment[1] - segment[0]) * grid
+    alphas = start + (stop - start) * grid
     xs = tf.reshape(alphas[:, None, None, None] * x[None], [-1, tf.shape(x)[1], tf.shape(x)[2]])
-    weight = 1.0 if ngram is None else ngram[2]
-    logit = None if ngram is None else ngram[1] + alphas[:, None] * ngram[0][None]  # [A, B]
+    weight = 1.0 if ngram is None else ngram.lstm_weight
+    logit = None if ngram is None else ngram.logit(alphas)  # [points, batch]
     with tf.GradientTape() as tape:
         tape.watch(xs)
         if logit is not None:
@@ -174,12 +199,12 @@ def integrated_gradients(
         log_probs = tf.reshape(_log_probs(lstm, flat_logit, weight), [points, batch, -1])
         predicted = tf.argmax(log_probs[-1], -1, output_type=tf.int32)
         k = tf.where(k < 0, predicted, k)
-        f = _log_odds(log_probs, k)  # [A, B]
+        f = _log_odds(log_probs, k)  # [points, batch]
         total = tf.reduce_sum(f)
     sources = [xs] + ([logit] if logit is not None else [])
     grads = tape.gradient(total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
     path = tf.reshape(grads[0], tf.concat([[points], tf.shape(x)], 0))
-    weights *= segment[1] - segment[0]
+    weights *= stop - start
     return {
         "lstm": tf.reduce_sum(x * tf.tensordot(weights, path, 1), -1),
         "dlogit": tf.tensordot(weights, grads[1], 1) if logit is not None else tf.zeros([batch]),
@@ -190,28 +215,27 @@ def integrated_gradients(
     }
 
 
-def _explain_chunk(ids, embeddings, logits_fn, scoring, classes: int, path: tuple, k) -> dict:
-    """Attributions and scores of right-padded ids [batch, time] (no column all padding),
-    the path (steps, segments, midpoints) cut into `segments` of `steps` intervals, run from
-    the text back to the baseline, so that the first finds the predicted class where `k` is -1.
-    """
+def _explain_chunk(ids: tf.Tensor, model: Explained, path: PathPass, k: tf.Tensor) -> dict:
+    """Attributions and scores of right-padded ids [batch, time] (no column all padding) over
+    one pass, its segments run from the text back to the baseline, so that the first finds
+    the predicted class where `k` is -1."""
     lengths = tf.math.count_nonzero(ids, 1, dtype=tf.int32)
     real = tf.sequence_mask(lengths, tf.shape(ids)[1], tf.float32)
-    x = tf.gather(embeddings, ids) * real[:, :, None]
-    ngram, shares = None, None
-    if scoring is not None:
-        shares = ngram_shares(scoring, ids)
-        bias = tf.convert_to_tensor(scoring.bias)
-        ngram = (tf.reduce_sum(shares, 1), bias, float(scoring.lstm_weight))
-    steps, segments, midpoints = path
-    cut = tf.cast(segments, tf.float32)
+    x = tf.gather(model.embeddings, ids) * real[:, :, None]
+    ngram = shares = None
+    if model.ngrams is not None:
+        shares = ngram_shares(model.ngrams, ids)
+        bias = tf.convert_to_tensor(model.ngrams.bias)
+        ngram = NgramTerm(tf.reduce_sum(shares, 1), bias, float(model.ngrams.lstm_weight))
+    cut = tf.cast(path.segments, tf.float32)
 
     def body(s, out):
-        at, k = tf.cast(s, tf.float32), out["label_id"]
+        at = tf.cast(s, tf.float32)
         part = integrated_gradients(
-            logits_fn, x, lengths, ngram, steps, (at / cut, (at + 1) / cut), k, midpoints
-        )
-        last = tf.equal(s, segments - 1)
+            model.logits_fn, x, lengths, out["label_id"], path.steps,
+            start=at / cut, stop=(at + 1) / cut, ngram=ngram, midpoints=path.midpoints,
+        )  # fmt: skip
+        last = tf.equal(s, path.segments - 1)
         return s - 1, {
             "lstm": out["lstm"] + part["lstm"],
             "dlogit": out["dlogit"] + part["dlogit"],
@@ -222,9 +246,9 @@ def _explain_chunk(ids, embeddings, logits_fn, scoring, classes: int, path: tupl
         }
 
     n = tf.shape(ids)[0]
-    out = {"lstm": tf.zeros_like(real), "dlogit": tf.zeros([n]), "score": tf.zeros([n])}
-    out.update(baseline_score=tf.zeros([n]), probabilities=tf.zeros([n, classes]), label_id=k)
-    out = tf.while_loop(lambda s, _: s >= 0, body, (segments - 1, out))[1]
+    out = {"lstm": tf.zeros_like(real), "dlogit": tf.zeros([n]), "label_id": k}
+    out.update(_zero_scores(n, model.classes))
+    out = tf.while_loop(lambda s, _: s >= 0, body, (path.segments - 1, out))[1]
     attributions = out.pop("lstm") * real
     dlogit = out.pop("dlogit")
     if shares is not None:
@@ -232,34 +256,40 @@ def _explain_chunk(ids, embeddings, logits_fn, scoring, classes: int, path: tupl
     return {"attributions": attributions, **out}
 
 
-def _in_chunks(ids, embeddings, logits_fn, scoring, classes: int, path: tuple, k) -> dict:
+def _zero_scores(n: tf.Tensor, classes: int) -> dict[str, tf.Tensor]:
+    """The scores and probabilities of `n` texts before any pass: zeros."""
+    return {
+        "score": tf.zeros([n]),
+        "baseline_score": tf.zeros([n]),
+        "probabilities": tf.zeros([n, classes]),
+    }
+
+
+def _in_chunks(ids: tf.Tensor, model: Explained, path: PathPass, k: tf.Tensor) -> dict:
     """`_explain_chunk` over right-padded ids [batch, time], CHUNK_CELLS path cells at a time.
 
     Texts go longest first, so a chunk pads little; each chunk holds as many texts as fit
     (at least one), which bounds the memory of a request of any size: more segments take
     more time, never more memory.
     """
-    n, width = tf.shape(ids)[0], tf.shape(ids)[1]
+    n = tf.shape(ids)[0]
+    width = tf.shape(ids)[1]
     lengths = tf.math.count_nonzero(ids, 1, dtype=tf.int32)
     order = tf.argsort(lengths, direction="DESCENDING", stable=True)
 
     def body(start, results):
         longest = tf.maximum(tf.gather(lengths, order[start]), 1)
-        count = tf.clip_by_value(CHUNK_CELLS // ((path[0] + 1) * longest), 1, n - start)
+        count = tf.clip_by_value(CHUNK_CELLS // ((path.steps + 1) * longest), 1, n - start)
         rows = order[start : start + count]
-        chunk = tf.gather(ids, rows)[:, :longest]
-        out = _explain_chunk(
-            chunk, embeddings, logits_fn, scoring, classes, path, tf.gather(k, rows)
-        )
+        out = _explain_chunk(tf.gather(ids, rows)[:, :longest], model, path, tf.gather(k, rows))
         out["attributions"] = tf.pad(out["attributions"], [[0, 0], [0, width - longest]])
-        at = rows[:, None]
         return start + count, {
-            key: tf.tensor_scatter_nd_update(v, at, out[key]) for key, v in results.items()
+            key: tf.tensor_scatter_nd_update(v, rows[:, None], out[key])
+            for key, v in results.items()
         }
 
-    results = {"attributions": tf.zeros([n, width]), "score": tf.zeros([n])}
-    results.update(baseline_score=tf.zeros([n]), probabilities=tf.zeros([n, classes]))
-    results["label_id"] = k
+    results = {"attributions": tf.zeros([n, width]), "label_id": k}
+    results.update(_zero_scores(n, model.classes))
     return tf.while_loop(lambda start, _: start < n, body, (0, results))[1]
 
 
@@ -267,17 +297,10 @@ def completeness_error(out: dict) -> tf.Tensor:
     """|sum of attributions - (score - baseline_score)| over its bound per text (<= 1: complete)."""
     gap = out["score"] - out["baseline_score"]
     error = tf.abs(tf.reduce_sum(out["attributions"], 1) - gap)
-    return error / tf.maximum(TOLERANCE[0] * tf.abs(gap), TOLERANCE[1])
+    return error / tf.maximum(RELATIVE_TOLERANCE * tf.abs(gap), ABSOLUTE_TOLERANCE)
 
 
-def explain_ids(
-    ids: tf.Tensor,
-    embeddings: tf.Tensor,
-    logits_fn: LogitsFn,
-    scoring: NgramScoring | None,
-    classes: int,
-    steps: int = STEPS,
-) -> dict[str, tf.Tensor]:
+def explain_ids(ids: tf.Tensor, model: Explained, steps: int = STEPS) -> dict[str, tf.Tensor]:
     """Explain right-padded ids [batch, time]: the trapezoid with `steps` intervals, in chunks;
     then, while a text's completeness error passes REFINE_AT of its bound, the midpoints of
     its intervals, which halve them (up to MAX_INTERVALS).
@@ -286,19 +309,19 @@ def explain_ids(
         `attributions` [batch, time], `score`, `baseline_score`, `probabilities`, `label_id`.
     """
     n = tf.shape(ids)[0]
-    results = {"attributions": tf.zeros(tf.shape(ids)), "score": tf.zeros([n])}
-    results.update(baseline_score=tf.zeros([n]), probabilities=tf.zeros([n, classes]))
+    results = {"attributions": tf.zeros(tf.shape(ids)), **_zero_scores(n, model.classes)}
     results["label_id"] = tf.fill([n], -1)  # the predicted class, found on the first pass
 
     def body(segments, rough, results):
         refining = segments > 0  # 0: the first pass, the trapezoid over the whole path
-        path = (steps, tf.maximum(segments, 1), refining)
-        k, at = tf.gather(results["label_id"], rough), rough[:, None]
-        again = _in_chunks(tf.gather(ids, rough), embeddings, logits_fn, scoring, classes, path, k)
+        path = PathPass(steps, tf.maximum(segments, 1), midpoints=refining)
+        k = tf.gather(results["label_id"], rough)
+        again = _in_chunks(tf.gather(ids, rough), model, path, k)
         halved = (tf.gather(results["attributions"], rough) + again["attributions"]) / 2
         again["attributions"] = tf.where(refining, halved, again["attributions"])
         updated = {
-            key: tf.tensor_scatter_nd_update(v, at, again[key]) for key, v in results.items()
+            key: tf.tensor_scatter_nd_update(v, rough[:, None], again[key])
+            for key, v in results.items()
         }
         # A refining pass only halves the intervals: scores, probabilities and labels stay.
         results = {
@@ -354,7 +377,8 @@ def explain_function(
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")], autograph=False)
     def explain(text):
         tokens, ids = tokens_and_ids(pre, text)
-        out = explain_ids(ids, network.embeddings, logits_fn, ngrams, len(class_names), steps)
+        model = Explained(network.embeddings, logits_fn, len(class_names), ngrams)
+        out = explain_ids(ids, model, steps)
         return _outputs(tokens, out, class_names)
 
     return explain
@@ -377,11 +401,13 @@ def keras_explain_function(model: keras.Model, steps: int = STEPS):
         >>> explain = keras_explain_function(run.model)  # doctest: +SKIP
         >>> explain(tf.constant(["A dull film."]))["tokens"]  # doctest: +SKIP
     """
-    (pre, network, mix), class_names = split_text_model(model), class_names_of(model)
+    pre, network, mix = split_text_model(model)
+    class_names = class_names_of(model)
     embedding, *body, dense = network.layers
 
     def logits_fn(xs: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
-        h, mask = xs, tf.sequence_mask(lengths, tf.shape(xs)[1])
+        h = xs
+        mask = tf.sequence_mask(lengths, tf.shape(xs)[1])
         for layer in body:
             masked = "mask" in inspect.signature(layer.call).parameters
             h = layer(h, mask=mask, training=False) if masked else layer(h, training=False)
@@ -391,7 +417,7 @@ def keras_explain_function(model: keras.Model, steps: int = STEPS):
     def explain(text):
         tokens, ids = tokens_and_ids(pre, text)
         embeddings = tf.convert_to_tensor(embedding.embeddings)
-        out = explain_ids(ids, embeddings, logits_fn, mix, len(class_names), steps)
+        out = explain_ids(ids, Explained(embeddings, logits_fn, len(class_names), mix), steps)
         return _outputs(tokens, out, class_names)
 
     return explain

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from keras_sentiment.network.ngrams import NgramMix, NgramScoring
 from keras_sentiment.network.serving_network import ServingNetwork
-from keras_sentiment.text.preprocessing import DROPPED, OOV, TextPreprocessor, separate
+from keras_sentiment.text.preprocessing import OOV, TextPreprocessor, ids_of_one
 
 SIGNATURES = ("serving_default", "explain")  # what every export serves
 WARMUP_TEXTS = [
@@ -32,8 +32,8 @@ WARMUP_TEXTS = [
 class ServingNgrams(NgramScoring, tf.Module):
     """The n-gram mix for the served graph: a hash table finds the n-grams, plain variables.
 
-    A binary search takes about 20 dependent probes per n-gram in 830,000 sorted keys, a hash
-    table about one (benchmarks/README.md has the measurements). Exporting the Keras layer
+    A binary search takes log2(keys) dependent probes per n-gram, a hash table about one
+    (benchmarks/README.md, "n-grams found by binary search"). Exporting the Keras layer
     itself would also save each of its weights twice (as the Keras variable and as the
     tf.Variable under it). The table gives each kept n-gram its index + 1 and every other 0,
     whose weight is 0, so a single review's logit needs no mask.
@@ -63,22 +63,6 @@ class ServingNgrams(NgramScoring, tf.Module):
         """NB-LR logit of the positive class for one review's unpadded ids [time]."""
         found, _ = tf.unique(self.table.lookup(self.grams(ids)))  # binary features
         return tf.reduce_sum(tf.gather(self.weights, found)) + self.bias
-
-
-def ids_of_one(pre: TextPreprocessor, text: tf.Tensor) -> tf.Tensor:
-    """The ids `pre` gives one text (a scalar string), unpadded: [time] int32, never empty.
-
-    A single review is the commonest serving request; as a plain vector it needs none of
-    the ragged batch's bookkeeping.
-    """
-    # The op under tf.strings.split, whose ragged wrapping a single text does not need.
-    tokens = tf.raw_ops.StringSplitV2(input=separate(text)[None], sep="").values
-    ids = pre.table.lookup(tokens)
-    if pre.drop:
-        ids = tf.boolean_mask(ids, tf.not_equal(ids, DROPPED))
-    n = pre.sequence_length
-    ids = tf.cast(ids[-n:] if pre.truncate == "pre" else ids[:n], tf.int32)
-    return tf.concat([ids, tf.fill([1 - tf.minimum(tf.size(ids), 1)], OOV)], 0)
 
 
 def known_words(ids: tf.Tensor) -> tf.Tensor:

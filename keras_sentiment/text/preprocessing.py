@@ -127,18 +127,7 @@ class TextPreprocessor(keras.layers.Layer):
         self.table = tf.lookup.StaticHashTable(init, default_value=OOV)
 
     def call(self, texts):
-        tokens = tf.strings.split(separate(texts))
-        ids = tokens.with_flat_values(self.table.lookup(tokens.flat_values))
-        if self.drop:
-            ids = tf.ragged.boolean_mask(ids, tf.not_equal(ids, DROPPED))
-        n = self.sequence_length
-        ids = ids[:, -n:] if self.truncate == "pre" else ids[:, :n]
-        # Right padding only (cuDNN's condition), and at least one column.
-        dense = tf.cast(ids.to_tensor(default_value=PAD), tf.int32)
-        dense = tf.pad(dense, [[0, 0], [0, tf.maximum(0, 1 - tf.shape(dense)[1])]])
-        # An empty review becomes one OOV token: a fully masked row breaks the LSTM on GPU.
-        first = tf.where(tf.equal(dense[:, :1], PAD), OOV, dense[:, :1])
-        return tf.concat([first, dense[:, 1:]], axis=1)
+        return token_ids(self, texts)
 
     @property
     def vocabulary(self) -> list[str]:
@@ -153,6 +142,62 @@ class TextPreprocessor(keras.layers.Layer):
             "mapping": self.mapping,
             "drop": self.drop,
         }
+
+
+def token_ids(pre: TextPreprocessor, texts: tf.Tensor, words: bool = False):
+    """Texts -> the token ids the model reads: every rule of reading, in this one function.
+
+    Split into tokens (`separate`), each looked up in the preprocessor's one table (its lemma's
+    id, OOV for an unknown token, DROPPED for a stopword), stopwords dropped, cut to the
+    sequence length at the end or the start (`truncate`); an empty text reads one OOV token
+    (a fully masked row breaks the LSTM on GPU). The preprocessor's `call`, the served graph's
+    single review (`ids_of_one`) and the explanation's words (`tokens_and_ids`) all read here.
+
+    Args:
+        pre: the preprocessor (its table, `drop`, `sequence_length`, `truncate`).
+        texts: a batch of texts [batch], or one text (a scalar string), the commonest serving
+            request, which as a plain vector needs none of a batch's ragged bookkeeping.
+        words: also return the tokens, aligned with the ids.
+
+    Returns:
+        int32 ids: [batch, time] right-padded with PAD (right padding only: cuDNN's
+        condition), at least one column; for one text [time], unpadded. With `words`, the
+        tokens and the ids, the tokens "" on padding and the vocabulary's OOV token ("[UNK]")
+        for an empty text's one id.
+    """
+    one = texts.shape.rank == 0
+    if one:  # the op under tf.strings.split, without its ragged wrapping
+        tokens = tf.raw_ops.StringSplitV2(input=separate(texts)[None], sep="").values
+    else:
+        tokens = tf.strings.split(separate(texts))
+    ids = tf.cast(pre.table.lookup(tokens), tf.int32)
+    read = [ids, tokens] if words else [ids]  # the ids, and the tokens beside them
+    if pre.drop:
+        read = [tf.ragged.boolean_mask(r, tf.not_equal(ids, DROPPED)) for r in read]
+    n = pre.sequence_length
+    read = [r[..., -n:] if pre.truncate == "pre" else r[..., :n] for r in read]
+    if one:  # [time], at least one step
+        read = [tf.pad(r, [[0, tf.maximum(0, 1 - tf.size(r))]]) for r in read]
+    else:  # [batch, time], at least one column
+        shape = tf.stack([read[0].nrows(), tf.maximum(read[0].bounding_shape(1), 1)])
+        read = [r.to_tensor(pad, shape=shape) for r, pad in zip(read, (PAD, ""))]
+    empty = tf.equal(read[0][..., :1], PAD)  # a text without a token: padding alone
+    unknown = (OOV, tf.constant(pre.vocabulary[OOV]))
+    read = [
+        tf.concat([tf.where(empty, u, r[..., :1]), r[..., 1:]], -1) for r, u in zip(read, unknown)
+    ]
+    return (read[1], read[0]) if words else read[0]
+
+
+def ids_of_one(pre: TextPreprocessor, text: tf.Tensor) -> tf.Tensor:
+    """The ids `pre` gives one text (a scalar string), unpadded: [time] int32, never empty."""
+    return token_ids(pre, text)
+
+
+def tokens_and_ids(pre: TextPreprocessor, texts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """The words the model reads and their ids, aligned: [batch, time], padded with "" and 0;
+    an empty text reads one unknown token, shown as the vocabulary's (`[UNK]`)."""
+    return token_ids(pre, texts, words=True)
 
 
 def adapt_preprocessor(cfg: Config, train_texts: np.ndarray) -> TextPreprocessor:
