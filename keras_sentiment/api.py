@@ -37,6 +37,7 @@ from keras_sentiment.serving.prediction import (
     SavedModelPredictor,
     evaluate_predictor,
     load_predictor,
+    recorded_fit,
 )
 from keras_sentiment.serving.saved_model import (
     export_again,
@@ -323,30 +324,45 @@ def load(path: str | Path) -> Predictor:
 
 
 def evaluate(
-    model: str | Path | Predictor | Run, data: Any = None, split: str = "test", max_test: int = 0
+    model: str | Path | Predictor | Run,
+    data: Any = None,
+    split: str = "test",
+    max_test: int = 0,
+    label_map: str | dict | None = None,
 ) -> dict:
     """The classification report of a trained model on labeled texts.
 
     Args:
         model: a Run, a predictor, or a path `load` takes.
         data: what to score: None for the test split the model was reported on (as its
-            `fit` cut it); a TFDS name, folder or CSV/JSONL file (its `split`; a file whole);
-            or in-memory data as `fit` takes it.
+            `fit` cut it; a `.keras` file finds it in its run folder's config.json); a TFDS
+            name, folder or review file (CSV, JSONL or Parquet: whole; a TFDS data set or
+            folder: its `split`); or in-memory data as `fit` takes it.
         split: the split of a TFDS data set or folder.
         max_test: score at most this many texts (a seeded, stratified sample; 0: all).
+        label_map: the data's labels as the model's classes, where they differ: a dict
+            (`{0: "neg", 1: "pos"}`) or the command line's `"0=neg,1=pos"`.
 
     Returns:
         The report (`accuracy`, `macro_f1`, `per_class`, `confusion_matrix`, ...) with
         `seconds`, the scoring time after loading.
 
+    Raises:
+        UserError: no data on record and none given; a class of the data that is not one of
+            the model's (the message says how to map them); a file that cannot be read.
+
     Example:
         >>> ks.evaluate("saved_models/imdb_lstm_quick", max_test=500)["accuracy"]  # doctest: +SKIP
         0.852
+        >>> ks.evaluate(model, "reviews01.csv", label_map={0: "neg", 1: "pos"})  # doctest: +SKIP
     """
     if isinstance(model, Run):
-        return evaluate_predictor(model.predictor(), data, split, max_test, model.summary)
-    predictor = load_predictor(model) if isinstance(model, (str, Path)) else model
-    return evaluate_predictor(predictor, data, split, max_test)
+        predictor, summary = model.predictor(), model.summary
+    elif isinstance(model, (str, Path)):
+        predictor, summary = load_predictor(model), recorded_fit(model)
+    else:
+        predictor, summary = model, None
+    return evaluate_predictor(predictor, data, split, max_test, summary, label_map)
 
 
 def export(

@@ -28,15 +28,19 @@ def fit(args: argparse.Namespace) -> None:
 
 def evaluate(args: argparse.Namespace) -> None:
     """The test report of an exported model: its own test split, or the data given."""
+    from keras_sentiment.data.sources import parse_label_map
+
+    label_map = parse_label_map(args.label_map)  # a typo is said before TensorFlow starts
     start_tensorflow(serving=True)
     from keras_sentiment.api import evaluate as run_evaluate
-    from keras_sentiment.api import load
     from keras_sentiment.reporting.evaluation import format_report
+    from keras_sentiment.serving.prediction import resolve_version
 
-    predictor = load(args.model_dir)
+    keras_file = Path(args.model_dir).suffix == ".keras"
+    model = Path(args.model_dir) if keras_file else resolve_version(args.model_dir)
     data = args.test_data or args.dataset or None
-    result = run_evaluate(predictor, data, args.split, args.max_test)
-    result["model"] = str(getattr(predictor, "path", args.model_dir))
+    result = run_evaluate(model, data, args.split, args.max_test, label_map)
+    result["model"] = str(model)
     result["data"] = data or "the test split the model was reported on"
     print(json.dumps(result) if args.json else format_report(result), flush=True)
 
@@ -180,10 +184,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "evaluate", "classification report of an exported model")
     p.add_argument("model_dir", help="saved_models/NAME[/VERSION], or a .keras file")
-    p.add_argument("--dataset", default="", help="TFDS name, folder or CSV/JSONL file to score")
-    p.add_argument("--test-data", default="", help="CSV/JSONL file of labeled texts to score")
+    p.add_argument("--dataset", default="", help="TFDS name, folder or review file to score")
+    p.add_argument(
+        "--test-data", default="", help="CSV, JSONL or Parquet file of labeled texts to score"
+    )
     p.add_argument("--split", default="test", help="split of --dataset (default: test)")
     p.add_argument("--max-test", type=int, default=0, help="score at most N texts (0: all)")
+    p.add_argument(
+        "--label-map",
+        default="",
+        metavar="DATA=MODEL,...",
+        help="the data's labels as the model's classes, e.g. 0=neg,1=pos",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = _command(sub, "predict", "label raw texts (arguments, or lines on stdin)")

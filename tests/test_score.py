@@ -9,6 +9,7 @@ import importlib.util
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -305,3 +306,49 @@ def test_a_failed_run_leaves_output_as_it_found_it(tiny_run, tmp_path, monkeypat
     monkeypatch.setattr(scoring, "_json_line", real)
     counts = ks.score(tiny_run["base"], str(data), str(out))
     assert (counts["scored"], counts["failed"]) == (4, 1) and (out / "_SUCCESS").is_file()
+
+
+@pytest.mark.slow
+@needs_beam
+def test_two_worker_processes_score_as_one_process(
+    tiny_run, tiny_data, tmp_path, capsys, monkeypatch
+):
+    """`--direct_num_workers 2 --direct_running_mode multi_processing`: the same rows as one
+    process, row for row, both workers scoring, and a progress line that counts their work."""
+    import keras_sentiment as ks
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    texts = tiny_data[0][:300]
+    lines = [json.dumps({"id": f"r{i}", "text": t}) for i, t in enumerate(texts)]
+    (folder / "a.jsonl").write_text("\n".join(lines[:150] + ["{cut", *lines[150:]]) + "\n")
+    (folder / "b.csv").write_text('id,text\nm1,"two\nlines"\nm2,fine,extra\n')
+    one = ks.score(tiny_run["base"], str(folder), str(tmp_path / "one"))
+    capsys.readouterr()
+    # The progress line as a terminal shows it: its last state when the run ends.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    options = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    two = ks.score(tiny_run["base"], str(folder), str(tmp_path / "two"), pipeline_args=options)
+    shown = capsys.readouterr().err
+    progress = shown.split("\r")[-1]
+
+    def rows(out: str) -> list[dict]:
+        return sorted(read_output(tmp_path / out, "predictions-*.jsonl"), key=lambda r: r["id"])
+
+    assert len(rows("one")) == len(rows("two")) == 301
+    for a, b in zip(rows("one"), rows("two")):
+        assert a["id"] == b["id"] and a["label"] == b["label"], (a, b)
+        for c in a["probabilities"]:  # other batches, other padding: float noise at most
+            assert abs(a["probabilities"][c] - b["probabilities"][c]) < 1e-5
+    errors = [
+        sorted(e["source"] for e in read_output(tmp_path / o, "errors-*")) for o in ("one", "two")
+    ]
+    assert errors[0] == errors[1] and len(errors[0]) == 2
+    assert (
+        {k: one[k] for k in ("read", "scored", "failed", "multiline")}
+        == {k: two[k] for k in ("read", "scored", "failed", "multiline")}
+        == {"read": 303, "scored": 301, "failed": 2, "multiline": 1}
+    )
+    assert progress.startswith("score: 303 rows read, 301 scored, 2 failed, 1 over several lines")
+    assert "2 worker processes" in progress, progress
+    assert "INFO" not in shown and "WARNING" not in shown, shown  # the workers are quiet
