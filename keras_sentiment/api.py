@@ -407,15 +407,23 @@ def export(
 def score(model: str | Path, inputs: str, output: str, **options: Any) -> dict:
     """Score files of reviews with Apache Beam's RunInference (`pip install -e ".[beam]"`).
 
+    Every record of the input comes out once: a prediction, or a row of `errors-*.jsonl` that
+    names its file and line(s) and why (the records are read as `fit` reads them). A run that
+    fails leaves `output` as it found it.
+
     Args:
         model: `saved_models/NAME[/VERSION]` (a path the workers read, on a remote runner).
         inputs: a file pattern or folder of JSONL, CSV, Parquet or text files, a review a row.
         output: a new or empty folder (anything else is refused: no mixed or duplicate rows).
         **options: explain, output_format (jsonl, parquet), input_format, text_field, id_field,
-            num_shards, pipeline_args (Beam's flags; default: the local runner).
+            num_shards, pipeline_args (Beam's flags; default: the local runner in this
+            process; `["--direct_num_workers=2", "--direct_running_mode=multi_processing"]`
+            for two worker processes).
 
     Returns:
-        Rows `read`, `scored` and `failed`, the `output` folder and the `seconds` taken.
+        Records `read`, `scored`, `failed` and `multiline` (over several lines), the `output`
+        folder and the `seconds` taken.
+
     Example:
         >>> ks.score("saved_models/imdb_lstm", "reviews/*.jsonl", "scored")  # doctest: +SKIP
     """

@@ -250,16 +250,20 @@ def _add_score_command(sub) -> None:
 
 
 SCORE_HELP = """\
-Writes OUTPUT/predictions-SSSSS-of-NNNNN.jsonl (or .parquet): one row per good input row with
-id (the row's own id field, else FILE:LINE), label, label_id and probabilities; with --explain,
-words and attributions too (when the model has an `explain` signature). Bad rows (not JSON, no
-text, a text that is not a string, a CSV row with the wrong columns) go to
-OUTPUT/errors-*.jsonl with their source, the reason and the row; they never stop the run.
-OUTPUT must be new or empty: a rerun into a used OUTPUT is refused, never mixed with it.
-OUTPUT/_SUCCESS (the row counts) is written last.
+Writes OUTPUT/predictions-SSSSS-of-NNNNN.jsonl (or .parquet): one row per good input record with
+id (the record's own id field, else FILE:LINE), label, label_id and probabilities; with
+--explain, words and attributions too (when the model has an `explain` signature). Records read
+as fit reads them: a quoted CSV field may span lines (the summary counts such records). Bad
+records (not UTF-8, not JSON, no text, a text that is not a string, a CSV record with the wrong
+number of fields, a quote never closed) go to OUTPUT/errors-*.jsonl with their source
+(FILE:LINE or FILE:FIRST-LAST), the reason and the row; they never stop the run.
+OUTPUT must be new or empty: a rerun into a used OUTPUT is refused, never mixed with it; a run
+that fails leaves it as it was. OUTPUT/_SUCCESS (the row counts) is written last.
 
 Other options go to Apache Beam, as --flag=value after the three paths. Default: the local
-runner (FnApiRunner) in this process, with a progress line. Elsewhere, for example:
+runner (FnApiRunner) in this process, with a progress line; on several worker processes:
+  --direct_num_workers=2 --direct_running_mode=multi_processing
+Elsewhere (the workers need this package with the beam extra; see the README), for example:
   --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
   --runner=FlinkRunner --flink_master=HOST:8081
   --runner=SparkRunner --spark_master_url=spark://HOST:7077

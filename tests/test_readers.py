@@ -123,12 +123,14 @@ def test_parquet_is_a_review_file_for_fit_and_score(tmp_path):
         read_table(path)
 
 
-def test_one_reader_for_fit_evaluate_and_score(tmp_path):
+def test_one_reader_for_fit_evaluate_and_score(tmp_path, capsys):
     """The same file gives the same rows to `fit` (sources) and to `score` (read_rows)."""
     data = '\ufeffid,text,label\r\n1,"Multi\r\nline, with ""quotes""",pos\r\n\r\n2,été,neg\r\n'
     path = tmp_path / "r.csv"
     path.write_bytes(data.encode())
     split, names = read_table(path)
+    said = capsys.readouterr().out
+    assert f"{path}: 1 record(s) span several lines" in said and f"first at {path}:2-3" in said
     with open(path, "rb") as f:
         scored = [text for _, text in read_rows(f, str(path))]
     assert split.texts.tolist() == scored == [b'Multi\r\nline, with "quotes"', "été".encode()]

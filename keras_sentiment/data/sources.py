@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_sentiment.config import Config, UserError, file_format
+from keras_sentiment.config import Config, UserError, data_kind, file_format
 from keras_sentiment.data.readers import Bad, file_records, kind_of, open_file, record_text
 
 
@@ -316,15 +316,16 @@ def to_classes(
 def read_texts(path: Path) -> list[bytes]:
     """Unlabeled texts: a folder of .txt files (one text each), or a .txt file of lines (read
     by `readers.read_records`: blank lines skipped, a line that is not UTF-8 stops it)."""
-    if path.is_dir():
+    kind = data_kind(str(path))
+    if kind == "folder":
         return [f.read_bytes() for f in sorted(path.glob("*.txt"))]
-    if path.is_file() and file_format(str(path)) == "text":
+    if kind == "file" and file_format(str(path)) == "text":
         texts = []
         for record in file_records(path):
             if isinstance(record, Bad):
                 raise UserError(f"unlabeled: {record.source}: {record.reason}")
             texts.append(record.fields["text"])
         return texts
-    if not path.exists():
+    if kind != "file":
         raise UserError(f"unlabeled: {path}: no such file or folder")
     raise UserError(f"unlabeled: {path}: expected a folder of .txt files or a .txt file")
