@@ -311,7 +311,7 @@ def test_a_failed_run_leaves_output_as_it_found_it(tiny_run, tmp_path, monkeypat
 @pytest.mark.slow
 @needs_beam
 def test_two_worker_processes_score_as_one_process(
-    tiny_run, tiny_data, tmp_path, capsys, monkeypatch
+    tiny_run, tiny_data, tmp_path, capfd, monkeypatch
 ):
     """`--direct_num_workers 2 --direct_running_mode multi_processing`: the same rows as one
     process, row for row, both workers scoring, and a progress line that counts their work."""
@@ -324,12 +324,12 @@ def test_two_worker_processes_score_as_one_process(
     (folder / "a.jsonl").write_text("\n".join(lines[:150] + ["{cut", *lines[150:]]) + "\n")
     (folder / "b.csv").write_text('id,text\nm1,"two\nlines"\nm2,fine,extra\n')
     one = ks.score(tiny_run["base"], str(folder), str(tmp_path / "one"))
-    capsys.readouterr()
+    capfd.readouterr()
     # The progress line as a terminal shows it: its last state when the run ends.
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     options = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
     two = ks.score(tiny_run["base"], str(folder), str(tmp_path / "two"), pipeline_args=options)
-    shown = capsys.readouterr().err
+    shown = capfd.readouterr().err  # the worker processes' stderr too
     progress = shown.split("\r")[-1]
 
     def rows(out: str) -> list[dict]:
@@ -352,3 +352,31 @@ def test_two_worker_processes_score_as_one_process(
     assert progress.startswith("score: 303 rows read, 301 scored, 2 failed, 1 over several lines")
     assert "2 worker processes" in progress, progress
     assert "INFO" not in shown and "WARNING" not in shown, shown  # the workers are quiet
+
+
+@pytest.mark.slow
+@needs_beam
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stopped_command_leaves_output_as_it_found_it(tiny_run, tmp_path, stop):
+    """Ctrl-C or `kill` while the pipeline runs: exit 130, one line, OUTPUT new again."""
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import ROOT
+
+    data = tmp_path / "many.txt"
+    data.write_text("A wonderful film, the acting was brilliant.\n" * 400_000)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "keras_sentiment", "score", str(tiny_run["base"]), str(data)]
+    run = subprocess.Popen([*argv, str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and os.listdir(out)) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the writers' beam-temp-* folders: the pipeline runs
+    time.sleep(2)
+    assert run.poll() is None, "the run ended before it could be stopped: give it more rows"
+    run.send_signal(getattr(signal, stop))
+    err = run.communicate(timeout=120)[1]
+    assert run.returncode == 130, err
+    assert not out.exists(), os.listdir(out)
+    assert "left as it was (not there)" in err and "Traceback" not in err, err

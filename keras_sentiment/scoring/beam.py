@@ -22,14 +22,15 @@ import glob
 import json
 import logging
 import os
+import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from typing import Any
 
 from keras_sentiment.config import UserError
 from keras_sentiment.data.readers import (
@@ -45,19 +46,33 @@ from keras_sentiment.serving.client import to_records
 
 @contextlib.contextmanager
 def _quiet_beam() -> Iterator[None]:
-    """Beam's notices below ERROR muted, and no logging set-up left behind by them."""
+    """Beam's notices below ERROR muted, its report of a Ctrl-C too (the traceback of the
+    interrupt it logs on the way out), and no logging set-up left behind by them."""
     root, beam_logger = logging.getLogger(), logging.getLogger("apache_beam")
     handlers, level = list(root.handlers), beam_logger.level
 
     def not_beam(record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR or "apache_beam" not in record.pathname
 
+    def not_interrupt(record: logging.LogRecord) -> bool:
+        return not (record.exc_info and issubclass(record.exc_info[0], KeyboardInterrupt))
+
+    # A logger's filters see only what is logged on it: each of Beam's loggers gets its own.
+    beam_loggers = [beam_logger] + [
+        logger
+        for name, logger in logging.root.manager.loggerDict.items()
+        if name.startswith("apache_beam.") and isinstance(logger, logging.Logger)
+    ]
     root.addFilter(not_beam)  # Beam logs some notices through the root logger itself
+    for logger in beam_loggers:
+        logger.addFilter(not_interrupt)
     beam_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
         root.removeFilter(not_beam)
+        for logger in beam_loggers:
+            logger.removeFilter(not_interrupt)
         beam_logger.setLevel(level)
         if not handlers:  # `logging.warning` gave the root logger a handler: take it back
             root.handlers = []
@@ -74,7 +89,6 @@ try:
         from apache_beam.options.pipeline_options import (
             DirectOptions,
             PipelineOptions,
-            WorkerOptions,
         )
 except ImportError as e:
     if not (e.name or "").startswith("apache_beam"):
@@ -378,28 +392,79 @@ def _progress(folder: str | None) -> Iterator[None]:
             print("\r" + line(), file=sys.stderr, flush=True)
 
 
-def _options(pipeline_args: Sequence[str]) -> tuple[PipelineOptions, Any, int]:
-    """Beam's options, the runner (FnApiRunner unless one is named) and how many workers of
-    the local runner score at once (0: another runner; 1: in this process)."""
+@contextlib.contextmanager
+def _stops_as_interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (`kill`, a scheduler stopping the job) raise KeyboardInterrupt with a
+    message, so a stopped run restores OUTPUT, and Beam, which re-raises an exception from a
+    step with the step's name added to its first argument, keeps it a KeyboardInterrupt (a bare
+    one becomes a RuntimeError). Only in the main thread, and only over Python's own handlers;
+    the old ones come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    said = {signal.SIGINT: "interrupted", signal.SIGTERM: "score: terminated"}
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(said[signum])
+
+    own = (signal.default_int_handler, signal.SIG_DFL)
+    previous = {n: signal.getsignal(n) for n in said}
+    for number, handler in previous.items():
+        if handler in own:
+            signal.signal(number, stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _options(pipeline_args: Sequence[str]) -> tuple[PipelineOptions, int]:
+    """Beam's options, and how many workers of the local runner score at once (0: another
+    runner is named; 1: the FnApiRunner in this process)."""
     options = PipelineOptions(list(pipeline_args))
     known = options.get_all_options()
     unknown = set(options.get_all_options(retain_unknown_options=True)) - set(known)
     if unknown:
         raise UserError(f"unknown option --{sorted(unknown)[0]} (neither score's nor Beam's)")
     if known["runner"] not in (None, "DirectRunner", "FnApiRunner"):
-        return options, None, 0  # Beam makes the runner the options name
-    # Pinned: since 2.68 the DirectRunner tries Prism, a Go binary it downloads at run time.
-    # The FnApiRunner reads --direct_num_workers and --direct_running_mode itself.
+        return options, 0  # Beam makes the runner the options name
+    direct, workers = options.view_as(DirectOptions), 1
+    if direct.direct_running_mode in ("multi_processing", "multi_threading"):
+        n = direct.direct_num_workers
+        workers = (os.cpu_count() or 1) if n == 0 else (n or 1)  # 0: a worker a core, as Beam
+    return options, workers
+
+
+def _local_runner(options: PipelineOptions, folder: str):
+    """Beam's FnApiRunner, pinned: since 2.68 the DirectRunner tries Prism, a Go binary it
+    downloads at run time. It reads --direct_num_workers itself. For multi_processing it would
+    start each worker as `python -m apache_beam.runners.worker.sdk_worker_main`, whose log lines
+    (INFO and up) land on our stderr: the same command is given here with its stderr in
+    `folder/workers.log`, and the mode switched off so Beam keeps that command (the
+    mode only picks the command: the workers are still separate processes)."""
     from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
     direct = options.view_as(DirectOptions)
-    workers, n = 1, direct.direct_num_workers
-    if direct.direct_running_mode in ("multi_processing", "multi_threading"):
-        workers = (os.cpu_count() or 1) if n == 0 else (n or 1)  # 0: a worker a core, as Beam
-    worker = options.view_as(WorkerOptions)
-    if worker.default_sdk_harness_log_level is None:  # worker processes log INFO to stderr
-        worker.default_sdk_harness_log_level = "ERROR"
-    return options, FnApiRunner(), workers
+    if direct.direct_running_mode != "multi_processing":
+        return FnApiRunner()
+    direct.direct_running_mode = "in_memory"
+    log = shlex.quote(os.path.join(folder, "workers.log"))
+    command = f"{shlex.quote(sys.executable)} -m apache_beam.runners.worker.sdk_worker_main"
+    environment = SubprocessSDKEnvironment.from_command_string(f"{command} 2>>{log}")
+    return FnApiRunner(default_environment=environment)
+
+
+def _workers_said(folder: str | None) -> str:
+    """The last lines the worker processes logged above WARNING (a traceback, say), for a run
+    that failed."""
+    path = os.path.join(folder or "", "workers.log")
+    if not folder or not os.path.isfile(path):
+        return ""
+    with open(path, errors="replace") as f:
+        lines = [x.rstrip() for x in f if x.strip() and not x.startswith(("INFO:", "WARNING:"))]
+    return "\n".join(lines[-15:])
 
 
 def _match(pattern: str) -> list[str]:
@@ -448,6 +513,8 @@ def _check_paths(inputs: str, output: str) -> tuple[str, bool]:
     already (it must be new or empty)."""
     if "://" not in inputs and os.path.isdir(inputs):
         inputs = os.path.join(inputs, "*")
+    elif "://" not in inputs and not os.path.dirname(inputs):
+        inputs = os.path.join(".", inputs)  # Beam's local glob matches nothing for `*.csv`
     if not _match(inputs):
         raise UserError(f"{inputs}: no file matches")
     if "://" in output:
@@ -508,19 +575,20 @@ def score_files(
     if output_format not in ("jsonl", "parquet") or input_format not in FORMATS:
         raise UserError(f"score: output as jsonl or parquet, input as one of {', '.join(FORMATS)}")
     with _quiet_beam():
-        options, runner, workers = _options(pipeline_args)
+        options, workers = _options(pipeline_args)
         model_dir, (inputs, existed) = _model_dir(model), _check_paths(inputs, output)
         settings = dict(input_format=input_format, fields=(text_field, id_field))
         settings.update(spread=workers != 1, num_shards=num_shards, output_format=output_format)
         if output_format == "parquet":
             settings["class_names"] = _class_names(model_dir)
         explain = explain and _has_explain(model_dir)
-        folder = tempfile.mkdtemp(prefix="keras_sentiment_score_") if runner else None
+        folder = tempfile.mkdtemp(prefix="keras_sentiment_score_") if workers else None
+        runner = _local_runner(options, folder) if folder else None
         try:
             handler = SavedModelHandler(model_dir, explain, tally=Tally(folder))
             pipeline = beam.Pipeline(runner=runner, options=options)
             _build(pipeline, inputs, output, handler, settings)
-            with _progress(folder):
+            with _progress(folder), _stops_as_interrupts():
                 result = pipeline.run()
                 result.wait_until_finish()
             counts = {**_counts(result), "output": output}
@@ -531,8 +599,11 @@ def score_files(
                 done["multiline_sources"] = sources
             with FileSystems.create(FileSystems.join(output, "_SUCCESS")) as f:
                 f.write(json.dumps(done).encode())  # last: the run is complete
-        except BaseException:
+        except BaseException as e:
             _restore(output, existed)
+            said = "" if isinstance(e, KeyboardInterrupt) else _workers_said(folder)
+            if said:
+                print(f"score: the worker processes' last lines:\n{said}", file=sys.stderr)
             was = "an empty folder" if existed else "not there"
             print(
                 f"score: stopped; {output} is left as it was ({was}): the same command runs again",
