@@ -30,21 +30,17 @@ def test_labels_the_model_spells_otherwise_need_a_map_and_the_error_gives_it(
     assert result["support"] == 60 and result["accuracy"] >= 0.85
     words = [(t, "positive" if y == "pos" else "negative") for t, y in zip(texts, labels)]
     named = write_csv(tmp_path / "named.csv", words)
+    predictor = ks.load(tiny_run["base"])
     with pytest.raises(ks.UserError, match="--label-map negative=neg,positive=pos"):
-        ks.evaluate(tiny_run["base"], str(named))
-    mapped = ks.evaluate(
-        tiny_run["base"], str(named), label_map={"negative": "neg", "positive": "pos"}
-    )
-    assert mapped["accuracy"] == result["accuracy"]
+        ks.evaluate(predictor, str(named))
+    mapped = {"negative": "neg", "positive": "pos"}
+    assert ks.evaluate(predictor, str(named), label_map=mapped)["accuracy"] == result["accuracy"]
     # The data may hold fewer classes than the model; a label the map leaves out is named.
-    only = ks.evaluate(
-        tiny_run["run"],
-        ([t for t, y in words if y == "positive"], ["positive"] * 30),
-        label_map="positive=pos",
-    )
+    positive = ([t for t, y in words if y == "positive"], ["positive"] * 30)
+    only = ks.evaluate(predictor, positive, label_map="positive=pos")
     assert only["support"] == 30 and only["confusion_matrix"][0] == [0, 0]
     with pytest.raises(ks.UserError, match=r"classes \['negative', 'pos'\] differ"):
-        ks.evaluate(tiny_run["run"], str(named), label_map={"positive": "pos"})
+        ks.evaluate(predictor, str(named), label_map={"positive": "pos"})
     assert main([*args, "--label-map", "0:neg"]) == 2
     assert "expected DATA=MODEL pairs" in capsys.readouterr().err
 
