@@ -223,38 +223,43 @@ def _csv_records(f, path: str, columns: Sequence[str], also: Sequence[str]) -> I
     records = _csv_spans(_lines(f))
     for first, last, data, closed in records:
         source, lines = _where(path, first, last), last - first + 1
-        text = _decoded(data, source, first, lines)
-        if isinstance(text, Bad):
-            fields = None
-        else:
-            try:
-                (fields,) = csv.reader([text])
-            except (csv.Error, ValueError) as e:  # ValueError: no row, or several
-                fields = text = bad(source, f"not CSV ({e})", text.rstrip("\r\n"), lines)
-        if header is None:  # the first record is the header
-            if isinstance(text, Bad) or not closed:
-                reason = "an unclosed quote in the header" if closed is False else text.reason
-                skipped = sum(1 for _ in records)
-                yield bad(source, f"the header: {reason}", data.rstrip(b"\r\n"), lines, skipped)
+        fields = _csv_fields(data, source, first, lines)
+        shown = data.rstrip(b"\r\n")
+        if header is None:  # the first record is the header: without it, the file is skipped
+            if isinstance(fields, Bad) or not closed:
+                problem = fields.reason if isinstance(fields, Bad) else "a quote is never closed"
+                reason = f"the header: {problem}"
+            else:
+                missing = [c for c in columns if c not in fields]
+                has = ", ".join(fields)
+                reason = missing and f"no column {missing[0]!r}; its columns are {has}"
+            if reason:
+                yield bad(source, reason, shown, lines, skipped=sum(1 for _ in records))
                 return
             header = fields
-            missing = [c for c in columns if c not in header]
-            if missing:
-                skipped = sum(1 for _ in records)
-                reason = f"no column {missing[0]!r}; its columns are {', '.join(header)}"
-                yield bad(source, reason, header, lines, skipped)
-                return
-        elif isinstance(text, Bad):
-            yield text
+        elif isinstance(fields, Bad):
+            yield fields
         elif not closed:
-            reason = f"a quote opened on line {first} is never closed (it runs to the end)"
-            yield bad(source, reason, text.rstrip("\r\n"), lines)
+            reason = "a quote is never closed: the record runs to the end of the file"
+            yield bad(source, reason, shown, lines)
         elif len(fields) != len(header):
             n = len(fields)
             reason = f"{n} column{'s' * (n != 1)}, the header has {len(header)}"
             yield bad(source, reason, fields, lines)
         else:
             yield Record(source, dict(zip(header, fields)), lines)
+
+
+def _csv_fields(data: bytes, source: str, first: int, lines: int) -> list[str] | Bad:
+    """A CSV record's fields as the `csv` module reads them, or why it cannot."""
+    text = _decoded(data, source, first, lines)
+    if isinstance(text, Bad):
+        return text
+    try:
+        (fields,) = csv.reader([text])
+    except (csv.Error, ValueError) as e:  # ValueError: no row, or several
+        return bad(source, f"not CSV ({e})", text.rstrip("\r\n"), lines)
+    return fields
 
 
 def _csv_spans(lines: Iterator[bytes]) -> Iterator[tuple[int, int, bytes, bool]]:
