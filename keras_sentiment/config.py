@@ -99,7 +99,7 @@ class Config:
 
     Args:
         name: the model's name (default: from the data, see `default_name`).
-        dataset: a TFDS name, an aclImdb-style folder, or a CSV/JSONL file.
+        dataset: a TFDS name, an aclImdb-style folder, or a CSV/JSONL/Parquet file.
         max_train, max_test: cut the data to a seeded, stratified slice (0: all).
         epochs, lstm_units, ...: the rest of the recipe; see the fields below.
 
@@ -137,8 +137,8 @@ class Config:
     max_train: int = field(default=0, metadata={"help": "use at most N training texts (0: all)"})
     max_test: int = field(default=0, metadata={"help": "use at most N test texts (0: all)"})
     validation_fraction: float = field(default=0.1, metadata={"help": "share of train held out"})
-    text_column: str = field(default="text", metadata={"help": "CSV/JSONL column of the texts"})
-    label_column: str = field(default="label", metadata={"help": "CSV/JSONL column of the labels"})
+    text_column: str = field(default="text", metadata={"help": "column of the texts"})
+    label_column: str = field(default="label", metadata={"help": "column of the labels"})
 
     # Preprocessing.
     lemmatize: bool = field(
