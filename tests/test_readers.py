@@ -73,7 +73,7 @@ def test_bytes_that_are_not_utf8_are_an_error_for_their_record_only():
 
 
 def test_jsonl_messages_name_the_line_and_what_is_wrong():
-    data = b'{"id": "a", "text": "fine"}\n\n{"id": "b", "text": "cut he\n[1, 2]\n'
+    data = b'{"id": "a", "text": "fine"}\n\n{"id": "b", "text": "cut he\n[1, 2]\n"text"\n'
     data += b'{"title": "x"}\n{"id": "\\udce9", "text": "x"}\n{"text": "caf\xe9"}\n'
     rows = list(read_rows(io.BytesIO(data), "r.jsonl"))
     assert rows[0] == (("a", "r.jsonl:1"), b"fine")
@@ -81,9 +81,10 @@ def test_jsonl_messages_name_the_line_and_what_is_wrong():
     assert reasons == {
         "r.jsonl:3": "not JSON (unterminated string starting at column 21)",
         "r.jsonl:4": "not a JSON object but an array",
-        "r.jsonl:5": "no 'text' field (this one has: title)",
-        "r.jsonl:6": "'id' holds a lone surrogate (\\u escape)",
-        "r.jsonl:7": "not UTF-8 (byte 0xe9 at column 14)",
+        "r.jsonl:5": "not a JSON object but a string",
+        "r.jsonl:6": "no 'text' field (this one has: title)",
+        "r.jsonl:7": "'id' holds a lone surrogate (\\u escape)",
+        "r.jsonl:8": "not UTF-8 (byte 0xe9 at column 14)",
     }
     json.dumps(rows[1:], ensure_ascii=False).encode("utf-8")  # every error is writable
 

@@ -125,6 +125,7 @@ def input_format(path: str) -> str:
 def kind_of(value: Any) -> str:
     """What a JSON value is, for a reason: "null", "a number", "an array", ..."""
     names = {type(None): "null", bool: "a boolean", int: "a number", float: "a number"}
+    names[str] = "a string"
     return names.get(type(value)) or {list: "an array", dict: "an object"}.get(
         type(value), f"a {type(value).__name__}"
     )
