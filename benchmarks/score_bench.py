@@ -10,11 +10,12 @@ kept too), (2) `python -m keras_sentiment score MODEL reviews.jsonl OUT` as a us
 whole command, Python, TensorFlow and Beam start-up included), on Beam's FnApiRunner in that
 process, and (3) the same command with `--direct_num_workers N --direct_running_mode
 multi_processing` (N = --workers; 0 leaves it out). The order rotates between rounds; medians
-are compared. Each command's CPU seconds (its worker processes included) over its wall seconds
-say how many cores it kept busy. It checks that every review comes out once with the
-predictor's label and probabilities (`evaluate` scores the same texts with the same predictor),
-in each score run, that the 10 bad lines are in `errors`, and prints the ratios: predictor
-seconds over score seconds (the issue bounds it: at least 0.7), one worker's seconds over N's.
+are compared. Each command's CPU seconds (its worker processes included) are the work it did,
+which other load on the machine leaves alone; over its wall seconds they say how many cores it
+kept busy. It checks that every review comes out once with the predictor's label and
+probabilities (`evaluate` scores the same texts with the same predictor) in each score run, and
+that the 10 bad lines are in `errors`; it prints the ratios: predictor seconds over score
+seconds (the issue bounds it: at least 0.7), one worker's seconds over N's.
 """
 
 from __future__ import annotations
@@ -179,6 +180,7 @@ def main() -> None:
             seconds, busy, _ = found[name]
             if name != "predictor":
                 row[f"{name}_seconds"] = round(seconds, 1)
+            row[f"{name}_cpu_seconds"] = round(busy, 1)  # the work done, whatever else runs
             row[f"{name}_cores_busy"] = round(busy / seconds, 2)
         rounds.append(row)
         said = "; ".join(f"{name} said: {found[name][2]}" for name in names[1:])
