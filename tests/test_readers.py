@@ -87,6 +87,9 @@ def test_jsonl_messages_name_the_line_and_what_is_wrong():
         "r.jsonl:8": "not UTF-8 (byte 0xe9 at column 14)",
     }
     json.dumps(rows[1:], ensure_ascii=False).encode("utf-8")  # every error is writable
+    odd = "caf\udce9.txt"  # a file name that is not UTF-8, as Python decodes it
+    ((key, source), _), *_ = read_rows(io.BytesIO(b"fine\n"), odd)
+    assert key == source == "caf\ufffd.txt:1"
 
 
 @pytest.mark.parametrize("suffix", ["", ".gz", ".bz2", ".xz", ".deflate"])

@@ -107,7 +107,11 @@ def _writable(value: Any) -> Any:
     if isinstance(value, str):
         if len(value) > MAX_SHOWN:
             value = value[:MAX_SHOWN] + "..."
-        return value.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+        try:  # a byte Python kept as a surrogate (file names) becomes one U+FFFD
+            data = value.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # other lone surrogates (JSON's \ud800): one per byte
+            data = value.encode("utf-8", "surrogatepass")
+        return data.decode("utf-8", "replace")
     if isinstance(value, dict):
         return {str(_writable(k)): _writable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -360,7 +364,8 @@ def read_records(
     Yields:
         `Record` or `Bad`, one per record of the input.
     """
-    yield from _READERS[input_format(path) if fmt == "auto" else fmt](f, path, columns, also)
+    reader = _READERS[input_format(path) if fmt == "auto" else fmt]
+    yield from reader(f, _writable(path), columns, also)  # a file name's odd bytes: U+FFFD
 
 
 # --- local files ----------------------------------------------------------------------------
