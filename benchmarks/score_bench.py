@@ -1,17 +1,21 @@
-"""Bench row: the IMDB test reviews through `score` (Beam, local runner) against the in-process
-predictor, in one run, on the same machine.
+"""Bench rows: the IMDB test reviews through `score` (Beam, local runner) on one worker and on
+several worker processes, against the in-process predictor, in one run, on the same machine.
 
-    python -m benchmarks.score_bench --model saved_models/NAME[/VERSION] [--rounds 3]
+    python -m benchmarks.score_bench --model saved_models/NAME[/VERSION] [--rounds 3] [--workers 2]
 
 Writes the test split (25,000 reviews) as JSONL with ids plus 10 malformed lines, then, in each
 round and in fresh processes, times (1) `SavedModelPredictor`: loading the model and scoring every
 good row, timed inside its process once TensorFlow has started (its whole process's wall time is
-kept too), and (2) `python -m keras_sentiment score MODEL reviews.jsonl OUT` as a user runs it:
-the whole command, Python, TensorFlow and Beam start-up included. The order alternates between
-rounds; medians are compared. It checks that every review comes out once with the predictor's
-label and probabilities (`evaluate` scores the same texts with the same predictor), that the 10
-bad lines are in `errors`, and prints the ratio the issue bounds: predictor seconds over score
-seconds, at least 0.7.
+kept too), (2) `python -m keras_sentiment score MODEL reviews.jsonl OUT` as a user runs it (the
+whole command, Python, TensorFlow and Beam start-up included), on Beam's FnApiRunner in that
+process, and (3) the same command with `--direct_num_workers N --direct_running_mode
+multi_processing` (N = --workers; 0 leaves it out). The order rotates between rounds; medians
+are compared. Each command's CPU seconds (its worker processes included) are the work it did,
+which other load on the machine leaves alone; over its wall seconds they say how many cores it
+kept busy. It checks that every review comes out once with the predictor's label and
+probabilities (`evaluate` scores the same texts with the same predictor) in each score run, and
+that the 10 bad lines are in `errors`; it prints the ratios: predictor seconds over score
+seconds (the issue bounds it: at least 0.7), one worker's seconds over N's.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import glob
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -121,14 +126,18 @@ def predictor_run(model: str, data: Path, ref: Path) -> None:
     print(json.dumps({"load": loaded - start, "score": done - loaded, "seconds": done - start}))
 
 
-def timed(argv: list[str]) -> tuple[float, str]:
-    """A subprocess's wall seconds (start-up included) and the last line it printed."""
+def timed(argv: list[str]) -> tuple[float, float, str]:
+    """A subprocess's wall seconds (start-up included), its CPU seconds (its own processes
+    included: the getrusage of waited-for descendants) and the last line it printed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run([sys.executable, *argv], capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if done.returncode:
         sys.exit(f"{argv[:3]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return seconds, done.stdout.strip().splitlines()[-1]
+    return seconds, cpu, done.stdout.strip().splitlines()[-1]
 
 
 def main() -> None:
@@ -136,6 +145,7 @@ def main() -> None:
     parser.add_argument("--model", required=True, help="saved_models/NAME[/VERSION]")
     parser.add_argument("--max-test", type=int, default=0, help="first N reviews (0: all)")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (0: skip)")
     parser.add_argument("--json", default="", help="also write the row to this file")
     parser.add_argument("--predictor-run", nargs=2, metavar=("DATA", "REF"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -151,44 +161,53 @@ def main() -> None:
     data = work / "reviews.jsonl"
     ids = write_reviews(data, texts)
     bench = ["-m", "benchmarks.score_bench", "--model", args.model, "--predictor-run"]
+    many = [f"--direct_num_workers={args.workers}", "--direct_running_mode=multi_processing"]
+    names = ["predictor", "score", "score_workers"] if args.workers > 1 else ["predictor", "score"]
     rounds = []
-    for r in range(args.rounds):  # fresh processes, cold caches; the order alternates
+    for r in range(args.rounds):  # fresh processes, cold caches; the order rotates
+        score = ["-m", "keras_sentiment", "score", args.model, str(data)]
         argvs = {
             "predictor": [*bench, str(data), str(work / "ref.npz")],
-            "score": [
-                "-m",
-                "keras_sentiment",
-                "score",
-                args.model,
-                str(data),
-                str(work / f"out{r}"),
-            ],
+            "score": [*score, str(work / f"one{r}")],
+            "score_workers": [*score, str(work / f"many{r}"), *many],
         }
-        order = ["predictor", "score"] if r % 2 == 0 else ["score", "predictor"]
+        order = names[r % len(names) :] + names[: r % len(names)]
         found = {name: timed(argvs[name]) for name in order}
-        inner = json.loads(found["predictor"][1])
-        rounds.append({"predictor_seconds": round(inner["seconds"], 1),
-                       "predictor_process_seconds": round(found["predictor"][0], 1),
-                       "score_seconds": round(found["score"][0], 1)})  # fmt: skip
-        print(f"round {r + 1}: {rounds[-1]}; score said: {found['score'][1]}", flush=True)
+        inner = json.loads(found["predictor"][2])
+        row = {"predictor_seconds": round(inner["seconds"], 1),
+               "predictor_process_seconds": round(found["predictor"][0], 1)}  # fmt: skip
+        for name in names:
+            seconds, busy, _ = found[name]
+            if name != "predictor":
+                row[f"{name}_seconds"] = round(seconds, 1)
+            row[f"{name}_cpu_seconds"] = round(busy, 1)  # the work done, whatever else runs
+            row[f"{name}_cores_busy"] = round(busy / seconds, 2)
+        rounds.append(row)
+        said = "; ".join(f"{name} said: {found[name][2]}" for name in names[1:])
+        print(f"round {r + 1}: {row}; {said}", flush=True)
     ref = np.load(work / "ref.npz")
     reference = {k: ref[k] for k in ("probabilities", "label", "classes")}
-    median = {k: round(float(np.median([x[k] for x in rounds])), 1) for k in rounds[0]}
+    median = {k: round(float(np.median([x[k] for x in rounds])), 2) for k in rounds[0]}
+    last = args.rounds - 1
     row = {
-        "row": "score (Beam RunInference, local runner) vs in-process SavedModelPredictor",
+        "row": "score (Beam RunInference, local runner: one worker and worker processes) vs "
+        "in-process SavedModelPredictor",
         "model": args.model,
         "reviews": n,
         "bad_lines": len(BAD_LINES),
+        "workers": args.workers,
         "rounds": rounds,
         **{f"median_{k}": v for k, v in median.items()},
         "ratio": round(median["predictor_seconds"] / median["score_seconds"], 3),
         "ratio_process_to_process": round(
             median["predictor_process_seconds"] / median["score_seconds"], 3
         ),
-        **check(ids, reference, labels, work / f"out{args.rounds - 1}"),
-        "cpu": cpu(),
-        "load_average_1min": os.getloadavg()[0],
+        "check_one_worker": check(ids, reference, labels, work / f"one{last}"),
     }
+    if args.workers > 1:
+        row["speedup_workers"] = round(median["score_seconds"] / median["score_workers_seconds"], 3)
+        row["check_workers"] = check(ids, reference, labels, work / f"many{last}")
+    row.update(cpu=cpu(), load_average_1min=os.getloadavg()[0])
     print(json.dumps(row, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(row, indent=1) + "\n")

@@ -38,6 +38,7 @@ from keras_sentiment.serving.prediction import (
     SavedModelPredictor,
     evaluate_predictor,
     load_predictor,
+    recorded_fit,
 )
 from keras_sentiment.serving.saved_model import (
     export_again,
@@ -352,30 +353,45 @@ def load(path: str | Path) -> Predictor:
 
 
 def evaluate(
-    model: str | Path | Predictor | Run, data: Any = None, split: str = "test", max_test: int = 0
+    model: str | Path | Predictor | Run,
+    data: Any = None,
+    split: str = "test",
+    max_test: int = 0,
+    label_map: str | dict | None = None,
 ) -> dict:
     """The classification report of a trained model on labeled texts.
 
     Args:
         model: a Run, a predictor, or a path `load` takes.
         data: what to score: None for the test split the model was reported on (as its
-            `fit` cut it); a TFDS name, folder or CSV/JSONL file (its `split`; a file whole);
-            or in-memory data as `fit` takes it.
+            `fit` cut it; a `.keras` file finds it in its run folder's config.json); a TFDS
+            name, folder or review file (CSV, JSONL or Parquet: whole; a TFDS data set or
+            folder: its `split`); or in-memory data as `fit` takes it.
         split: the split of a TFDS data set or folder.
         max_test: score at most this many texts (a seeded, stratified sample; 0: all).
+        label_map: the data's labels as the model's classes, where they differ: a dict
+            (`{0: "neg", 1: "pos"}`) or the command line's `"0=neg,1=pos"`.
 
     Returns:
         The report (`accuracy`, `macro_f1`, `per_class`, `confusion_matrix`, ...) with
         `seconds`, the scoring time after loading.
 
+    Raises:
+        UserError: no data on record and none given; a class of the data that is not one of
+            the model's (the message says how to map them); a file that cannot be read.
+
     Example:
         >>> ks.evaluate("saved_models/imdb_lstm_quick", max_test=500)["accuracy"]  # doctest: +SKIP
         0.852
+        >>> ks.evaluate(model, "reviews01.csv", label_map={0: "neg", 1: "pos"})  # doctest: +SKIP
     """
     if isinstance(model, Run):
-        return evaluate_predictor(model.predictor(), data, split, max_test, model.summary)
-    predictor = load_predictor(model) if isinstance(model, (str, Path)) else model
-    return evaluate_predictor(predictor, data, split, max_test)
+        predictor, summary = model.predictor(), model.summary
+    elif isinstance(model, (str, Path)):
+        predictor, summary = load_predictor(model), recorded_fit(model)
+    else:
+        predictor, summary = model, None
+    return evaluate_predictor(predictor, data, split, max_test, summary, label_map)
 
 
 def export(
@@ -455,15 +471,23 @@ def _server_files(name: str, output_dir, models_config, batching, base_path_pref
 def score(model: str | Path, inputs: str, output: str, **options: Any) -> dict:
     """Score files of reviews with Apache Beam's RunInference (`pip install -e ".[beam]"`).
 
+    Every record of the input comes out once: a prediction, or a row of `errors-*.jsonl` that
+    names its file and line(s) and why (the records are read as `fit` reads them). A run that
+    fails leaves `output` as it found it.
+
     Args:
         model: `saved_models/NAME[/VERSION]` (a path the workers read, on a remote runner).
         inputs: a file pattern or folder of JSONL, CSV, Parquet or text files, a review a row.
         output: a new or empty folder (anything else is refused: no mixed or duplicate rows).
         **options: explain, output_format (jsonl, parquet), input_format, text_field, id_field,
-            num_shards, pipeline_args (Beam's flags; default: the local runner).
+            num_shards, pipeline_args (Beam's flags; default: the local runner in this
+            process; `["--direct_num_workers=2", "--direct_running_mode=multi_processing"]`
+            for two worker processes).
 
     Returns:
-        Rows `read`, `scored` and `failed`, the `output` folder and the `seconds` taken.
+        Records `read`, `scored`, `failed` and `multiline` (over several lines), the `output`
+        folder and the `seconds` taken.
+
     Example:
         >>> ks.score("saved_models/imdb_lstm", "reviews/*.jsonl", "scored")  # doctest: +SKIP
     """

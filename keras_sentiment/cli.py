@@ -19,8 +19,8 @@ from keras_sentiment.config import (
     FIELDS,
     UserError,
     command_line,
+    data_kind,
     field_help,
-    is_path,
     make_config,
 )
 from keras_sentiment.data.readers import FORMATS
@@ -39,7 +39,7 @@ def _check_model(model_dir: str) -> None:
 
 def _check_file(spec: str, what: str = "") -> None:
     # Only what names a file or folder: a TFDS name, or gs://..., is for later stages to judge.
-    if spec and "://" not in spec and is_path(spec) and not Path(spec).exists():
+    if spec and "://" not in spec and data_kind(spec) == "missing":
         raise UserError(f"{what}{spec}: no such file or folder")
 
 
@@ -74,15 +74,20 @@ def evaluate(args: argparse.Namespace) -> None:
     _check_model(args.model_dir)
     _check_file(args.test_data)
     _check_file(args.dataset)
+
+    from keras_sentiment.data.sources import parse_label_map
+
+    label_map = parse_label_map(args.label_map)  # a typo is said before TensorFlow starts
     start_tensorflow(serving=True)
     from keras_sentiment.api import evaluate as run_evaluate
-    from keras_sentiment.api import load
     from keras_sentiment.reporting.evaluation import format_report
+    from keras_sentiment.serving.prediction import resolve_version
 
-    predictor = load(args.model_dir)
+    keras_file = Path(args.model_dir).suffix == ".keras"
+    model = Path(args.model_dir) if keras_file else resolve_version(args.model_dir)
     data = args.test_data or args.dataset or None
-    result = run_evaluate(predictor, data, args.split, args.max_test)
-    result["model"] = str(getattr(predictor, "path", args.model_dir))
+    result = run_evaluate(model, data, args.split, args.max_test, label_map)
+    result["model"] = str(model)
     result["data"] = data or "the test split the model was reported on"
     print(json.dumps(result) if args.json else format_report(result), flush=True)
 
@@ -233,10 +238,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = _command(sub, "evaluate", "classification report of an exported model")
     p.add_argument("model_dir", help="saved_models/NAME[/VERSION], or a .keras file")
-    p.add_argument("--dataset", default="", help="TFDS name, folder or CSV/JSONL file to score")
-    p.add_argument("--test-data", default="", help="CSV/JSONL file of labeled texts to score")
+    p.add_argument("--dataset", default="", help="TFDS name, folder or review file to score")
+    p.add_argument(
+        "--test-data", default="", help="CSV, JSONL or Parquet file of labeled texts to score"
+    )
     p.add_argument("--split", default="test", help="split of --dataset (default: test)")
     p.add_argument("--max-test", type=int, default=0, help="score at most N texts (0: all)")
+    p.add_argument(
+        "--label-map",
+        default="",
+        metavar="DATA=MODEL,...",
+        help="the data's labels as the model's classes, e.g. 0=neg,1=pos",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
     p = _command(sub, "predict", "label raw texts (arguments, or lines on stdin)")
@@ -298,16 +311,20 @@ def _add_score_command(sub) -> None:
 
 
 SCORE_HELP = """\
-Writes OUTPUT/predictions-SSSSS-of-NNNNN.jsonl (or .parquet): one row per good input row with
-id (the row's own id field, else FILE:LINE), label, label_id and probabilities; with --explain,
-words and attributions too (when the model has an `explain` signature). Bad rows (not JSON, no
-text, a text that is not a string, a CSV row with the wrong columns) go to
-OUTPUT/errors-*.jsonl with their source, the reason and the row; they never stop the run.
-OUTPUT must be new or empty: a rerun into a used OUTPUT is refused, never mixed with it.
-OUTPUT/_SUCCESS (the row counts) is written last.
+Writes OUTPUT/predictions-SSSSS-of-NNNNN.jsonl (or .parquet): one row per good input record with
+id (the record's own id field, else FILE:LINE), label, label_id and probabilities; with
+--explain, words and attributions too (when the model has an `explain` signature). Records read
+as fit reads them: a quoted CSV field may span lines (the summary counts such records). Bad
+records (not UTF-8, not JSON, no text, a text that is not a string, a CSV record with the wrong
+number of fields, a quote never closed) go to OUTPUT/errors-*.jsonl with their source
+(FILE:LINE or FILE:FIRST-LAST), the reason and the row; they never stop the run.
+OUTPUT must be new or empty: a rerun into a used OUTPUT is refused, never mixed with it; a run
+that fails leaves it as it was. OUTPUT/_SUCCESS (the row counts) is written last.
 
 Other options go to Apache Beam, as --flag=value after the three paths. Default: the local
-runner (FnApiRunner) in this process, with a progress line. Elsewhere, for example:
+runner (FnApiRunner) in this process, with a progress line; on several worker processes:
+  --direct_num_workers=2 --direct_running_mode=multi_processing
+Elsewhere (the workers need this package with the beam extra; see the README), for example:
   --runner=DataflowRunner --project=P --region=R --temp_location=gs://B/tmp
   --runner=FlinkRunner --flink_master=HOST:8081
   --runner=SparkRunner --spark_master_url=spark://HOST:7077

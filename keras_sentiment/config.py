@@ -18,7 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-TABLE_SUFFIXES = (".csv", ".jsonl", ".json")
+# Review files by name (`data/readers.py` reads them); a compression suffix is looked through.
+FILE_FORMATS = {".csv": "csv", ".jsonl": "jsonl", ".json": "jsonl", ".ndjson": "jsonl"}
+FILE_FORMATS |= {".parquet": "parquet", ".pq": "parquet", ".txt": "text"}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".lzma", ".zst", ".zstd", ".deflate")
 
 
 class UserError(Exception):
@@ -49,10 +52,48 @@ def command_line() -> Iterator[None]:
         _ON_THE_COMMAND_LINE[0] = before
 
 
-def is_path(dataset: str) -> bool:
-    """Whether a `dataset` value names a file or folder rather than a TFDS data set."""
-    path = Path(dataset)
-    return path.suffix.lower() in TABLE_SUFFIXES or path.exists() or "/" in dataset
+def file_format(path: str) -> str:
+    """A review file's format from its name: csv, jsonl, parquet, else text (`.gz`, `.bz2` and
+    the other compressions Beam reads are looked through).
+
+    Example:
+        >>> file_format("reviews.csv.gz"), file_format("a.ndjson"), file_format("notes")
+        ('csv', 'jsonl', 'text')
+    """
+    return FILE_FORMATS.get(Path(_uncompressed(str(path).lower())).suffix, "text")
+
+
+def _uncompressed(name: str) -> str:
+    for suffix in COMPRESSIONS:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def data_kind(spec: str) -> str:
+    """What a data argument (`dataset`, `test_data`, `unlabeled`, `evaluate`'s data) names.
+
+    The one place that decides it, for every command; it reads only the file system, so the
+    command line can check paths before TensorFlow starts.
+
+    Returns:
+        `memory` (a run's record of in-memory data, "memory:KEY"), `file` (its format:
+        `file_format`), `folder`, `missing` (a path that does not exist: it has a `/` or a
+        review file's suffix), or `tfds` (a TFDS data set's name).
+
+    Example:
+        >>> data_kind("imdb_reviews"), data_kind("no/such/reviews.csv"), data_kind("memory:ab")
+        ('tfds', 'missing', 'memory')
+    """
+    if spec.startswith("memory:"):
+        return "memory"
+    path = Path(spec)
+    if path.is_dir():
+        return "folder"
+    if path.is_file():
+        return "file"
+    named = Path(_uncompressed(spec.lower())).suffix in FILE_FORMATS
+    return "missing" if named or "/" in spec or _uncompressed(spec) != spec else "tfds"
 
 
 def default_name(dataset: str, quick: bool) -> str:
@@ -68,8 +109,8 @@ def default_name(dataset: str, quick: bool) -> str:
     """
     if dataset.startswith("memory:"):
         stem = "memory"
-    elif is_path(dataset):
-        stem = Path(dataset.rstrip("/")).stem
+    elif data_kind(dataset) != "tfds":
+        stem = Path(_uncompressed(dataset.rstrip("/"))).stem
     else:
         stem = dataset.removesuffix("_reviews")
     slug = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_-") or "data"
@@ -112,14 +153,16 @@ class Config:
     # Data.
     dataset: str = field(
         default="imdb_reviews",
-        metadata={"help": "TFDS name, an aclImdb-style folder, or a .csv/.jsonl file"},
+        metadata={"help": "TFDS name, an aclImdb-style folder, or a .csv/.jsonl/.parquet file"},
     )
-    test_data: str = field(default="", metadata={"help": "CSV/JSONL test file (else held out)"})
+    test_data: str = field(
+        default="", metadata={"help": "CSV/JSONL/Parquet test file (else held out)"}
+    )
     max_train: int = field(default=0, metadata={"help": "use at most N training texts (0: all)"})
     max_test: int = field(default=0, metadata={"help": "use at most N test texts (0: all)"})
     validation_fraction: float = field(default=0.1, metadata={"help": "share of train held out"})
-    text_column: str = field(default="text", metadata={"help": "CSV/JSONL column of the texts"})
-    label_column: str = field(default="label", metadata={"help": "CSV/JSONL column of the labels"})
+    text_column: str = field(default="text", metadata={"help": "column of the texts"})
+    label_column: str = field(default="label", metadata={"help": "column of the labels"})
 
     # Preprocessing.
     lemmatize: bool = field(

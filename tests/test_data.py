@@ -120,7 +120,10 @@ def test_max_train_keeps_class_balance():
 @pytest.mark.parametrize(
     "content, message",
     [
-        ("", "no rows|columns"),
+        ("", "data.csv: the file is empty"),
+        ("\n \n", "data.csv: the file is empty"),
+        ("text,label\n", "data.csv: no rows"),
+        ("text,label\na,pos\nb,neg,x\n", "data.csv:3: 3 columns, the header has 2"),
         ("review,label\nx,1\n", "no column 'text'; its columns are review, label"),
         ("text,stars\nx,1\n", "no column 'label'; its columns are text, stars"),
         ("text,label\na,pos\nb,\n", ":3: missing label"),

@@ -9,6 +9,7 @@ import importlib.util
 import io
 import json
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,27 +51,35 @@ def test_jsonl_rows_ids_and_reasons():
     ]
     assert bad["r.jsonl:4"].startswith("not JSON") and "array" in bad["r.jsonl:5"]
     assert bad["r.jsonl:6"] == "'text' is a number, not a string"
-    assert bad["r.jsonl:7"] == "no 'text' field" and "'id' is an array" in bad["r.jsonl:8"]
+    assert bad["r.jsonl:7"] == "no 'text' field (this one has: title)"
+    assert "'id' is an array" in bad["r.jsonl:8"]
     assert bad["r.jsonl:10"] == "'text' is null, not a string"
-    assert bad["r.jsonl:11"].startswith("not JSON")  # invalid UTF-8
+    assert bad["r.jsonl:11"] == "not UTF-8 (byte 0xff at column 1)"
     assert len(rows) == 10  # the blank line is no row
 
 
 def test_csv_rows_count_lines_and_columns():
     data = b'id,text\nc1,"two\nlines"\n\nc2,fine\nc3,too,many\n,"no id"\n'
     rows = rows_of(data, "r.csv")
-    assert rows[0] == (("c1", "r.csv:2"), b"two\nlines")
+    assert rows[0] == (("c1", "r.csv:2-3"), b"two\nlines")  # the lines it spans
     assert rows[1] == (("c2", "r.csv:5"), b"fine")
     assert rows[2]["source"] == "r.csv:6" and rows[2]["reason"] == "3 columns, the header has 2"
     assert rows[2]["row"] == ["c3", "too", "many"] and rows[3] == (("r.csv:7", "r.csv:7"), b"no id")
     (skipped,) = rows_of(b"a,b\n1,2\n3,4\n", "x.csv")
-    assert "no 'text' column" in skipped["reason"] and "skipped" in skipped["reason"]
+    assert skipped["source"] == "x.csv:1" and skipped["reason"] == (
+        "no column 'text'; its columns are a, b; the file's other 2 record(s) are skipped"
+    )
 
 
-def test_text_rows_keep_bytes_and_skip_blank_lines():
+def test_text_rows_skip_blank_lines_and_bytes_that_are_not_utf8_are_errors():
     rows = rows_of(b"good one\r\n\n  \n\xff bad utf-8\nlast", "r.txt")
-    assert [r[1] for r in rows] == [b"good one", b"\xff bad utf-8", b"last"]
-    assert [r[0][0] for r in rows] == ["r.txt:1", "r.txt:4", "r.txt:5"]
+    assert [r[1] for r in rows if isinstance(r, tuple)] == [b"good one", b"last"]
+    assert [r[0][0] for r in rows if isinstance(r, tuple)] == ["r.txt:1", "r.txt:5"]
+    assert rows[1] == {
+        "source": "r.txt:4",
+        "reason": "not UTF-8 (byte 0xff at column 1)",
+        "row": "\ufffd bad utf-8",
+    }
 
 
 # --- the pipeline ------------------------------------------------------------------------------
@@ -234,3 +243,138 @@ def test_the_command_as_a_user_runs_it(tiny_run, tmp_path):
     again = run_cli(*args)
     assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr
     assert "already exists" in again.stderr and sorted(os.listdir(tmp_path / "out")) == before
+
+
+@needs_beam
+def test_bytes_that_are_not_utf8_are_errors_never_a_crash(tiny_run, tmp_path, capsys):
+    """A byte that is not UTF-8 in an id, or in a row that goes to `errors`, once crashed the
+    pipeline while writing (surrogates cannot be encoded) and left `beam-temp-*` in OUTPUT.
+    A quoted field over two lines is one row that says so, in the summary and `_SUCCESS`."""
+    import keras_sentiment as ks
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "latin1.csv").write_bytes(
+        b"id,text\ncaf\xe9,Great film.\nc2,Dull.\nc3,caf\xe9,extra\nc4,Fine.\n"
+    )
+    lines = ["text,id", "Good,c1", "Fine,c2", "Nice,c3", "Dull,c4", '"Unclosed quote,c5']
+    (folder / "q.csv").write_text("\n".join([*lines, 'Fine film.",c6', "Last,c7"]) + "\n")
+    out = tmp_path / "out"
+    counts = ks.score(tiny_run["base"], str(folder), str(out))
+    rows, errors = read_output(out, "predictions-*.jsonl"), read_output(out, "errors-*.jsonl")
+    assert sorted(r["id"] for r in rows) == ["c1", "c2", "c2", "c3", "c4", "c4", "c6", "c7"]
+    assert sorted(e["source"].split("/")[-1] for e in errors) == ["latin1.csv:2", "latin1.csv:4"]
+    assert all("not UTF-8" in e["reason"] and "\ufffd" in str(e["row"]) for e in errors)
+    assert (counts["read"], counts["scored"], counts["failed"]) == (10, 8, 2)
+    assert counts["multiline"] == 1 and not list(out.glob("beam-temp-*"))
+    done = json.loads((out / "_SUCCESS").read_text())
+    assert done["multiline"] == 1 and done["multiline_sources"] == [f"{folder}/q.csv:6-7"]
+    summary = capsys.readouterr().out.splitlines()[-1]
+    assert "10 rows read, 8 scored, 2 failed" in summary
+    assert f"(1 over several lines: a quoted field with line breaks, e.g. {folder}/q.csv:6-7)" in (
+        summary
+    )
+
+
+@needs_beam
+def test_a_failed_run_leaves_output_as_it_found_it(tiny_run, tmp_path, monkeypatch):
+    """A failure in the middle of the pipeline: no `beam-temp-*`, no shards, no `_SUCCESS`, and
+    OUTPUT new or empty as it was; the same command then runs."""
+    import keras_sentiment as ks
+    from keras_sentiment.scoring import beam as scoring
+
+    data = tmp_path / "r.jsonl"
+    ids = ["a", "b", "boom", "c"]
+    data.write_text("".join(json.dumps({"id": i, "text": f"film {i}"}) + "\n" for i in ids))
+    data.open("a").write("not json\n")  # an `errors` shard is written too
+    out = tmp_path / "out"
+    real = scoring._json_line
+
+    def fails_on_boom(record: dict) -> str:
+        if record.get("id") == "boom":
+            raise RuntimeError("injected failure")
+        return real(record)
+
+    monkeypatch.setattr(scoring, "_json_line", fails_on_boom)
+    with pytest.raises(Exception, match="injected failure"):
+        ks.score(tiny_run["base"], str(data), str(out))
+    assert not out.exists()  # it was new
+    out.mkdir()
+    with pytest.raises(Exception, match="injected failure"):
+        ks.score(tiny_run["base"], str(data), str(out))
+    assert os.listdir(out) == []  # it was empty
+    assert scoring._check_paths(str(data), str(out)) == (str(data), True)  # the rerun may go
+
+
+@pytest.mark.slow
+@needs_beam
+def test_two_worker_processes_score_as_one_process(
+    tiny_run, tiny_data, tmp_path, capfd, monkeypatch
+):
+    """`--direct_num_workers 2 --direct_running_mode multi_processing`: the same rows as one
+    process, row for row, both workers scoring, and a progress line that counts their work."""
+    import keras_sentiment as ks
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    texts = tiny_data[0][:300]
+    lines = [json.dumps({"id": f"r{i}", "text": t}) for i, t in enumerate(texts)]
+    (folder / "a.jsonl").write_text("\n".join(lines[:150] + ["{cut", *lines[150:]]) + "\n")
+    (folder / "b.csv").write_text('id,text\nm1,"two\nlines"\nm2,fine,extra\n')
+    one = ks.score(tiny_run["base"], str(folder), str(tmp_path / "one"))
+    capfd.readouterr()
+    # The progress line as a terminal shows it: its last state when the run ends.
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    options = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    two = ks.score(tiny_run["base"], str(folder), str(tmp_path / "two"), pipeline_args=options)
+    shown = capfd.readouterr().err  # the worker processes' stderr too
+    progress = shown.split("\r")[-1]
+
+    def rows(out: str) -> list[dict]:
+        return sorted(read_output(tmp_path / out, "predictions-*.jsonl"), key=lambda r: r["id"])
+
+    assert len(rows("one")) == len(rows("two")) == 301
+    for a, b in zip(rows("one"), rows("two")):
+        assert a["id"] == b["id"] and a["label"] == b["label"], (a, b)
+        for c in a["probabilities"]:  # other batches, other padding: float noise at most
+            assert abs(a["probabilities"][c] - b["probabilities"][c]) < 1e-5
+    errors = [
+        sorted(e["source"] for e in read_output(tmp_path / o, "errors-*")) for o in ("one", "two")
+    ]
+    assert errors[0] == errors[1] and len(errors[0]) == 2
+    assert (
+        {k: one[k] for k in ("read", "scored", "failed", "multiline")}
+        == {k: two[k] for k in ("read", "scored", "failed", "multiline")}
+        == {"read": 303, "scored": 301, "failed": 2, "multiline": 1}
+    )
+    assert progress.startswith("score: 303 rows read, 301 scored, 2 failed, 1 over several lines")
+    assert "2 worker processes" in progress, progress
+    assert "INFO" not in shown and "WARNING" not in shown, shown  # the workers are quiet
+
+
+@pytest.mark.slow
+@needs_beam
+@pytest.mark.parametrize("stop", ["SIGINT", "SIGTERM"])
+def test_a_stopped_command_leaves_output_as_it_found_it(tiny_run, tmp_path, stop):
+    """Ctrl-C or `kill` while the pipeline runs: exit 130, one line, OUTPUT new again."""
+    import signal
+    import subprocess
+    import time
+
+    from .conftest import ROOT
+
+    data = tmp_path / "many.txt"
+    data.write_text("A wonderful film, the acting was brilliant.\n" * 400_000)
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "keras_sentiment", "score", str(tiny_run["base"]), str(data)]
+    run = subprocess.Popen([*argv, str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out.is_dir() and os.listdir(out)) and time.monotonic() < deadline:
+        time.sleep(0.2)  # the writers' beam-temp-* folders: the pipeline runs
+    time.sleep(2)
+    assert run.poll() is None, "the run ended before it could be stopped: give it more rows"
+    run.send_signal(getattr(signal, stop))
+    err = run.communicate(timeout=120)[1]
+    assert run.returncode == 130, err
+    assert not out.exists(), os.listdir(out)
+    assert "left as it was (not there)" in err and "Traceback" not in err, err

@@ -1,14 +1,13 @@
-"""Sources: read texts and labels from TFDS, an aclImdb-style folder, CSV/JSONL, or memory.
+"""Sources: read texts and labels from TFDS, an aclImdb-style folder, a review file, or memory.
 
 Each reader returns a `Split` (texts as UTF-8 bytes, integer labels) and the class names the
-source gives; `splits.py` cuts and splits them. TFDS is imported only for a TFDS name.
+source gives; `splits.py` cuts and splits them. Review files (CSV, JSONL, Parquet, compressed or
+not) are parsed by `readers.py`, the same reader `score` uses. TFDS is imported only for a TFDS
+name.
 """
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from keras_sentiment.config import Config, UserError
+from keras_sentiment.config import Config, UserError, data_kind, file_format
+from keras_sentiment.data.readers import Bad, file_records, kind_of, open_file, record_text
 
 
 @dataclass
@@ -177,37 +177,78 @@ def read_folder(path: Path, root: Path) -> tuple[Split, list[str]]:
     return Split(np.array(texts, dtype=object), np.array(labels, dtype=np.int64)), names
 
 
-# --- CSV / JSONL -------------------------------------------------------------------
+# --- review files: CSV, JSONL, Parquet -------------------------------------------------------
 
 
 def columns_of(cfg: Config) -> tuple[str, str]:
-    """The (text, label) column names of CSV/JSONL data."""
+    """The (text, label) column names of review files."""
     return cfg.text_column, cfg.label_column
 
 
 def read_table(
-    path: Path, class_names: list[str] | None = None, columns: tuple[str, str] = ("text", "label")
+    path: str | Path,
+    class_names: list[str] | None = None,
+    columns: tuple[str, str] = ("text", "label"),
 ) -> tuple[Split, list[str]]:
-    """Read the text and label columns (default `text`, `label`) of a CSV or JSONL file."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such file")
-    try:
-        raw = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
-    jsonl = path.suffix.lower() in (".jsonl", ".json")
-    rows = _jsonl_rows(path, raw, columns) if jsonl else _csv_rows(path, raw, columns)
-    if not rows:
-        raise UserError(f"{path}: no rows")
-    text_column, label_column = columns
-    texts, labels = [], []
-    for line, row in rows:
-        text, label = row.get(text_column), row.get(label_column)
+    """The text and label columns (default `text`, `label`) of a CSV, JSONL or Parquet file,
+    compressed or not, read by `readers.read_records` with the rules `score` reads it by.
+
+    Args:
+        path: the file.
+        class_names: the classes to map labels to (a test file uses the training set's).
+        columns: the text and label column names.
+
+    Returns:
+        The split, and the class names: the sorted distinct labels as strings, unless given.
+
+    Raises:
+        UserError: one line for the first record that cannot be read, naming its file and
+            line(s) (`reviews.csv:12: 3 columns, the header has 2`); an empty file; no rows.
+    """
+    if file_format(str(path)) == "text":
+        raise UserError(
+            f"{path}: plain text has no labels; give a CSV, JSONL or Parquet file with "
+            f"{columns[0]!r} and {columns[1]!r} columns"
+        )
+    texts, labels, spanning = [], [], []
+    for record in file_records(path, columns):
+        if isinstance(record, Bad):
+            raise UserError(_stopped_at(path, record))
+        text = record_text(record, columns[0])
+        if isinstance(text, Bad):
+            raise UserError(_stopped_at(path, text))
+        label = record.fields[columns[1]]
         if label is None or label == "":
-            raise UserError(f"{path}:{line}: missing label")
-        texts.append(str("" if text is None else text).encode("utf-8", "replace"))
+            raise UserError(f"{record.source}: missing label")
+        if isinstance(label, (list, dict)):
+            raise UserError(f"{record.source}: the label is {kind_of(label)}, not a class name")
+        if record.lines > 1:
+            spanning.append(record.source)
+        texts.append(text)
         labels.append(label)
+    if not texts:
+        raise UserError(f"{path}: {'no rows' if _has_content(path) else 'the file is empty'}")
+    if spanning:  # a legitimate quoted field over lines; said, so a swallowed line is seen
+        print(
+            f"data: {path}: {len(spanning)} record(s) span several lines (a quoted field with "
+            f"line breaks), the first at {spanning[0]}",
+            flush=True,
+        )
     return _with_label_ids(texts, labels, class_names, str(path))
+
+
+def _stopped_at(path: str | Path, bad: Bad) -> str:
+    """The one line `fit` and `evaluate` stop with for a record they cannot read."""
+    where = str(path) if bad.skipped or bad.reason.startswith("no column") else bad.source
+    line = f"{where}: {bad.reason}"
+    if bad.reason.startswith(("no column", "no '")):
+        line += " (choose with --text-column and --label-column)"
+    return line
+
+
+def _has_content(path: str | Path) -> bool:
+    with open_file(path) as f:
+        return any(line.strip() for line in iter(f.readline, b""))
 
 
 def _with_label_ids(
@@ -229,46 +270,67 @@ def _with_label_ids(
     return Split(np.array(texts, dtype=object), np.array(ids, dtype=np.int64)), names
 
 
-def _csv_rows(path: Path, raw: str, columns: tuple[str, str]) -> list[tuple[int, dict]]:
-    reader = csv.DictReader(io.StringIO(raw, newline=""))  # quoted newlines stay in the text
-    found = reader.fieldnames or []
-    missing = [c for c in columns if c not in found]
-    if missing:
+# --- classes -------------------------------------------------------------------------------
+
+
+def parse_label_map(spec: str | dict | None) -> dict[str, str]:
+    """A label map from `0=neg,1=pos` (the command line) or a dict (Python): data label ->
+    model class, keys and values as strings.
+
+    Example:
+        >>> parse_label_map("0=neg, 1=pos"), parse_label_map({0: "neg"})
+        ({'0': 'neg', '1': 'pos'}, {'0': 'neg'})
+    """
+    if not spec:
+        return {}
+    if isinstance(spec, dict):
+        return {str(k): str(v) for k, v in spec.items()}
+    pairs = [part.strip().split("=") for part in str(spec).split(",") if part.strip()]
+    if not pairs or any(len(p) != 2 or not p[0].strip() or not p[1].strip() for p in pairs):
         raise UserError(
-            f"{path}: no column {missing[0]!r}; its columns are {', '.join(found) or 'none'} "
-            "(choose with --text-column and --label-column)"
+            f"--label-map {spec!r}: expected DATA=MODEL pairs separated by commas, like 0=neg,1=pos"
         )
-    try:
-        return [(reader.line_num, row) for row in reader]
-    except csv.Error as e:
-        raise UserError(f"{path}:{reader.line_num}: not valid CSV ({e})") from None
+    return {a.strip(): b.strip() for a, b in pairs}
 
 
-def _jsonl_rows(path: Path, raw: str, columns: tuple[str, str]) -> list[tuple[int, dict]]:
-    rows = []
-    for i, line in enumerate(raw.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}:{i}: not valid JSON ({e.msg})") from None
-        if not isinstance(row, dict) or any(c not in row for c in columns):
-            keys = ", ".join(row) if isinstance(row, dict) else type(row).__name__
-            raise UserError(
-                f"{path}:{i}: each line needs an object with {columns[0]!r} and {columns[1]!r} "
-                f"(this one has: {keys}; choose with --text-column and --label-column)"
-            )
-        rows.append((i, row))
-    return rows
+def to_classes(
+    split: Split, names: list[str], classes: list[str], label_map: dict | None = None
+) -> Split:
+    """A split's labels as ids of a model's `classes`, its own class `names` mapped through
+    `label_map` first; the data may hold fewer classes than the model.
+
+    Raises:
+        UserError: a class of the data that is not one of the model's, after the map; the
+            message says how to map them (`--label-map`, `label_map=` in Python).
+    """
+    mapped = [label_map.get(n, n) for n in names] if label_map else list(names)
+    if mapped == list(classes):
+        return split
+    unknown = [n for n in mapped if n not in classes]
+    if unknown:
+        hint = "map them with --label-map DATA=MODEL,... (label_map= in Python)"
+        if len(names) == len(classes) and not label_map:
+            pairs = ",".join(f"{a}={b}" for a, b in zip(names, classes))
+            hint = f"if they mean {classes} in this order: --label-map {pairs}"
+            hint += " (label_map= in Python)"
+        raise UserError(f"the data's classes {mapped} differ from the model's {classes}; {hint}")
+    ids = np.array([classes.index(n) for n in mapped], dtype=np.int64)
+    return Split(split.texts, ids[split.labels])
 
 
 def read_texts(path: Path) -> list[bytes]:
-    """Unlabeled texts: a folder of .txt files (one text each), or a .txt file of lines."""
-    if path.is_dir():
+    """Unlabeled texts: a folder of .txt files (one text each), or a .txt file of lines (read
+    by `readers.read_records`: blank lines skipped, a line that is not UTF-8 stops it)."""
+    kind = data_kind(str(path))
+    if kind == "folder":
         return [f.read_bytes() for f in sorted(path.glob("*.txt"))]
-    if path.is_file() and path.suffix.lower() == ".txt":
-        return [line for line in path.read_bytes().splitlines() if line.strip()]
-    if not path.exists():
+    if kind == "file" and file_format(str(path)) == "text":
+        texts = []
+        for record in file_records(path):
+            if isinstance(record, Bad):
+                raise UserError(f"unlabeled: {record.source}: {record.reason}")
+            texts.append(record.fields["text"])
+        return texts
+    if kind != "file":
         raise UserError(f"unlabeled: {path}: no such file or folder")
     raise UserError(f"unlabeled: {path}: expected a folder of .txt files or a .txt file")

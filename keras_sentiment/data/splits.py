@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from keras_sentiment.config import TABLE_SUFFIXES, Config, UserError, is_path
+from keras_sentiment.config import Config, UserError, data_kind
 from keras_sentiment.data.sources import (
     Split,
     columns_of,
@@ -45,7 +45,7 @@ def load_splits(cfg: Config, data: Any = None, test_data: Any = None) -> Splits:
 
     Args:
         cfg: `dataset`, `test_data`, `max_train`, `max_test`, `validation_fraction`, `seed`
-            and the CSV/JSONL column names are read.
+            and the review files' column names are read.
         data: in-memory training data instead of `cfg.dataset` (see `from_memory`).
         test_data: in-memory test data; without it a stratified 20% of `data` is held out.
 
@@ -83,35 +83,45 @@ def load_dataset(
 ) -> tuple[Split, Split, list[str], str]:
     """Train split, test split, class names and a description for a TFDS name, folder or file.
 
-    The test split is `test_spec` (a CSV/JSONL file) when given, else the data set's own
-    (TFDS' and a folder's `test`), else a stratified, seeded 20% of a single file.
+    The test split is `test_spec` (a review file) when given, else the data set's own (TFDS'
+    and a folder's `test`), else a stratified, seeded 20% of a single file.
     """
     cfg = cfg or Config()
-    path = Path(spec)
     if test_spec:
-        train, names, source = _load_train(spec, cfg)
-        test, names = read_table(Path(test_spec), names, columns_of(cfg))
+        train, names, source = read_source(spec, "train", cfg)
+        test, names = read_table(_file(test_spec), names, columns_of(cfg))
         return train, test, names, f"{source} (test: {test_spec})"
-    if path.suffix.lower() in TABLE_SUFFIXES or path.is_file():
-        data, names = read_table(path, columns=columns_of(cfg))
-        train, test = _held_out(data, names, cfg.seed, str(path))
-        return train, test, names, f"file:{path} (test: stratified {HELD_OUT:.0%} held out)"
-    train, names, source = _load_train(spec, cfg)
-    test, test_names = load_test_split(spec, "test")
+    if data_kind(spec) == "file":
+        data, names = read_table(spec, columns=columns_of(cfg))
+        train, test = _held_out(data, names, cfg.seed, spec)
+        return train, test, names, f"file:{spec} (test: stratified {HELD_OUT:.0%} held out)"
+    train, names, source = read_source(spec, "train", cfg)
+    test, test_names, _ = read_source(spec, "test", cfg)
     if test_names != names:
         raise UserError(f"{spec}: train classes {names} differ from test classes {test_names}")
     return train, test, names, source
 
 
-def _load_train(spec: str, cfg: Config) -> tuple[Split, list[str], str]:
-    path = Path(spec)
-    if path.suffix.lower() in TABLE_SUFFIXES or path.is_file():
-        return *read_table(path, columns=columns_of(cfg)), f"file:{path}"
-    if path.is_dir():
-        return *read_folder(path / "train", path), f"folder:{path}"
-    if is_path(spec):
+def read_source(spec: str, split: str, cfg: Config) -> tuple[Split, list[str], str]:
+    """One split of whatever `spec` names (`config.data_kind`), its class names and a
+    description: a TFDS split, a folder's `split/` subfolder, or a review file whole."""
+    kind = data_kind(spec)
+    if kind == "file":
+        return *read_table(spec, columns=columns_of(cfg)), f"file:{spec}"
+    if kind == "folder":
+        return *read_folder(Path(spec) / split, Path(spec)), f"folder:{spec}"
+    if kind == "missing":
         raise UserError(f"{spec}: no such file or folder")
-    return *read_tfds(spec, "train"), f"tfds:{spec}"
+    if kind == "memory":
+        raise UserError("the model was trained on in-memory data: pass the test data to score")
+    return *read_tfds(spec, split), f"tfds:{spec}"
+
+
+def _file(spec: str) -> str:
+    kind = data_kind(spec)
+    if kind not in ("file", "missing"):
+        raise UserError(f"{spec}: test data must be a CSV, JSONL or Parquet file, not a {kind}")
+    return spec
 
 
 def load_test(cfg: Config) -> tuple[Split, list[str]]:
@@ -120,47 +130,39 @@ def load_test(cfg: Config) -> tuple[Split, list[str]]:
     A single file holds out the same seeded 20% as `fit` did, and `max_test` cuts the same
     seeded sample, so `evaluate` scores exactly the texts `fit` scored.
     """
-    if cfg.dataset.startswith("memory:") and not cfg.test_data:
-        raise UserError("the model was trained on in-memory data: pass the test data to score")
     if cfg.test_data:
-        test, names = read_table(Path(cfg.test_data), columns=columns_of(cfg))
-    elif is_path(cfg.dataset) and not Path(cfg.dataset).is_dir():
+        test, names = read_table(_file(cfg.test_data), columns=columns_of(cfg))
+    elif data_kind(cfg.dataset) == "file":
         _, test, names, _ = load_dataset(cfg.dataset, "", cfg)
     else:
-        test, names = load_test_split(cfg.dataset, "test")
+        test, names, _ = read_source(cfg.dataset, "test", cfg)
     return subsample(test, cfg.max_test, cfg.seed), names
 
 
 def load_test_split(spec: str, split: str = "test", cfg: Config | None = None):
-    """One named split of a TFDS data set or folder, or a whole CSV/JSONL file: (Split, names)."""
-    path = Path(spec)
-    if path.is_file():
-        return read_table(path, columns=columns_of(cfg or Config()))
-    if path.is_dir():
-        return read_folder(path / split, path)
-    if is_path(spec):
-        raise UserError(f"{spec}: no such file or folder")
-    return read_tfds(spec, split)
+    """One named split of a TFDS data set or folder, or a whole review file: (Split, names)."""
+    return read_source(spec, split, cfg or Config())[:2]
 
 
 def load_unlabeled(cfg: Config) -> np.ndarray:
     """Unlabeled texts for pretraining: `cfg.unlabeled`, else the data set's own.
 
     The data set's own: TFDS' `unsupervised` split, or an aclImdb folder's train/unsup/;
-    CSV/JSONL data has none. With `max_train`, as many are kept (a seeded sample).
+    a review file or in-memory data has none. With `max_train`, as many are kept (a seeded
+    sample).
     """
-    path = Path(cfg.dataset)
+    kind, unsup = data_kind(cfg.dataset), Path(cfg.dataset) / "train" / "unsup"
     if cfg.unlabeled:
         texts = read_texts(Path(cfg.unlabeled))
-    elif path.is_dir():
-        texts = read_texts(path / "train" / "unsup") if (path / "train" / "unsup").is_dir() else []
-    elif is_path(cfg.dataset) or cfg.dataset.startswith("memory:"):
-        texts = []
-    else:
+    elif kind == "folder":
+        texts = read_texts(unsup) if unsup.is_dir() else []
+    elif kind == "tfds":
         import tensorflow_datasets as tfds
 
         has = "unsupervised" in tfds.builder(cfg.dataset).info.splits
         texts = read_tfds(cfg.dataset, "unsupervised")[0].texts if has else []
+    else:
+        texts = []
     texts = np.array(list(texts), dtype=object)
     if cfg.max_train and len(texts) > cfg.max_train:
         keep = np.random.default_rng(cfg.seed).choice(len(texts), cfg.max_train, replace=False)

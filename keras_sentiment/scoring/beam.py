@@ -1,52 +1,78 @@
 """Scoring in bulk: files of reviews through an exported model with Apache Beam's RunInference.
 
-`score_files` builds one Beam pipeline: match INPUT, read each file's rows (JSONL, CSV, Parquet
-or plain text), key them by id, batch them, score them with the SavedModel's `serving_default`
-through `SavedModelHandler`, and write sharded predictions and an `errors` output. The same
-pipeline runs on the local runner (Beam's FnApiRunner, in this process: the default) or on
-Dataflow, Flink or Spark through Beam's own flags (`--runner=DataflowRunner`, ...).
+`score_files` builds one Beam pipeline: match INPUT, read each file's records with
+`data/readers.py` (JSONL, CSV, Parquet or plain text: the reader `fit` and `evaluate` use), key
+them by id, batch them, score them with the SavedModel's `serving_default` through
+`SavedModelHandler`, and write sharded predictions and an `errors` output. The same pipeline
+runs on the local runner (Beam's FnApiRunner: in this process by default, or on several worker
+processes with `--direct_num_workers N --direct_running_mode multi_processing`) or on Dataflow,
+Flink or Spark through Beam's own flags (`--runner=DataflowRunner`, ...).
 
 OUTPUT must be new or empty (a used one is refused: a rerun never duplicates or mixes rows); it
 gets predictions-SSSSS-of-NNNNN.jsonl (or .parquet), errors-SSSSS-of-NNNNN.jsonl and, last,
-_SUCCESS with the row counts. Needs the `beam` extra: `pip install -e ".[beam]"`.
+_SUCCESS with the row counts. A run that fails leaves OUTPUT as it found it. Scoring keeps no
+module state: what a worker needs travels in the pipeline. Needs the `beam` extra:
+`pip install -e ".[beam]"`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import logging
 import os
+import shlex
 import shutil
+import signal
 import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
 
 from keras_sentiment.config import UserError
-from keras_sentiment.data import readers as review_files
-from keras_sentiment.data.readers import FORMATS, bad_row, read_rows
+from keras_sentiment.data.readers import (
+    FORMATS,
+    Bad,
+    bad,
+    input_format,
+    read_records,
+    scoring_row,
+)
 from keras_sentiment.serving.client import to_records
 
 
 @contextlib.contextmanager
 def _quiet_beam() -> Iterator[None]:
-    """Beam's notices below ERROR muted, and no logging set-up left behind by them."""
+    """Beam's notices below ERROR muted, its report of a Ctrl-C too (the traceback of the
+    interrupt it logs on the way out), and no logging set-up left behind by them."""
     root, beam_logger = logging.getLogger(), logging.getLogger("apache_beam")
     handlers, level = list(root.handlers), beam_logger.level
 
     def not_beam(record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR or "apache_beam" not in record.pathname
 
+    def not_interrupt(record: logging.LogRecord) -> bool:
+        return not (record.exc_info and issubclass(record.exc_info[0], KeyboardInterrupt))
+
+    # A logger's filters see only what is logged on it: each of Beam's loggers gets its own.
+    beam_loggers = [beam_logger] + [
+        logger
+        for name, logger in logging.root.manager.loggerDict.items()
+        if name.startswith("apache_beam.") and isinstance(logger, logging.Logger)
+    ]
     root.addFilter(not_beam)  # Beam logs some notices through the root logger itself
+    for logger in beam_loggers:
+        logger.addFilter(not_interrupt)
     beam_logger.setLevel(logging.ERROR)
     try:
         yield
     finally:
         root.removeFilter(not_beam)
+        for logger in beam_loggers:
+            logger.removeFilter(not_interrupt)
         beam_logger.setLevel(level)
         if not handlers:  # `logging.warning` gave the root logger a handler: take it back
             root.handlers = []
@@ -60,7 +86,10 @@ try:
         from apache_beam.io.filesystems import FileSystems
         from apache_beam.metrics.metric import Metrics, MetricsFilter
         from apache_beam.ml.inference import base as inference
-        from apache_beam.options.pipeline_options import PipelineOptions
+        from apache_beam.options.pipeline_options import (
+            DirectOptions,
+            PipelineOptions,
+        )
 except ImportError as e:
     if not (e.name or "").startswith("apache_beam"):
         raise
@@ -70,29 +99,112 @@ BATCH_ROWS = 32768  # rows per RunInference batch, sorted by length: padding as 
 SLICE_ROWS = 2048  # rows per call of the predictor (batches of 512, two in flight)
 EXPLAIN_ROWS = 32  # rows per call of the `explain` signature (memory grows with its steps)
 NAMESPACE = "keras_sentiment"
-_COUNTERS = {k: Metrics.counter(NAMESPACE, k) for k in ("read", "scored", "failed")}
-_SEEN = dict.fromkeys(_COUNTERS, 0)  # this process's rows so far, for the progress line
-_LOADING: dict[str, Future] = {}  # models loading in this process for the local runner
+COUNTS = ("read", "scored", "failed", "multiline")  # multiline: records over several lines
+SHOWN_SOURCES = 5  # sources of records over several lines that each tally keeps
 
 
-def _count(name: str, n: int = 1) -> None:
-    _COUNTERS[name].inc(n)
-    _SEEN[name] += n
+class Tally:
+    """Rows counted where the work happens, in a worker process or this one.
+
+    Each count goes to Beam's counter of the same name (the final counts: the runner gathers
+    them from every worker) and, on the local runner, into a small file of this tally's own in
+    `folder`, rewritten at most every half second and at the end of each file and batch. The
+    progress line sums those files: a worker process's counters reach the runner only as its
+    bundles finish. Pickled, a tally keeps only its folder; its counts start again where it
+    lands.
+
+    Args:
+        folder: where the local runner's progress files go; None on other runners.
+    """
+
+    def __init__(self, folder: str | None = None):
+        self.folder = folder
+        self._counts: dict | None = None
+        self._sources: list[str] = []
+        self._name: str | None = None
+        self._written = 0.0
+
+    def __getstate__(self) -> dict:
+        return {"folder": self.folder}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["folder"])
+
+    def add(self, name: str, n: int = 1, source: str = "") -> None:
+        """Count `n` rows under `name` (one of COUNTS); `source` names a multiline record."""
+        if not n:
+            return
+        Metrics.counter(NAMESPACE, name).inc(n)
+        if self.folder is None:
+            return
+        if self._counts is None:
+            self._counts = dict.fromkeys(COUNTS, 0)
+        self._counts[name] += n
+        if source and len(self._sources) < SHOWN_SOURCES:
+            self._sources.append(source)
+        if time.monotonic() - self._written >= 0.5:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write this tally's counts to its file now (a no-op off the local runner)."""
+        if self.folder is None or self._counts is None:
+            return
+        if self._name is None:  # named where it counts: a worker process, a thread's DoFn
+            self._name = f"{os.getpid()}-{uuid.uuid4().hex}.json"
+        path = os.path.join(self.folder, self._name)
+        with open(path + ".tmp", "w") as f:
+            json.dump({"pid": os.getpid(), **self._counts, "sources": self._sources}, f)
+        os.replace(path + ".tmp", path)  # the progress line never reads half a file
+        self._written = time.monotonic()
 
 
-def _read_file(readable: fileio.ReadableFile, fmt: str, fields: tuple[str, str]) -> Iterator:
-    """A matched file's rows as ((id, source), text); bad rows on the `errors` output."""
-    path = readable.metadata.path
-    fmt = review_files.input_format(path) if fmt == "auto" else fmt
-    compression = CompressionTypes.UNCOMPRESSED if fmt == "parquet" else None
-    with readable.open(compression_type=compression) as f:
-        for row in read_rows(f, path, fmt, fields):
-            _count("read")
-            if isinstance(row, dict):
-                _count("failed")
-                yield beam.pvalue.TaggedOutput("errors", row)
-            else:
-                yield row
+def tallied(folder: str) -> dict:
+    """The counts of every tally's file in `folder`, summed; `processes`: how many processes
+    counted, `sources`: some records over several lines."""
+    total: dict = {**dict.fromkeys(COUNTS, 0), "sources": []}
+    pids = set()
+    for path in glob.glob(os.path.join(folder, "*.json")):
+        try:
+            with open(path) as f:
+                found = json.load(f)
+        except (OSError, ValueError):  # replaced while we read it: the next look sees it
+            continue
+        pids.add(found["pid"])
+        for name in COUNTS:
+            total[name] += found[name]
+        total["sources"] += found["sources"]
+    total["sources"] = sorted(total["sources"])[:SHOWN_SOURCES]
+    return {**total, "processes": len(pids)}
+
+
+class ReadFile(beam.DoFn):
+    """A matched file's rows as ((id, source), text); bad records on the `errors` output.
+
+    Args:
+        fmt: the input format (`auto`: by each file's name).
+        fields: the text and id fields.
+        tally: counts rows read, failed and over several lines.
+    """
+
+    def __init__(self, fmt: str, fields: tuple[str, str], tally: Tally):
+        self.fmt, self.fields, self.tally = fmt, fields, tally
+
+    def process(self, readable: fileio.ReadableFile) -> Iterator:
+        path = readable.metadata.path
+        fmt = input_format(path) if self.fmt == "auto" else self.fmt
+        compression = CompressionTypes.UNCOMPRESSED if fmt == "parquet" else None
+        with readable.open(compression_type=compression) as f:
+            for record in read_records(f, path, fmt, self.fields[:1], self.fields[1:]):
+                self.tally.add("read", 1 + getattr(record, "skipped", 0))
+                if record.lines > 1:
+                    self.tally.add("multiline", 1, record.source)
+                row = record if isinstance(record, Bad) else scoring_row(record, *self.fields)
+                if isinstance(row, Bad):
+                    self.tally.add("failed", 1 + row.skipped)
+                    yield beam.pvalue.TaggedOutput("errors", row.as_dict())
+                else:
+                    yield row
+        self.tally.flush()
 
 
 # --- the model --------------------------------------------------------------------------------
@@ -108,17 +220,22 @@ class SavedModelHandler(inference.ModelHandler):
         model_dir: a version folder; a remote one (gs://...) is copied to local disk first.
         explain: add `words` and `attributions` from the model's `explain` signature.
         batch_rows: rows per batch that Beam's BatchElements hands to `run_inference`.
+        tally: counts rows scored and failed (default: Beam's counters alone).
     """
 
-    def __init__(self, model_dir: str, explain: bool = False, batch_rows: int = BATCH_ROWS):
+    def __init__(
+        self,
+        model_dir: str,
+        explain: bool = False,
+        batch_rows: int = BATCH_ROWS,
+        tally: Tally | None = None,
+    ):
         super().__init__(min_batch_size=batch_rows, max_batch_size=batch_rows)
-        self.model_dir, self.explain = model_dir, explain
+        self.model_dir, self.explain, self.tally = model_dir, explain, tally or Tally()
 
     def load_model(self):
-        """One model per worker process (RunInference shares it among the process' threads);
-        on the local runner, the one `score_files` began to load while Beam started."""
-        loading = _LOADING.pop(self.model_dir, None)
-        return loading.result() if loading else _load(self.model_dir)
+        """One model per worker process (RunInference shares it among the process' threads)."""
+        return _load(self.model_dir)
 
     def run_inference(self, batch: Sequence[bytes], model, inference_args=None) -> list:
         """Each text's record (label, label_id, probabilities), or {"error": why} alone. The
@@ -128,8 +245,13 @@ class SavedModelHandler(inference.ModelHandler):
         records: list = [None] * len(texts)
         for start in range(0, len(order), SLICE_ROWS):
             part = order[start : start + SLICE_ROWS]
-            for i, record in zip(part, _score(model, [texts[i] for i in part])):
+            scored = _score(model, [texts[i] for i in part])
+            failed = sum("error" in record for record in scored)
+            self.tally.add("scored", len(scored) - failed)
+            self.tally.add("failed", failed)
+            for i, record in zip(part, scored):
                 records[i] = record
+        self.tally.flush()
         if self.explain:  # only where the model has the signature: see `_has_explain`
             for record, (words, weights) in zip(records, _explanations(model, texts)):
                 record.update(words=words, attributions=weights)
@@ -145,19 +267,14 @@ def _load(model_dir: str):
     return SavedModelPredictor(_local_copy(model_dir))
 
 
-def _score(model, texts: list[bytes], counted: bool = True) -> list[dict]:
+def _score(model, texts: list[bytes]) -> list[dict]:
     """Each text's record; a batch the model refuses is scored a row at a time."""
     try:
-        records = to_records(model(texts))
+        return to_records(model(texts))
     except Exception as e:
-        records = [{"error": f"the model failed: {type(e).__name__}: {str(e)[:300]}"}]
         if len(texts) > 1:
-            records = [r for text in texts for r in _score(model, [text], counted=False)]
-    failed = sum("error" in record for record in records)
-    if counted:
-        _count("scored", len(records) - failed)
-        _count("failed", failed)
-    return records
+            return [r for text in texts for r in _score(model, [text])]
+        return [{"error": f"the model failed: {type(e).__name__}: {str(e)[:300]}"}]
 
 
 def _explanations(model, texts: list[bytes]) -> list[tuple[list[str], list[float]]]:
@@ -187,9 +304,8 @@ def _results(item: tuple) -> Iterator:
     """(key, PredictionResult) -> the output record, or an error record on `errors`."""
     (key, source), result = item
     if "error" in result.inference:
-        yield beam.pvalue.TaggedOutput(
-            "errors", bad_row(result.example, source, result.inference["error"])
-        )
+        error = bad(source, result.inference["error"], result.example)
+        yield beam.pvalue.TaggedOutput("errors", error.as_dict())
     else:
         yield {"id": key, **result.inference}
 
@@ -211,11 +327,11 @@ def _parquet_schema(class_names: list[str], explain: bool):
 
 def _build(pipeline, inputs: str, output: str, handler: SavedModelHandler, settings: dict):
     """The pipeline: match, read, (spread,) score, write predictions and errors."""
-    read = beam.FlatMap(_read_file, settings["input_format"], settings["fields"])
+    read = beam.ParDo(ReadFile(settings["input_format"], settings["fields"], handler.tally))
     files = pipeline | "Match" >> fileio.MatchFiles(inputs) | "Open" >> fileio.ReadMatches()
     rows = files | "Read" >> read.with_outputs("errors", main="rows")
     keyed = rows.rows
-    if settings["spread"]:  # a big file's rows over every worker, not the one that read it
+    if settings["spread"]:  # a file's rows over every worker, not only the one that read it
         keyed = keyed | "Spread" >> beam.Reshuffle()
     scored = keyed | "Score" >> inference.RunInference(inference.KeyedModelHandler(handler))
     results = scored | "Records" >> beam.FlatMap(_results).with_outputs("errors", main="records")
@@ -242,45 +358,113 @@ def _build(pipeline, inputs: str, output: str, handler: SavedModelHandler, setti
 
 
 @contextlib.contextmanager
-def _progress(shown: bool) -> Iterator[None]:
-    """Rows read, scored and failed on stderr while the local runner works in this process:
-    one line rewritten every second on a terminal, else a line every 10 seconds."""
-    _SEEN.update(dict.fromkeys(_SEEN, 0))
+def _progress(folder: str | None) -> Iterator[None]:
+    """While the local runner works, rows read, scored and failed so far, summed over the
+    tallies of every process (`tallied`), on stderr: one line rewritten every second on a
+    terminal, else a line every 10 seconds. Nothing without a folder (another runner)."""
+    if folder is None:
+        yield
+        return
     stop, start, tty = threading.Event(), time.monotonic(), sys.stderr.isatty()
+
+    def line() -> str:
+        counts = tallied(folder)
+        text = "score: {read:,} rows read, {scored:,} scored, {failed:,} failed".format(**counts)
+        if counts["multiline"]:
+            text += f", {counts['multiline']:,} over several lines"
+        if counts["processes"] > 1:
+            text += f", {counts['processes']} worker processes"
+        return text + f" ({time.monotonic() - start:.0f} s)"
 
     def show() -> None:
         while not stop.wait(1.0 if tty else 10.0):
-            line = "score: {read:,} rows read, {scored:,} scored, {failed:,} failed".format(**_SEEN)
-            line += f" ({time.monotonic() - start:.0f} s)"
-            print(
-                "\r" + line if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True
-            )
+            print("\r" + line() if tty else line(), end="" if tty else "\n", file=sys.stderr)
+            sys.stderr.flush()
 
     thread = threading.Thread(target=show, daemon=True)
-    if shown:
-        thread.start()
+    thread.start()
     try:
         yield
     finally:
         stop.set()
-        if shown:
-            thread.join()
-            print("", end="\n" if tty else "", file=sys.stderr)
+        thread.join()
+        if tty:  # the line's last state: every tally has written its final counts
+            print("\r" + line(), file=sys.stderr, flush=True)
 
 
-def _options(pipeline_args: Sequence[str]) -> tuple[PipelineOptions, Any, bool]:
-    """Beam's options, the runner (FnApiRunner unless one is named) and whether it is local."""
+@contextlib.contextmanager
+def _stops_as_interrupts() -> Iterator[None]:
+    """Ctrl-C and SIGTERM (`kill`, a scheduler stopping the job) raise KeyboardInterrupt with a
+    message, so a stopped run restores OUTPUT, and Beam, which re-raises an exception from a
+    step with the step's name added to its first argument, keeps it a KeyboardInterrupt (a bare
+    one becomes a RuntimeError). Only in the main thread, and only over Python's own handlers;
+    the old ones come back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    said = {signal.SIGINT: "interrupted", signal.SIGTERM: "score: terminated"}
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt(said[signum])
+
+    own = (signal.default_int_handler, signal.SIG_DFL)
+    previous = {n: signal.getsignal(n) for n in said}
+    for number, handler in previous.items():
+        if handler in own:
+            signal.signal(number, stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
+def _options(pipeline_args: Sequence[str]) -> tuple[PipelineOptions, int]:
+    """Beam's options, and how many workers of the local runner score at once (0: another
+    runner is named; 1: the FnApiRunner in this process)."""
     options = PipelineOptions(list(pipeline_args))
     known = options.get_all_options()
     unknown = set(options.get_all_options(retain_unknown_options=True)) - set(known)
     if unknown:
         raise UserError(f"unknown option --{sorted(unknown)[0]} (neither score's nor Beam's)")
     if known["runner"] not in (None, "DirectRunner", "FnApiRunner"):
-        return options, None, False  # Beam makes the runner the options name
-    # Pinned: since 2.68 the DirectRunner tries Prism, a Go binary it downloads at run time.
-    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+        return options, 0  # Beam makes the runner the options name
+    direct, workers = options.view_as(DirectOptions), 1
+    if direct.direct_running_mode in ("multi_processing", "multi_threading"):
+        n = direct.direct_num_workers
+        workers = (os.cpu_count() or 1) if n == 0 else (n or 1)  # 0: a worker a core, as Beam
+    return options, workers
 
-    return options, FnApiRunner(), True
+
+def _local_runner(options: PipelineOptions, folder: str):
+    """Beam's FnApiRunner, pinned: since 2.68 the DirectRunner tries Prism, a Go binary it
+    downloads at run time. It reads --direct_num_workers itself. For multi_processing it would
+    start each worker as `python -m apache_beam.runners.worker.sdk_worker_main`, whose log lines
+    (INFO and up) land on our stderr: the same command is given here with its stderr in
+    `folder/workers.log`, and the mode switched off so Beam keeps that command (the
+    mode only picks the command: the workers are still separate processes)."""
+    from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+    from apache_beam.transforms.environments import SubprocessSDKEnvironment
+
+    direct = options.view_as(DirectOptions)
+    if direct.direct_running_mode != "multi_processing":
+        return FnApiRunner()
+    direct.direct_running_mode = "in_memory"
+    log = shlex.quote(os.path.join(folder, "workers.log"))
+    command = f"{shlex.quote(sys.executable)} -m apache_beam.runners.worker.sdk_worker_main"
+    environment = SubprocessSDKEnvironment.from_command_string(f"{command} 2>>{log}")
+    return FnApiRunner(default_environment=environment)
+
+
+def _workers_said(folder: str | None) -> str:
+    """The last lines the worker processes logged above WARNING (a traceback, say), for a run
+    that failed."""
+    path = os.path.join(folder or "", "workers.log")
+    if not folder or not os.path.isfile(path):
+        return ""
+    with open(path, errors="replace") as f:
+        lines = [x.rstrip() for x in f if x.strip() and not x.startswith(("INFO:", "WARNING:"))]
+    return "\n".join(lines[-15:])
 
 
 def _match(pattern: str) -> list[str]:
@@ -324,22 +508,53 @@ def _class_names(model_dir: str) -> list[str]:
         raise UserError(f"{model_dir}: no class names in assets.extra/metadata.json") from None
 
 
-def _check_paths(inputs: str, output: str) -> str:
-    """The input pattern (a folder: all its files) once it matches; OUTPUT must be new or empty."""
+def _check_paths(inputs: str, output: str) -> tuple[str, bool]:
+    """The input pattern (a folder: all its files) once it matches, and whether OUTPUT exists
+    already (it must be new or empty)."""
     if "://" not in inputs and os.path.isdir(inputs):
         inputs = os.path.join(inputs, "*")
+    elif "://" not in inputs and not os.path.dirname(inputs):
+        inputs = os.path.join(".", inputs)  # Beam's local glob matches nothing for `*.csv`
     if not _match(inputs):
         raise UserError(f"{inputs}: no file matches")
     if "://" in output:
+        existed = FileSystems.exists(output)
         taken = _match(FileSystems.join(output, "*"))
     else:
+        existed = os.path.exists(output)
         taken = os.path.isfile(output) or (os.path.isdir(output) and os.listdir(output))
     if taken:
         raise UserError(
             f"{output}: already exists and is not empty; score never writes into an earlier "
             "output (no duplicate rows, no mixed shards): remove it or give a new folder"
         )
-    return inputs
+    return inputs, existed
+
+
+def _restore(output: str, existed: bool) -> None:
+    """OUTPUT as a failed run found it: gone if it was new, else empty (no `beam-temp-*`, no
+    half shards), so the same command can run again."""
+    if "://" in output:
+        found = _match(FileSystems.join(output, "**"))
+        if found:
+            FileSystems.delete(found)
+    elif not existed:
+        shutil.rmtree(output, ignore_errors=True)
+    elif os.path.isdir(output):
+        for entry in os.scandir(output):
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                os.remove(entry.path)
+
+
+def _counts(result) -> dict:
+    """The rows counted, from the runner's metrics: every worker's counters, summed."""
+    counts = dict.fromkeys(COUNTS, 0)
+    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
+        if counter.key.metric.name in counts:
+            counts[counter.key.metric.name] += counter.committed or counter.attempted or 0
+    return counts
 
 
 def score_files(
@@ -360,27 +575,49 @@ def score_files(
     if output_format not in ("jsonl", "parquet") or input_format not in FORMATS:
         raise UserError(f"score: output as jsonl or parquet, input as one of {', '.join(FORMATS)}")
     with _quiet_beam():
-        options, runner, local = _options(pipeline_args)
-        model_dir, inputs = _model_dir(model), _check_paths(inputs, output)
+        options, workers = _options(pipeline_args)
+        model_dir, (inputs, existed) = _model_dir(model), _check_paths(inputs, output)
         settings = dict(input_format=input_format, fields=(text_field, id_field))
-        settings.update(spread=not local, num_shards=num_shards, output_format=output_format)
+        settings.update(spread=workers != 1, num_shards=num_shards, output_format=output_format)
         if output_format == "parquet":
             settings["class_names"] = _class_names(model_dir)
-        if local:  # the model loads while Beam starts
-            _LOADING[model_dir] = ThreadPoolExecutor(1).submit(_load, model_dir)
-        handler = SavedModelHandler(model_dir, explain and _has_explain(model_dir))
-        pipeline = beam.Pipeline(runner=runner, options=options)
-        _build(pipeline, inputs, output, handler, settings)
-        with _progress(local):
-            result = pipeline.run()
-            result.wait_until_finish()
-    counts = {"read": 0, "scored": 0, "failed": 0}
-    for counter in result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]:
-        if counter.key.metric.name in counts:
-            counts[counter.key.metric.name] += counter.committed or counter.attempted or 0
-    counts.update(output=output, seconds=round(time.perf_counter() - start, 1))
-    with FileSystems.create(FileSystems.join(output, "_SUCCESS")) as f:
-        f.write(json.dumps({**counts, "model": model_dir, "input": inputs}).encode())
+        explain = explain and _has_explain(model_dir)
+        folder = tempfile.mkdtemp(prefix="keras_sentiment_score_") if workers else None
+        runner = _local_runner(options, folder) if folder else None
+        try:
+            handler = SavedModelHandler(model_dir, explain, tally=Tally(folder))
+            pipeline = beam.Pipeline(runner=runner, options=options)
+            _build(pipeline, inputs, output, handler, settings)
+            with _progress(folder), _stops_as_interrupts():
+                result = pipeline.run()
+                result.wait_until_finish()
+            counts = {**_counts(result), "output": output}
+            counts["seconds"] = round(time.perf_counter() - start, 1)
+            sources = tallied(folder)["sources"] if folder else []
+            done = {**counts, "model": model_dir, "input": inputs}
+            if sources:
+                done["multiline_sources"] = sources
+            with FileSystems.create(FileSystems.join(output, "_SUCCESS")) as f:
+                f.write(json.dumps(done).encode())  # last: the run is complete
+        except BaseException as e:
+            _restore(output, existed)
+            said = "" if isinstance(e, KeyboardInterrupt) else _workers_said(folder)
+            if said:
+                print(f"score: the worker processes' last lines:\n{said}", file=sys.stderr)
+            was = "an empty folder" if existed else "not there"
+            print(
+                f"score: stopped; {output} is left as it was ({was}): the same command runs again",
+                file=sys.stderr,
+                flush=True,
+            )
+            raise
+        finally:
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
     line = "score: {read:,} rows read, {scored:,} scored, {failed:,} failed in {seconds} s"
-    print(line.format(**counts), "->", FileSystems.join(output, "*"), flush=True)
+    line = line.format(**counts)
+    if counts["multiline"]:
+        line += f" ({counts['multiline']:,} over several lines: a quoted field with line breaks"
+        line += f", e.g. {sources[0]})" if sources else ")"
+    print(line, "->", FileSystems.join(output, "*"), flush=True)
     return counts

@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sentiment.config import FIELDS, Config, UserError, on_command_line
-from keras_sentiment.data.sources import from_memory
+from keras_sentiment.data.sources import from_memory, parse_label_map, to_classes
 from keras_sentiment.data.splits import load_test, load_test_split, subsample
 from keras_sentiment.network.model import class_names_of
 from keras_sentiment.records import versions
@@ -297,34 +297,55 @@ def load_predictor(path: str | Path) -> Predictor:
 
 
 def evaluate_predictor(
-    predictor: Predictor, data: Any, split: str, max_test: int, summary: dict | None = None
+    predictor: Predictor,
+    data: Any,
+    split: str,
+    max_test: int,
+    summary: dict | None = None,
+    label_map: str | dict | None = None,
 ) -> dict:
     """The report of `predictor` on `data` (see `ks.evaluate`), with the scoring `seconds`.
 
-    `summary` (a run's, else the SavedModel's metadata) says which test split its fit scored.
+    `summary` (a run's; else the SavedModel's metadata, or the run folder's config.json beside
+    a `.keras` file: `recorded_fit`) says which test split its fit scored. `label_map` maps the
+    data's labels to the model's classes (`0=neg,1=pos` or a dict).
     """
-    summary = summary or getattr(predictor, "metadata", {})
-    test, names = _evaluation_data(summary.get("config", {}), data, split, max_test, predictor)
-    if list(names) != list(predictor.class_names):
-        raise UserError(
-            f"the data's classes {names} differ from the model's {predictor.class_names}"
-        )
+    summary = summary or getattr(predictor, "metadata", None) or recorded_fit(predictor)
+    test, names = _evaluation_data(summary.get("config", {}), data, split, max_test)
+    classes = list(predictor.class_names)
+    test = to_classes(test, names, classes, parse_label_map(label_map))
     start = time.perf_counter()
     outputs = predictor(list(test.texts))
-    result = report(test.labels, outputs["probabilities"], names)
+    result = report(test.labels, outputs["probabilities"], classes)
     result["seconds"] = round(time.perf_counter() - start, 2)  # scoring only, after loading
     return result
 
 
-def _evaluation_data(trained: dict, data: Any, split: str, max_test: int, predictor: Predictor):
+def recorded_fit(model: Any) -> dict:
+    """What a model file records of its fit, as a run summary (`{"config": ...}`): the run
+    folder's config.json beside a `.keras` file from `fit` (a path, or a predictor that knows
+    its path); else nothing."""
+    path = getattr(model, "path", model)
+    if not isinstance(path, (str, Path)) or Path(path).suffix != ".keras":
+        return {}
+    config = Path(path).parent / "config.json"
+    if not config.is_file():
+        return {}
+    return {"config": json.loads(config.read_text())}
+
+
+def _evaluation_data(trained: dict, data: Any, split: str, max_test: int):
     cfg = Config(**{k: v for k, v in trained.items() if k in FIELDS})
     if data is None:
         if not trained:
-            raise UserError("this model has no record of its data: say which data to score")
+            raise UserError(
+                "this model has no record of its data: say which data to score with "
+                "--test-data FILE or --dataset NAME (data= in Python)"
+            )
         # The test split its fit scored, cut further only when asked.
         return load_test(dataclasses.replace(cfg, max_test=max_test or cfg.max_test))
     if isinstance(data, (str, Path)):
         test, names = load_test_split(str(data), split, cfg)
     else:
-        test, names = from_memory(data, cfg, predictor.class_names)
+        test, names = from_memory(data, cfg)
     return subsample(test, max_test, cfg.seed), names
