@@ -25,7 +25,8 @@ import tensorflow as tf
 from keras_sentiment.config import FIELDS, Config, UserError, spelled
 from keras_sentiment.data.splits import load_test
 from keras_sentiment.files import kill_point, save_json, write_atomic
-from keras_sentiment.network.ngrams import NgramMix
+from keras_sentiment.network.mix import Mix
+from keras_sentiment.network.ngrams import WORDS, NgramMix
 from keras_sentiment.network.serving_network import ServingNetwork
 from keras_sentiment.records import read_metadata, versions
 from keras_sentiment.reporting.evaluation import shorten
@@ -33,7 +34,7 @@ from keras_sentiment.reporting.model_card import model_card
 from keras_sentiment.serving.explanation import explain_function
 from keras_sentiment.serving.graph import (
     WARMUP_TEXTS,
-    ServingNgrams,
+    ServingMix,
     batching_parameters,
     serving_function,
     write_warmup,
@@ -50,7 +51,7 @@ def export_saved_model(
     metadata: dict,
     extra_files: dict[str, str | Callable[[dict], str]] | None = None,
     version: int | None = None,
-    mix: NgramMix | None = None,
+    mix: Mix | None = None,
 ) -> Path:
     """Write `base_dir/VERSION/` (default: the next free); a server never sees it half-written.
 
@@ -102,17 +103,23 @@ def _write_graph(
     pre: TextPreprocessor,
     model: keras.Model,
     class_names: list[str],
-    mix: NgramMix | None,
+    mix: Mix | None,
 ):
-    """The SavedModel itself: the served network and n-grams, and their signatures.
+    """The SavedModel itself: the served network and mix, and their signatures.
 
     Returns the `explain` function it exported, for the model card's explanations.
     """
+    if isinstance(mix, NgramMix):
+        raise UserError(
+            "this run's model mixes its parts the way models did before the stacked mix, "
+            "which the served graph no longer runs: its existing SavedModels still serve; fit "
+            "it again to export it with this version"
+        )
     network = ServingNetwork(model)  # the served graph: no cuDNN, no XLA, no Keras loop
     archive = keras.export.ExportArchive()
     archive.track(pre)
     archive.track(network)
-    ngrams = ServingNgrams(mix) if mix is not None else None
+    ngrams = ServingMix(mix) if mix is not None else None
     if ngrams is not None:
         archive.track(ngrams)
     # Each endpoint from its Python function and input signature: a tf.function endpoint is
@@ -127,20 +134,24 @@ def _write_graph(
     return explain
 
 
-def strongest_ngrams(mix: NgramMix, vocabulary: list[str], count: int = 20) -> dict[str, list]:
-    """The n-gram branch's `count` strongest n-grams each way, as words.
+def strongest_ngrams(mix: Mix, vocabulary: list[str], count: int = 20) -> dict[str, list]:
+    """The word n-gram member's `count` strongest n-grams each way, as words.
 
     Returns:
         `positive` and `negative`: [words, coefficient] pairs, strongest first; a positive
-        coefficient pushes towards the second class.
+        coefficient pushes towards the second class. Empty without the member (a char
+        n-gram is kept as its fingerprint only).
     """
-    keys, coefficients = np.asarray(mix.keys), np.asarray(mix.coefficients)
+    member = next((m for m in mix.members if m.kind == WORDS), None)
+    if member is None:
+        return {"positive": [], "negative": []}
+    keys, coefficients = np.asarray(member.keys), np.asarray(member.coefficients)
     order = np.argsort(coefficients, kind="stable")
 
     def words(key: int) -> str:
         ids = []
         while key:
-            key, i = divmod(key, mix.vocabulary_size)
+            key, i = divmod(key, member.vocabulary_size)
             ids.append(vocabulary[i])
         return " ".join(reversed(ids))
 
@@ -152,7 +163,7 @@ def strongest_ngrams(mix: NgramMix, vocabulary: list[str], count: int = 20) -> d
 
 
 def card_explanations(
-    explain, reviews: list[dict], mix: NgramMix | None, vocabulary: list[str]
+    explain, reviews: list[dict], mix: Mix | None, vocabulary: list[str]
 ) -> dict:
     """What the model card shows of explanations: the n-gram branch's strongest n-grams and
     the three test reviews `model_card.reviews_to_explain` picked, explained by `explain`.

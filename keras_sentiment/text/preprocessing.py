@@ -126,8 +126,9 @@ class TextPreprocessor(keras.layers.Layer):
         )
         self.table = tf.lookup.StaticHashTable(init, default_value=OOV)
 
-    def call(self, texts):
-        return token_ids(self, texts)
+    def call(self, texts, words=False):
+        """Right-padded ids [batch, time]; with `words`, the words as read and their ids."""
+        return token_ids(self, texts, words=words)
 
     @property
     def vocabulary(self) -> list[str]:

@@ -1,0 +1,156 @@
+"""The mix: the LSTM and the n-gram members, stacked on their log-odds.
+
+Each part gives the log-odds of the second class (the LSTM: log p1 - log p0 of its softmax;
+an n-gram member: its NB-LR logit); the mix is a logistic regression on them,
+
+    s = bias + c_lstm * (log p1 - log p0) + sum over members of c_m * logit_m,
+
+fitted on the validation split, where every part is a model that has not seen those texts
+(stacking, Wolpert 1992). Log-odds rather than probabilities, because the parts are calibrated
+differently (the LSTM is the more confident), and a weight per part learned, not picked from a
+grid: the LSTM keeps a say where it helps, and a part that does not help gets no weight. On a
+few hundred texts a grid over a probability mix overfits; three or four coefficients do not.
+Being linear in the parts' log-odds, the mix also explains exactly: each part's share of s is
+its coefficient times its own explanation (`serving/explanation.py`).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_sentiment.network.ngrams import NgramMember
+
+FLOOR = 1e-7  # probabilities are clipped here before their log-odds: a saturated softmax is finite
+STACK_C = 1.0  # inverse L2 strength of the stacking regression: a few coefficients, mildly held
+
+
+def log_odds(probabilities: tf.Tensor) -> tf.Tensor:
+    """log p1 - log p0 of two-class probabilities [batch, 2]: [batch]."""
+    p = tf.clip_by_value(probabilities, FLOOR, 1.0)
+    return tf.math.log(p[:, 1]) - tf.math.log(p[:, 0])
+
+
+class MixScoring:
+    """The mix's math, shared by the Keras layer and its served twin.
+
+    Needs `members` (each with `logits(words, ids)`), `lstm_coefficient`, `coefficients`
+    (one per member) and `bias`.
+    """
+
+    def member_score(self, words: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+        """bias + sum of c_m * logit_m: the part of s the LSTM does not give, [batch]."""
+        score = tf.zeros([tf.shape(ids)[0]]) + self.bias
+        for member, c in zip(self.members, self.coefficients):
+            score += c * member.logits(words, ids)
+        return score
+
+    def score(self, words: tf.Tensor, ids: tf.Tensor, probabilities: tf.Tensor | None):
+        """s, the mix's log-odds of the second class, [batch] (the LSTM's probabilities may be
+        None where its coefficient is 0)."""
+        score = self.member_score(words, ids)
+        if self.lstm_coefficient:
+            score += self.lstm_coefficient * log_odds(probabilities)
+        return score
+
+    def mixed(self, words: tf.Tensor, ids: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
+        """The two classes' probabilities under the mix, [batch, 2]."""
+        return as_probabilities(self.score(words, ids, probabilities))
+
+
+def as_probabilities(score: tf.Tensor) -> tf.Tensor:
+    """[sigmoid(-s), sigmoid(s)] of log-odds s [batch]: [batch, 2]."""
+    return tf.stack([tf.sigmoid(-score), tf.sigmoid(score)], 1)
+
+
+@keras.saving.register_keras_serializable(package="keras_sentiment")
+class Mix(MixScoring, keras.layers.Layer):
+    """[words, ids, LSTM probabilities] -> the two classes' probabilities under the mix."""
+
+    def __init__(
+        self,
+        members: list[NgramMember],
+        lstm_coefficient: float,
+        coefficients: list[float],
+        bias: float,
+        **kwargs,
+    ):
+        super().__init__(**{"dtype": "float32", **kwargs})
+        self.members = list(members)
+        self.lstm_coefficient = float(lstm_coefficient)
+        self.coefficients = [float(c) for c in coefficients]
+        self.bias = float(bias)
+        self.built = True
+
+    def call(self, inputs):
+        words, ids, probabilities = inputs
+        return self.mixed(words, ids, probabilities)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape[2]
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "members": [keras.saving.serialize_keras_object(m) for m in self.members],
+            "lstm_coefficient": self.lstm_coefficient,
+            "coefficients": self.coefficients,
+            "bias": self.bias,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        members = [keras.saving.deserialize_keras_object(m) for m in config.pop("members")]
+        return cls(members, **config)
+
+
+# --- fitting ---------------------------------------------------------------------------------
+
+
+def fit_stack(parts: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> dict:
+    """The mix's coefficients from the parts' log-odds on held-out texts.
+
+    A logistic regression on every part; a part whose coefficient comes out 0 or below adds
+    nothing the others do not, and is dropped (refitted without it). Where the held-out texts
+    say one part alone is better than the stack (the stack's cross-validated accuracy on them
+    against each part's own), that part answers alone.
+
+    Args:
+        parts: each part's log-odds of the second class on the held-out texts, by name
+            ("lstm" first, then the members).
+        labels: the held-out texts' labels (0 or 1).
+        seed: the cross-validation's shuffling.
+
+    Returns:
+        `coefficients` (by part name, the dropped ones 0), `bias`, and the held-out
+        accuracies: `parts` (each alone) and `mixed` (the stack's, cross-validated).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+
+    names = list(parts)
+    alone = {name: float(np.mean((parts[name] > 0) == labels)) for name in names}
+    kept = list(names)
+    while True:
+        x = np.stack([parts[name] for name in kept], 1)
+        model = LogisticRegression(C=STACK_C).fit(x, labels)
+        weak = [name for name, c in zip(kept, model.coef_[0]) if c <= 0]
+        if not weak or len(kept) == 1:
+            break
+        kept = [name for name in kept if name not in weak]
+    folds = min(5, int(np.bincount(labels).min()))
+    if folds >= 2:
+        splitter = StratifiedKFold(folds, shuffle=True, random_state=seed)
+        predicted = cross_val_predict(LogisticRegression(C=STACK_C), x, labels, cv=splitter)
+        mixed = float(np.mean(predicted == labels))
+    else:  # too few texts of a class to cross-validate: the fit's own accuracy
+        mixed = float(np.mean(model.predict(x) == labels))
+    coefficients = dict.fromkeys(names, 0.0)
+    coefficients.update({name: float(c) for name, c in zip(kept, model.coef_[0])})
+    bias = float(model.intercept_[0])
+    best = max(names, key=lambda name: alone[name])
+    if alone[best] > mixed:  # one part alone, as it is: its log-odds are the mix's
+        coefficients, bias = {**dict.fromkeys(names, 0.0), best: 1.0}, 0.0
+        mixed = alone[best]
+    return {"coefficients": coefficients, "bias": bias, "parts": alone, "mixed": mixed}
