@@ -28,13 +28,13 @@ def test_fit_returns_the_run(tiny_run, tiny_data):
     assert run.run_dir.name == "1" and run.export_path.name == "1"
     assert (run.export_path / "saved_model.pb").is_file()
     assert [row["epoch"] for row in run.history] == [1, 2]
-    assert run.report["accuracy"] == run.summary["metrics"]["accuracy"] > 0.9
+    assert run.report["accuracy"] == run.summary.metrics.accuracy > 0.9
     assert run.report["support"] == 80  # a stratified fifth of the 400 held out as test
     probs = run.model.predict(tf.constant(TEXTS), verbose=0)
     assert probs.shape == (4, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     # The run's config names its in-memory data by content, so a resume never mixes data.
-    assert run.summary["config"]["dataset"].startswith("memory:")
-    assert run.summary["config"]["name"] == "tiny"
+    assert run.summary.config["dataset"].startswith("memory:")
+    assert run.summary.config["name"] == "tiny"
 
 
 def test_the_exported_model_serves_what_the_trained_model_says(tiny_run, tiny_predictor):

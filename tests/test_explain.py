@@ -205,7 +205,7 @@ def occlusion_correlations(
 ) -> list[float]:
     """Spearman of each text's attributions against brute-force occlusion: the score drop when
     one word alone goes to the baseline (zero vector, its n-grams absent)."""
-    from keras_sentiment.training.runs import load_run_model
+    from keras_sentiment.network.model import load_run_model
 
     pre, model, mix = load_run_model(run_dir)
     network = ServingNetwork(model)
@@ -369,15 +369,15 @@ def test_an_export_with_the_lstm_in_the_mix(mixed, tiny_run, tmp_path):
     """The mixed model through export_saved_model: the SavedModel's predictions and
     explanations equal the Keras model's, its graph holds stock ops only, and its card explains
     three reviews."""
-    from keras_sentiment.serving.saved_model import export_saved_model, version_files
+    from keras_sentiment.records import read_summary
+    from keras_sentiment.serving.saved_model import export_saved_model
 
     from .test_serving_network import graph_op_types
 
     pre, network, half = mixed["parts"]
-    summary = json.loads((tiny_run["run_dir"] / "summary.json").read_text())
-    names, base = summary["class_names"], tmp_path / "mixed"
+    record = read_summary(tiny_run["run_dir"])
     version = export_saved_model(
-        pre, network, names, base, summary, version_files(summary), mix=half
+        pre, network, record.class_names, tmp_path / "mixed", record, mix=half
     )
     texts = synthetic_reviews(12, seed=9)[0] + HOSTILE[:4]
     ours = SavedModelPredictor(version).explain(texts)
@@ -407,18 +407,17 @@ def test_an_export_with_the_lstm_in_the_mix(mixed, tiny_run, tmp_path):
 def imdb_mixed(imdb_run, tmp_path_factory) -> dict:
     """The IMDB run's model exported again with the LSTM's weight in the mix at 0.5: its fit
     gives the LSTM 0 (two epochs on 1,800 reviews), and the LSTM's path must be checked too."""
-    from keras_sentiment.serving.saved_model import export_saved_model, version_files
-    from keras_sentiment.training.runs import load_run_model
+    from keras_sentiment.network.model import load_run_model
+    from keras_sentiment.records import read_summary
+    from keras_sentiment.serving.saved_model import export_saved_model
 
     pre, network, mix = load_run_model(imdb_run["run_dir"])
     half = NgramMix(mix.order, mix.vocabulary_size, mix.size, 0.5)
     for mine, theirs in zip(half.weights, mix.weights):
         mine.assign(theirs)
-    summary = json.loads((imdb_run["run_dir"] / "summary.json").read_text())
-    base, names = tmp_path_factory.mktemp("imdb_mixed"), summary["class_names"]
-    version = export_saved_model(
-        pre, network, names, base, summary, version_files(summary), mix=half
-    )
+    record = read_summary(imdb_run["run_dir"])
+    base, names = tmp_path_factory.mktemp("imdb_mixed"), record.class_names
+    version = export_saved_model(pre, network, names, base, record, mix=half)
     return {"version": version, "model": text_model(pre, network, half, names), "run": imdb_run}
 
 

@@ -127,9 +127,9 @@ def test_fit_with_pretraining_reads_unlabeled_reviews(tmp_path, capsys):
         output_dir=str(tmp_path / "saved_models"),
     )
     first = fit(Config(**cfg))
-    pre = first.summary["pretraining"]
+    pre = first.summary.pretraining
     # 300 training texts (270 train + 30 validation) and 300 of the 50,000 unlabeled.
-    assert (pre["texts"], pre["unlabeled_texts"]) == (600, 300)
+    assert (pre.texts, pre.unlabeled_texts) == (600, 300)
     card = (first.export_path / "assets.extra" / "MODEL_CARD.md").read_text()
     assert "- Unlabeled texts: 300," in card
     assert "reusing" not in capsys.readouterr().out

@@ -192,22 +192,6 @@ def test_later_fits_never_touch_an_earlier_run(tmp_path, straight, reviews_csv):
     assert listing.returncode == 0 and "straight" in listing.stdout
 
 
-def test_a_different_config_starts_a_new_run_beside_an_interrupted_one(tmp_path):
-    from keras_sentiment.config import Config
-    from keras_sentiment.training.runs import open_run
-
-    cfg = Config(name="x", runs_dir=str(tmp_path / "runs"), output_dir=str(tmp_path / "m"))
-    run, resuming = open_run(cfg)
-    assert run == tmp_path / "runs" / "x" / "1" and not resuming
-    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
-    assert open_run(cfg) == (run, True)  # interrupted, same config: resumed
-    other = Config(**{**cfg.to_dict(), "epochs": 3})
-    assert open_run(other) == (tmp_path / "runs" / "x" / "2", False)
-    (tmp_path / "m" / "x" / "7").mkdir(parents=True)  # a version exported by other means
-    (run / "summary.json").write_text("{}")  # run 1 finished: never resumed again
-    assert open_run(cfg) == (tmp_path / "runs" / "x" / "8", False)
-
-
 def ctrl_c(cmd: list[str], ready) -> tuple[subprocess.Popen, str, str]:
     """Run `cmd`, press Ctrl-C once `ready()` holds, and wait for it to end."""
     # A terminal's Ctrl-C: the default disposition, even when this test runs in a background

@@ -7,7 +7,6 @@ out, with labels as `str`. A single `str` or `bytes` is one text.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,7 @@ from keras_sentiment.config import FIELDS, Config, UserError, on_command_line
 from keras_sentiment.data.sources import from_memory
 from keras_sentiment.data.splits import load_test, load_test_split, subsample
 from keras_sentiment.network.model import class_names_of
-from keras_sentiment.records import versions
+from keras_sentiment.records import ExportRecord, RunRecord, read_metadata, versions
 from keras_sentiment.reporting.evaluation import report
 from keras_sentiment.serving.explanation import keras_explain_function
 from keras_sentiment.text.preprocessing import OOV, TextPreprocessor
@@ -207,9 +206,9 @@ class SavedModelPredictor(Predictor):
         except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"{self.path}: not a loadable SavedModel ({first})") from None
-        meta = self.path / "assets.extra" / "metadata.json"
-        self.metadata = json.loads(meta.read_text()) if meta.is_file() else {}
-        self.class_names = self.metadata.get("class_names") or [
+        # The version's record; an empty one for a SavedModel exported without it.
+        self.metadata = read_metadata(self.path) or ExportRecord()
+        self.class_names = self.metadata.class_names or [
             c.decode("utf-8") for c in self.signature(text=tf.constant([""]))["classes"][0].numpy()
         ]
         # Big batches pay only when ops keep to their own cores (startup.serving_threads).
@@ -297,14 +296,14 @@ def load_predictor(path: str | Path) -> Predictor:
 
 
 def evaluate_predictor(
-    predictor: Predictor, data: Any, split: str, max_test: int, summary: dict | None = None
+    predictor: Predictor, data: Any, split: str, max_test: int, record: RunRecord | None = None
 ) -> dict:
     """The report of `predictor` on `data` (see `ks.evaluate`), with the scoring `seconds`.
 
-    `summary` (a run's, else the SavedModel's metadata) says which test split its fit scored.
+    `record` (a run's, else the SavedModel's metadata) says which test split its fit scored.
     """
-    summary = summary or getattr(predictor, "metadata", {})
-    test, names = _evaluation_data(summary.get("config", {}), data, split, max_test, predictor)
+    record = record or getattr(predictor, "metadata", None) or RunRecord()
+    test, names = _evaluation_data(record.config, data, split, max_test, predictor)
     if list(names) != list(predictor.class_names):
         raise UserError(
             f"the data's classes {names} differ from the model's {predictor.class_names}"
