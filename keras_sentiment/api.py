@@ -115,12 +115,13 @@ def fit(config: Config | None = None, data: Any = None, test_data: Any = None) -
 
     Example:
         >>> import keras_sentiment as ks
-        >>> texts = ["a great film", "a dull film"] * 50
-        >>> run = ks.fit(ks.Config(epochs=1, lstm_units=8, embeddings="none",
-        ...     embedding_dim=8, lemmatize=False, runs_dir="/tmp/ks_runs",
-        ...     output_dir="/tmp/ks_models"), data=(texts, ["pos", "neg"] * 50))  # doctest: +SKIP
-        >>> run.report["accuracy"]  # doctest: +SKIP
-        1.0
+        >>> texts, labels = ["a great film", "a dull film"] * 50, ["pos", "neg"] * 50
+        >>> cfg = ks.Config(epochs=1, lstm_units=8, embeddings="none", embedding_dim=8,
+        ...     lemmatize=False)  # a quick one: runs/ and saved_models/ in this folder
+        >>> run = ks.fit(cfg, data=(texts, labels))  # doctest: +ELLIPSIS
+        data: memory: 100 texts (test: stratified 20% held out): train 72, validation 8, ...
+        >>> run.report["accuracy"], run.export_path
+        (1.0, PosixPath('saved_models/memory_lstm/1'))
     """
     cfg = (config or Config()).validate()
     policy = keras.mixed_precision.global_policy()
@@ -347,8 +348,8 @@ def load(path: str | Path) -> Predictor:
         UserError: no such model, or not one this package can read.
 
     Example:
-        >>> predictor = ks.load("saved_models/imdb_lstm_quick")  # doctest: +SKIP
-        >>> predictor("What a wonderful film!")["label"]  # doctest: +SKIP
+        >>> predictor = ks.load("saved_models/imdb_lstm_quick")
+        >>> predictor("What a wonderful film!")["label"]
         array(['pos'], dtype=object)
     """
     return load_predictor(path)
@@ -416,9 +417,12 @@ def export(
             exported version of the name to time.
 
     Example:
-        >>> ks.export(name="imdb_lstm_quick")  # doctest: +SKIP
+        >>> ks.export(name="imdb_lstm_quick")  # doctest: +ELLIPSIS
+        wrote: saved_models/imdb_lstm_quick/2  (the model of runs/imdb_lstm_quick/1)
+        ...
         PosixPath('saved_models/imdb_lstm_quick/2')
-        >>> ks.export(name="imdb_lstm_quick", models_config=True, files_only=True)  # doctest: +SKIP
+        >>> ks.export(name="imdb_lstm_quick", models_config=True, files_only=True)
+        wrote: saved_models/models.config
         PosixPath('saved_models/models.config')
     """
     run_dir = Path(run.run_dir if isinstance(run, Run) else run) if run else None

@@ -15,7 +15,7 @@ from keras_sentiment.cli import main
 from keras_sentiment.records import RunRecord, versions
 from keras_sentiment.serving.saved_model import models_config, served_before
 
-from .conftest import ROOT, run_cli
+from .helpers import ROOT, run_cli, run_python
 
 
 @pytest.fixture
@@ -186,10 +186,7 @@ saved_model.export_saved_model(pre, model, ["neg", "pos"], sys.argv[2], RunRecor
 @pytest.mark.slow
 def test_export_killed_half_way_leaves_no_partial_version(copied_run):
     base = copied_run["work"] / "models" / "tiny"
-    done = subprocess.run(
-        [sys.executable, "-c", KILLED_EXPORT, str(copied_run["run_dir"]), str(base)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+    done = run_python(KILLED_EXPORT, copied_run["run_dir"], base)
     assert done.returncode == -9, done.stderr[-2000:]
     assert versions(base) == []
     leftovers = [p for p in base.iterdir() if p.name.startswith(".tmp-")]
@@ -251,8 +248,7 @@ def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch, quick_graph)
 def test_stale_temporaries_are_judged_by_host_and_pid(tiny_model, tmp_path, quick_graph):
     from keras_sentiment.serving import saved_model as export
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dead = run_python("import os; print(os.getpid())").stdout.strip()
     base = tmp_path / "m"
     mine = base / f".tmp-{export._host()}-{dead}-abc"
     other_host = base / f".tmp-otherhost-{dead}-abc"

@@ -7,6 +7,8 @@ from keras_sentiment.config import Config
 from keras_sentiment.network.model import build_model
 from keras_sentiment.training.pretraining import cache_key, corpus, load_pretrained, pretrain
 
+from .helpers import model_config
+
 VOCAB = 8  # padding, OOV and the tokens 2..7 of a cycle
 
 
@@ -18,15 +20,8 @@ def cycles(n: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def tiny(tmp_path, **overrides) -> Config:
-    values = dict(
-        embeddings="none",
-        embedding_dim=8,
-        lstm_units=16,
-        batch_size=16,
-        pretrain_epochs=1,
-        runs_dir=str(tmp_path),
-    )
-    return Config(**{**values, **overrides})
+    values = dict(lstm_units=16, batch_size=16, pretrain_epochs=1, runs_dir=str(tmp_path))
+    return model_config(**{**values, **overrides})
 
 
 @pytest.mark.slow  # pretraining is not a default stage

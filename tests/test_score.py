@@ -17,7 +17,7 @@ import pytest
 from keras_sentiment.config import UserError
 from keras_sentiment.data.readers import input_format, read_rows
 
-from .conftest import run_cli
+from .helpers import run_cli
 
 needs_beam = pytest.mark.skipif(
     importlib.util.find_spec("apache_beam") is None,

@@ -94,7 +94,9 @@ class Predictor:
         def score(start: int) -> dict[str, np.ndarray]:
             return self._score([data[i] for i in order[start : start + size]])
 
-        if len(starts) <= 1:  # starting a thread pool costs a tenth of a short call
+        if len(starts) <= 1:
+            # No thread pool for one batch: starting one costs a short call a share of its time
+            # (benchmarks/README.md, "Choices in the code").
             parts = [score(0)] if data else []
         else:  # a second batch in flight fills the cores while the first runs its short rows
             with ThreadPoolExecutor(2) as pool:
@@ -154,10 +156,12 @@ class Predictor:
             UserError: a SavedModel exported without the `explain` signature.
 
         Example:
-            >>> predictor = ks.load("saved_models/imdb_lstm_quick")  # doctest: +SKIP
-            >>> out = predictor.explain("A dull film.")  # doctest: +SKIP
-            >>> list(zip(out["tokens"][0], out["attributions"][0].round(2)))  # doctest: +SKIP
-            [('a', 0.01), ('dull', 1.37), ('film', -0.05)]
+            >>> predictor = ks.load("saved_models/imdb_lstm_quick")
+            >>> out = predictor.explain("A dull film.")
+            >>> list(out["tokens"][0]), out["label"][0]
+            (['a', 'dull', 'film'], 'neg')
+            >>> out["tokens"][0][out["attributions"][0].argmax()]  # the strongest for "neg"
+            'dull'
         """
         data = as_texts(texts)
         order = np.argsort([len(t) for t in data], kind="stable")  # batches of like lengths
@@ -192,8 +196,8 @@ class SavedModelPredictor(Predictor):
             version is used).
 
     Example:
-        >>> predictor = SavedModelPredictor("saved_models/imdb_lstm_quick")  # doctest: +SKIP
-        >>> predictor("What a great film!")["label"]  # doctest: +SKIP
+        >>> predictor = SavedModelPredictor("saved_models/imdb_lstm_quick")
+        >>> predictor("What a great film!")["label"]
         array(['pos'], dtype=object)
     """
 
