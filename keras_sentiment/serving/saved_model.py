@@ -118,8 +118,8 @@ def _write_graph(
     if ngrams is not None:
         archive.track(ngrams)
     # Each endpoint from its Python function and input signature: a tf.function endpoint is
-    # traced twice, in and out of the save context, and both traces are written (about 1.9x
-    # the graph, and the time to load it).
+    # traced twice, in and out of the save context, and both traces are written, a larger
+    # graph that loads slower (benchmarks/README.md, "Choices in the code").
     spec = [tf.TensorSpec([None], tf.string, name="text")]
     serve = serving_function(pre, network, class_names, ngrams).python_function
     archive.add_endpoint("serving_default", serve, input_signature=spec)
