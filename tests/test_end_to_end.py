@@ -90,11 +90,12 @@ def test_savedmodel_scores_raw_reviews_without_the_package(imdb_run, reviews):
     probs = np.array(outputs["probabilities"])
     assert probs.shape == (400, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     # The same answers as this package's predictor, and a model that learned: two epochs on
-    # 1,800 reviews with the n-gram branch score about 0.83 here (0.5 is chance).
+    # 1,800 reviews with the n-gram branch score 0.8425 on these 400 (the LSTM alone about 0.7,
+    # chance 0.5), so a lost branch or a broken mix falls below.
     ours = SavedModelPredictor(imdb_run["version"])(texts)["probabilities"]
     np.testing.assert_allclose(probs, ours, rtol=0, atol=1e-6)
     accuracy = (probs.argmax(1) == labels).mean()
-    assert accuracy > 0.75, accuracy
+    assert accuracy >= 0.82, accuracy
     assert label_names == [names[i] for i in outputs["label_id"]]
 
 

@@ -26,10 +26,11 @@ ORDERS = {
 LOAD = """
 import json, sys
 {imports}
-from keras_sentiment.registration import _AfterKeras
+from keras_sentiment.registration import _AfterKeras, _ThenRegister
 import tensorflow as tf
 assert not any(isinstance(f, _AfterKeras) for f in sys.meta_path), "the finder stayed"
-assert type(keras.__loader__).__module__.startswith("importlib"), keras.__loader__
+assert not isinstance(keras.__loader__, _ThenRegister), "Keras kept the wrapping loader"
+assert keras.__spec__.loader is keras.__loader__
 model = keras.saving.load_model(sys.argv[1])
 texts = json.loads(sys.argv[2])
 print(json.dumps(model.predict(tf.constant(texts), verbose=0).tolist()))
