@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 
-from .helpers import run_python
+from .helpers import model_config, run_python
 
 TEXTS = ["What a wonderful film!", "Dull, predictable and far too long.", ""]
 
@@ -37,16 +37,32 @@ print(json.dumps(model.predict(tf.constant(texts), verbose=0).tolist()))
 """
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("order", ORDERS)
-def test_keras_loads_the_file_whichever_is_imported_first(order, tiny_run):
-    done = run_python(
-        LOAD.format(imports=ORDERS[order]), tiny_run["run_dir"] / "model.keras", json.dumps(TEXTS)
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+@pytest.fixture(scope="module")
+def model_file(tmp_path_factory):
+    """A raw-text model with every layer of the package (untrained: no fit, no export, so it
+    saves on every Keras version), and its answers to TEXTS."""
     import tensorflow as tf
 
-    expected = tiny_run["run"].model.predict(tf.constant(TEXTS), verbose=0)
+    from keras_sentiment.network.model import build_model, text_model
+    from keras_sentiment.network.ngrams import NgramMix
+    from keras_sentiment.text.preprocessing import adapt_preprocessor
+
+    cfg = model_config(vocab_size=50, sequence_length=16, lemmatize=False)
+    pre = adapt_preprocessor(cfg, np.array([t.encode() for t in TEXTS], dtype=object))
+    network = build_model(cfg, len(pre.vocabulary), 2, None)
+    mix = NgramMix(2, len(pre.vocabulary), 4, 0.5)
+    model = text_model(pre, network, mix, ["neg", "pos"])
+    path = tmp_path_factory.mktemp("registration") / "model.keras"
+    model.save(path)
+    return path, model.predict(tf.constant(TEXTS), verbose=0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("order", ORDERS)
+def test_keras_loads_the_file_whichever_is_imported_first(order, model_file):
+    path, expected = model_file
+    done = run_python(LOAD.format(imports=ORDERS[order]), path, json.dumps(TEXTS))
+    assert done.returncode == 0, done.stderr[-3000:]
     loaded = np.array(json.loads(done.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(loaded, expected, rtol=0, atol=1e-6)
 
