@@ -3,8 +3,6 @@ the errors the model was surest of."""
 
 from __future__ import annotations
 
-import re
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -12,6 +10,7 @@ from sklearn.metrics import accuracy_score, classification_report, confusion_mat
 
 from keras_sentiment.data.batching import eval_dataset
 from keras_sentiment.network.ngrams import NgramMix
+from keras_sentiment.reporting.model_card import shorten
 
 
 def predict_rows(model: keras.Model, rows: list[np.ndarray], batch_size: int = 256) -> np.ndarray:
@@ -105,13 +104,3 @@ def most_confident_errors(
         }
         for i in order
     ]
-
-
-def shorten(text: str | bytes, width: int = 300) -> str:
-    """One line of at most `width` characters: <br /> tags gone, whitespace collapsed."""
-    if isinstance(text, bytes):
-        text = text.decode("utf-8", errors="replace")
-    text = " ".join(re.sub(r"<br\s*/?>", " ", str(text), flags=re.IGNORECASE).split())
-    if len(text) <= width:
-        return text
-    return text[: max(0, width - 1)].rstrip() + "…"

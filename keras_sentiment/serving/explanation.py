@@ -366,8 +366,10 @@ def explain_function(
         text and the baseline), `probabilities`, `label`, `label_id` and `classes`.
 
     Example:
-        >>> explain = explain_function(pre, ServingNetwork(model), ["neg", "pos"])  # doctest: +SKIP
-        >>> explain(tf.constant(["A dull film."]))["attributions"]  # doctest: +SKIP
+        >>> pre, model, _ = split_text_model(run.model)
+        >>> explain = explain_function(pre, ServingNetwork(model), ["neg", "pos"])
+        >>> [t.decode() for t in explain(tf.constant(["A dull film."]))["tokens"][0].numpy()]
+        ['a', 'dull', 'film']
     """
 
     def logits_fn(xs: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
@@ -398,8 +400,9 @@ def keras_explain_function(model: keras.Model, steps: int = STEPS):
         A `tf.function` from texts (`tf.string`, `[None]`) to the `explain` outputs.
 
     Example:
-        >>> explain = keras_explain_function(run.model)  # doctest: +SKIP
-        >>> explain(tf.constant(["A dull film."]))["tokens"]  # doctest: +SKIP
+        >>> explain = keras_explain_function(run.model)
+        >>> explain(tf.constant(["A dull film."]))["label"].numpy()
+        array([b'neg'], dtype=object)
     """
     pre, network, mix = split_text_model(model)
     class_names = class_names_of(model)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_sentiment.compat import NO_INLINE
 from keras_sentiment.network.ngrams import NgramMix, NgramScoring
 from keras_sentiment.network.serving_network import ServingNetwork
 from keras_sentiment.text.preprocessing import OOV, TextPreprocessor, ids_of_one
@@ -102,7 +103,7 @@ def serving_function(
     # batch path's hundreds (benchmarks/README.md, "Serving").
     @tf.function(
         input_signature=[tf.TensorSpec([None], tf.string)],
-        experimental_attributes={"_noinline": True},
+        experimental_attributes=NO_INLINE,
     )
     def batch(text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         ids = pre(text)

@@ -52,9 +52,8 @@ def standardize(texts: tf.Tensor) -> tf.Tensor:
 
 
 def _string_layer(layer: keras.layers.Layer) -> None:
-    # Keras would otherwise try to cast string inputs to the float compute dtype.
-    layer._convert_input_args = False
-    layer._allow_non_tensor_positional_args = True
+    # String tensors in (Keras casts only float inputs to the compute dtype, so they pass as
+    # they are): string ops have no XLA kernels.
     layer.supports_jit = False
     layer.built = True  # all state is made in __init__; export refuses unbuilt layers
 
