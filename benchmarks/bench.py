@@ -32,11 +32,16 @@ from keras_sentiment.data.batching import bucket_boundaries, train_dataset
 from keras_sentiment.data.splits import Splits, load_splits
 from keras_sentiment.files import save_json
 from keras_sentiment.network.compiled_lstm import cpu_has_bfloat16, gradient_dtype
-from keras_sentiment.network.model import MaskedGlobalMaxPooling1D, build_model, split_text_model
+from keras_sentiment.network.model import (
+    MaskedGlobalMaxPooling1D,
+    build_model,
+    load_run_model,
+    split_text_model,
+)
+from keras_sentiment.records import ExportRecord, read_metadata
 from keras_sentiment.serving.prediction import SavedModelPredictor, resolve_version
 from keras_sentiment.text.embeddings import embedding_matrix
 from keras_sentiment.text.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
-from keras_sentiment.training.runs import load_run_model
 from keras_sentiment.training.train import compile_model
 
 QUICK_TRAIN = 2000  # training reviews in --quick (after the validation hold-out)
@@ -628,7 +633,7 @@ def serving_settings(
     predictor: SavedModelPredictor, origin: str, rounds: int, with_peer: bool
 ) -> tuple[dict[str, Any], str]:
     """The settings of the serving rows, and their brief for the table."""
-    arch = predictor.metadata.get("config", {})
+    arch = predictor.metadata.config
     settings = {
         "model": str(predictor.path),
         "origin": origin,
@@ -641,7 +646,7 @@ def serving_settings(
             if k in arch
         },
     }
-    ngrams = (predictor.metadata.get("ngrams") or {}).get("order")
+    ngrams = predictor.metadata.ngrams and predictor.metadata.ngrams.order
     branch = f", plus the 1-{ngrams}-gram NB-LR branch" if ngrams else ""
     brief = f"{origin}{branch}; raw strings through signatures['serving_default'], arrival order"
     brief += f"; medians of {rounds} rounds" + (", each ours then PyTorch" if with_peer else "")
@@ -771,11 +776,10 @@ def serving_peer(python: str | None, path: Path, texts: np.ndarray):
 
 def trained_network(path: Path) -> tuple[keras.Model, TextPreprocessor] | None:
     """The Keras model and preprocessor of the run that exported `path`, if still there."""
-    meta = json.loads((path / "assets.extra" / "metadata.json").read_text())
+    meta = read_metadata(path) or ExportRecord()
     # The metadata names its run; exports from before runs were numbered lie in runs/NAME,
     # NAME being the export's own folder name.
-    name = meta.get("name") or path.parent.name
-    run_dir = Path(meta.get("run_dir") or Path(meta["config"]["runs_dir"]) / name)
+    run_dir = Path(meta.run_dir or Path(meta.config.get("runs_dir", "runs")) / path.parent.name)
     if not (run_dir / "model.keras").is_file():
         return None
     pre, network, _ = load_run_model(run_dir)  # the peer runs the LSTM alone, without n-grams

@@ -29,7 +29,7 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from benchmarks.bench import machine_info
-from keras_sentiment.config import FIELDS, Config, UserError
+from keras_sentiment.config import UserError
 from keras_sentiment.data.splits import load_splits
 from keras_sentiment.serving.prediction import SavedModelPredictor
 
@@ -47,14 +47,14 @@ def measure(path: str) -> dict:
     start = time.perf_counter()
     predictor = SavedModelPredictor(path)
     # The export's own config gives the same data, seed and validation hold-out as its fit.
-    if "config" not in predictor.metadata:
+    if not predictor.metadata.config:
         raise UserError(f"{predictor.path}: no assets.extra/metadata.json with the fit's config")
-    if predictor.metadata.get("ngrams"):
+    if predictor.metadata.ngrams:
         raise UserError(
             f"{predictor.path}: this model already mixes in its own n-gram branch; "
             "give one trained with `fit --ngrams 0`"
         )
-    cfg = Config(**{k: v for k, v in predictor.metadata["config"].items() if k in FIELDS})
+    cfg = predictor.metadata.settings()
     splits = load_splits(cfg)
     vectorizer = CountVectorizer(
         ngram_range=(1, 3), binary=True, token_pattern=r"[a-z0-9']+|[!?]", min_df=2

@@ -140,11 +140,12 @@ def package() -> dict:
         "train_dataset": ("data.batching", "batching"),
         "build_model": ("network.model", "model"),
         "vectorize": ("text.preprocessing", "preprocessing"),
-        "load_run_model": ("training.runs", "runs"),
+        "load_run_model": ("network.model", "training.runs", "runs"),
         "compile_model": ("training.train", "training"),
         "NgramMix": ("network.ngrams", "ngrams"),
         "export_saved_model": ("serving.saved_model", "saved_model"),
         "version_files": ("serving.saved_model", "saved_model"),
+        "read_summary": ("records",),  # typed records: the export writes its files itself
     }
     found = {}
     for name, modules in places.items():
@@ -167,11 +168,17 @@ def export(run_dir: str, output_dir: str, lstm_weight: float | None) -> None:
         for mine, theirs in zip(weighted.weights, mix.weights):
             mine.assign(theirs)
         mix = weighted
-    summary = json.loads((Path(run_dir) / "summary.json").read_text())
-    files = ks["version_files"](summary)
-    path = ks["export_saved_model"](
-        pre, network, summary["class_names"], Path(output_dir), summary, files, mix=mix
-    )
+    if "read_summary" in ks:
+        record = ks["read_summary"](Path(run_dir))
+        path = ks["export_saved_model"](
+            pre, network, record.class_names, Path(output_dir), record, mix=mix
+        )
+    else:
+        summary = json.loads((Path(run_dir) / "summary.json").read_text())
+        files = ks["version_files"](summary)
+        path = ks["export_saved_model"](
+            pre, network, summary["class_names"], Path(output_dir), summary, files, mix=mix
+        )
     print(path, flush=True)
 
 

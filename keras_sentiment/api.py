@@ -2,7 +2,7 @@
 
 The command line parses its flags into a `Config` and calls these; a notebook calls them
 directly and gets the same work, files and printed lines. `fit` reads top to bottom as the
-job does: load the data, open the run, preprocess, train, add the n-gram branch, report,
+job does: load the data, open the run, preprocess, train, stack the mix, report,
 export.
 """
 
@@ -21,9 +21,15 @@ import numpy as np
 from keras_sentiment.config import Config, UserError, on_command_line, spelled
 from keras_sentiment.data.splits import Splits, load_splits, load_unlabeled, memory_key
 from keras_sentiment.files import kill_point, remove, save_json, write_atomic
+from keras_sentiment.network.mix import Mix, char_order, fit_mix
 from keras_sentiment.network.model import build_model, text_model
-from keras_sentiment.network.ngrams import NgramMix, fit_ngrams
-from keras_sentiment.records import recorded_classes, versions
+from keras_sentiment.records import (
+    RunRecord,
+    recorded_classes,
+    versions,
+    write_run_config,
+    write_summary,
+)
 from keras_sentiment.reporting.evaluation import (
     format_report,
     mix_rows,
@@ -45,7 +51,6 @@ from keras_sentiment.serving.saved_model import (
     export_saved_model,
     served_before,
     server_files,
-    version_files,
 )
 from keras_sentiment.text.embeddings import embedding_matrix
 from keras_sentiment.text.preprocessing import TextPreprocessor, adapt_preprocessor, vectorize
@@ -67,7 +72,7 @@ class Run:
     report: dict
     run_dir: Path
     export_path: Path | None  # saved_models/NAME/VERSION (None on a worker)
-    summary: dict = field(repr=False)
+    summary: RunRecord = field(repr=False)  # what summary.json records
 
     def predictor(self) -> Predictor:
         """The exported SavedModel as a predictor (labels as `str`)."""
@@ -111,12 +116,13 @@ def fit(config: Config | None = None, data: Any = None, test_data: Any = None) -
 
     Example:
         >>> import keras_sentiment as ks
-        >>> texts = ["a great film", "a dull film"] * 50
-        >>> run = ks.fit(ks.Config(epochs=1, lstm_units=8, embeddings="none",
-        ...     embedding_dim=8, lemmatize=False, runs_dir="/tmp/ks_runs",
-        ...     output_dir="/tmp/ks_models"), data=(texts, ["pos", "neg"] * 50))  # doctest: +SKIP
-        >>> run.report["accuracy"]  # doctest: +SKIP
-        1.0
+        >>> texts, labels = ["a great film", "a dull film"] * 50, ["pos", "neg"] * 50
+        >>> cfg = ks.Config(epochs=1, lstm_units=8, embeddings="none", embedding_dim=8,
+        ...     lemmatize=False)  # a quick one: runs/ and saved_models/ in this folder
+        >>> run = ks.fit(cfg, data=(texts, labels))  # doctest: +ELLIPSIS
+        data: memory: 100 texts (test: stratified 20% held out): train 72, validation 8, ...
+        >>> run.report["accuracy"], run.export_path
+        (1.0, PosixPath('saved_models/memory_lstm/1'))
     """
     cfg = (config or Config()).validate()
     policy = keras.mixed_precision.global_policy()
@@ -170,7 +176,7 @@ def _open(cfg: Config, strategy, chief: bool) -> tuple[Path, bool]:
         resuming = (run_dir / "config.json").is_file()
     if resuming:
         print(f"resuming the interrupted run in {run_dir}", flush=True)
-    save_json(run_dir / "config.json", cfg.to_dict())
+    write_run_config(run_dir, cfg)
     print(f"run folder: {run_dir}  (tensorboard --logdir {run_dir / 'logs'})", flush=True)
     return run_dir, resuming
 
@@ -203,26 +209,26 @@ def _fit_run(cfg, splits: Splits, strategy, chief, run_dir, resuming, started) -
     if not chief:
         remove(run_dir)
         print("worker done: the chief writes the report and the SavedModel", flush=True)
-        return Run(None, trained.history, {}, run_dir, None, {})
-    mix, ngrams = _ngram_branch(cfg, splits, rows, len(pre.vocabulary), trained.model)
+        return Run(None, trained.history, {}, run_dir, None, RunRecord())
+    mix, mixing, words = _mix(cfg, pre, splits, rows, trained.model)
     text = text_model(pre, trained.model, mix, splits.class_names)  # what users load and call
     save_keras(text, run_dir / "model.keras")
-    result, probs = _test_report(trained.model, mix, rows["test"], splits, ngrams)
+    result, probs = _test_report(trained.model, mix, words, rows["test"], splits, mixing)
     save_json(run_dir / "report.json", result)
     kill_point("reported")
     labels, names = splits.test.labels, splits.class_names
     plots = write_plots(run_dir, trained.history, labels, probs, names, trained.best_epoch)
     kill_point("plotted")
-    facts = {"embeddings": glove, "pretraining": pretraining, "ngrams": ngrams, "resumed": resuming}
+    facts = {"embeddings": glove, "pretraining": pretraining, "mix": mixing, "resumed": resuming}
     facts.update(vocabulary_size=len(pre.vocabulary), run_dir=str(run_dir.resolve()))
     facts["tokens_per_epoch"] = sum(len(r) for r in rows["train"])
     facts["errors"] = most_confident_errors(splits.test.texts, labels, probs, names)
     facts["reviews_to_explain"] = reviews_to_explain(splits.test.texts, labels, probs, names)
-    summary = run_summary(cfg, splits, trained, result, facts)
-    summary["training"]["wall_seconds"] = round(time.perf_counter() - started, 1)
-    path = _export(cfg, pre, trained.model, mix, splits.class_names, summary, run_dir)
-    _finish(cfg, path, run_dir, plots, summary)
-    return Run(text, trained.history, result, run_dir, path, summary)
+    facts["wall_seconds"] = round(time.perf_counter() - started, 1)
+    record = run_summary(cfg, splits, trained, result, facts)
+    path = _export(cfg, pre, trained.model, mix, splits.class_names, record, run_dir)
+    _finish(path, run_dir, plots, record)
+    return Run(text, trained.history, result, run_dir, path, record)
 
 
 def _preprocessor(cfg: Config, texts: np.ndarray, run_dir: Path) -> TextPreprocessor:
@@ -267,65 +273,67 @@ def _pretrain(cfg: Config, pre, texts, unlabeled, matrix) -> tuple[dict | None, 
     return weights, info
 
 
-def _ngram_branch(cfg: Config, splits: Splits, rows: dict, vocabulary_size: int, model):
-    """The n-gram branch fitted on train, mixed on validation: (mix or None, what it did)."""
-    if not cfg.ngrams:
-        return None, {}
+def _mix(cfg: Config, pre: TextPreprocessor, splits: Splits, rows: dict, model):
+    """The n-gram members fitted on train and stacked with the LSTM on validation.
+
+    Returns:
+        The mix (None where the LSTM answers alone), how it was chosen ({} when off) and the
+        test texts' words as read (None unless a member reads them).
+    """
+    if not (cfg.ngrams or cfg.char_ngrams):
+        return None, {}, None
     if len(splits.class_names) != 2:
-        print(f"n-grams: off (NB-LR needs two classes, not {len(splits.class_names)})", flush=True)
-        return None, {}
+        print(f"mix: off (NB-LR needs two classes, not {len(splits.class_names)})", flush=True)
+        return None, {}, None
+    chars = char_order(cfg, rows["train"])
+    words = dict.fromkeys(("train", "val", "test"))
+    if chars:  # the char member reads each word as written, not its id
+        for name in words:
+            words[name], _ = vectorize(pre, getattr(splits, name).texts, words=True)
+    train, val = ((words[n], rows[n], getattr(splits, n).labels) for n in ("train", "val"))
     lstm_val = predict_rows(model, rows["val"])
-    train_part, val_part = (rows["train"], splits.train.labels), (rows["val"], splits.val.labels)
-    return fit_ngrams(cfg, vocabulary_size, train_part, val_part, lstm_val)
+    mix, info = fit_mix(cfg, chars, len(pre.vocabulary), train, val, lstm_val)
+    return mix, info, words["test"]
 
 
-def _test_report(model, mix: NgramMix | None, rows, splits: Splits, ngrams: dict):
+def _test_report(model, mix: Mix | None, words, rows, splits: Splits, mixing: dict):
     """The test split, touched once, here: the report, and the probabilities it scored."""
     probs = predict_rows(model, rows)
     if mix is not None:
-        lstm_probs = probs
-        probs, ngram_probs = mix_rows(mix, rows, lstm_probs)
+        probs, parts = mix_rows(mix, words, rows, probs)
         labels = splits.test.labels
-        ngrams["test_accuracy"] = {
-            "lstm": float(np.mean(lstm_probs.argmax(1) == labels)),
-            "ngrams": float(np.mean(ngram_probs.argmax(1) == labels)),
-        }
-        print(
-            "test accuracy of the parts: LSTM alone {lstm:.4f}, NB-LR alone {ngrams:.4f}".format(
-                **ngrams["test_accuracy"]
-            ),
-            flush=True,
-        )
+        accuracy = {name: float(np.mean((p > 0) == labels)) for name, p in parts.items()}
+        mixing["test_accuracy"] = {**accuracy, "mixed": float(np.mean(probs.argmax(1) == labels))}
+        alone = ", ".join(f"{name} {a:.4f}" for name, a in accuracy.items())
+        print(f"test accuracy of each part alone: {alone}", flush=True)
     result = report(splits.test.labels, probs, splits.class_names)
     print("\ntest report\n" + format_report(result), flush=True)
     return result, probs
 
 
-def _export(cfg, pre, model, mix, class_names, summary, run_dir) -> Path:
+def _export(cfg, pre, model, mix, class_names, record: RunRecord, run_dir) -> Path:
     """The SavedModel under the run's own version number; the card beside the run too."""
     base = Path(cfg.output_dir) / cfg.name
-    files = version_files(summary)
-    version = int(run_dir.name)
-    path = export_saved_model(pre, model, class_names, base, summary, files, version, mix)
+    path = export_saved_model(pre, model, class_names, base, record, int(run_dir.name), mix)
     kill_point("exported")
     write_atomic(run_dir / "MODEL_CARD.md", (path / "assets.extra" / "MODEL_CARD.md").read_text())
-    summary["export"] = str(path)
-    save_json(run_dir / "summary.json", summary)  # written last: the run is finished
+    record.export = str(path)
+    write_summary(run_dir, record)  # written last: the run is finished
     remove(run_dir / "checkpoint")
     return path
 
 
-def _finish(cfg: Config, path: Path, run_dir: Path, plots: list[Path], summary: dict) -> None:
+def _finish(path: Path, run_dir: Path, plots: list[Path], record: RunRecord) -> None:
     """The closing lines: what was written, the score, and how to use the model."""
     print(f"\nwrote: {path}  (SavedModel for TF Serving; metadata in {path / 'assets.extra'})")
     print(f"wrote: {run_dir}  (config, history.csv, report.json, MODEL_CARD.md, model.keras, logs)")
     print(f"wrote: {', '.join(p.name for p in plots)} in {run_dir}")
     print(
-        f"test accuracy {summary['metrics']['accuracy']:.4f}, macro F1 "
-        f"{summary['metrics']['macro_f1']:.4f}, {summary['training']['wall_seconds']:.0f}s"
+        f"test accuracy {record.metrics.accuracy:.4f}, macro F1 "
+        f"{record.metrics.macro_f1:.4f}, {record.training.wall_seconds:.0f}s"
     )
     print(f'try it: python -m keras_sentiment predict {path.parent} "What a wonderful film!"')
-    for line in served_before(path.parent, int(path.name), summary):
+    for line in served_before(path.parent, int(path.name), record):
         print(line, flush=True)
 
 
@@ -345,8 +353,8 @@ def load(path: str | Path) -> Predictor:
         UserError: no such model, or not one this package can read.
 
     Example:
-        >>> predictor = ks.load("saved_models/imdb_lstm_quick")  # doctest: +SKIP
-        >>> predictor("What a wonderful film!")["label"]  # doctest: +SKIP
+        >>> predictor = ks.load("saved_models/imdb_lstm_quick")
+        >>> predictor("What a wonderful film!")["label"]
         array(['pos'], dtype=object)
     """
     return load_predictor(path)
@@ -429,9 +437,12 @@ def export(
             exported version of the name to time.
 
     Example:
-        >>> ks.export(name="imdb_lstm_quick")  # doctest: +SKIP
+        >>> ks.export(name="imdb_lstm_quick")  # doctest: +ELLIPSIS
+        wrote: saved_models/imdb_lstm_quick/2  (the model of runs/imdb_lstm_quick/1)
+        ...
         PosixPath('saved_models/imdb_lstm_quick/2')
-        >>> ks.export(name="imdb_lstm_quick", models_config=True, files_only=True)  # doctest: +SKIP
+        >>> ks.export(name="imdb_lstm_quick", models_config=True, files_only=True)
+        wrote: saved_models/models.config
         PosixPath('saved_models/models.config')
     """
     run_dir = Path(run.run_dir if isinstance(run, Run) else run) if run else None

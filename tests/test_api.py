@@ -3,10 +3,7 @@
 
 import inspect
 import json
-import os
 import re
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -17,7 +14,14 @@ import keras_sentiment as ks
 from keras_sentiment.cli import main
 from keras_sentiment.serving.prediction import KerasPredictor, SavedModelPredictor
 
-from .conftest import HOSTILE_BYTES, ROOT, synthetic_reviews, tiny_config, write_csv
+from .helpers import (
+    HOSTILE_BYTES,
+    run_python,
+    synthetic_reviews,
+    tiny_config,
+    without,
+    write_csv,
+)
 
 TEXTS = ["What a film!", "Dull, predictable and far too long.", "", "<br />!!!"]
 
@@ -28,13 +32,15 @@ def test_fit_returns_the_run(tiny_run, tiny_data):
     assert run.run_dir.name == "1" and run.export_path.name == "1"
     assert (run.export_path / "saved_model.pb").is_file()
     assert [row["epoch"] for row in run.history] == [1, 2]
-    assert run.report["accuracy"] == run.summary["metrics"]["accuracy"] > 0.9
+    # 75 of the 80 held-out texts (the tiny LSTM stays near chance in two epochs; the n-gram
+    # branch carries the mix); one text of margin.
+    assert run.report["accuracy"] == run.summary.metrics.accuracy >= 0.925
     assert run.report["support"] == 80  # a stratified fifth of the 400 held out as test
     probs = run.model.predict(tf.constant(TEXTS), verbose=0)
     assert probs.shape == (4, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     # The run's config names its in-memory data by content, so a resume never mixes data.
-    assert run.summary["config"]["dataset"].startswith("memory:")
-    assert run.summary["config"]["name"] == "tiny"
+    assert run.summary.config["dataset"].startswith("memory:")
+    assert run.summary.config["name"] == "tiny"
 
 
 def test_the_exported_model_serves_what_the_trained_model_says(tiny_run, tiny_predictor):
@@ -89,11 +95,8 @@ def test_a_new_process_imports_lightly_starts_quietly_and_keras_loads_the_file(t
     path = tmp_path / "sentiment.keras"
     tiny_run["run"].model.save(path)
     # As a notebook user would: no TF_CPP_MIN_LOG_LEVEL of their own.
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    done = subprocess.run(
-        [sys.executable, "-c", IN_A_NEW_PROCESS, str(path), str(tiny_run["base"]), *TEXTS],
-        capture_output=True, text=True, cwd=ROOT, timeout=300, env=env,
-    )  # fmt: skip
+    env = without("TF_CPP_MIN_LOG_LEVEL")
+    done = run_python(IN_A_NEW_PROCESS, path, tiny_run["base"], *TEXTS, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "light: False" in done.stdout  # `import keras_sentiment` starts no TensorFlow
     assert "said: ['pos', 'neg'" in done.stdout

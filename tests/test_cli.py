@@ -3,14 +3,12 @@
 import io
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
 from keras_sentiment.cli import main
 
-from .conftest import run_cli, synthetic_reviews, write_csv
+from .helpers import run_cli, run_python, synthetic_reviews, write_csv
 
 FLAGS = {
     "fit": ["--max-train", "--epochs", "--text-column", "--precision", "--config"],
@@ -41,7 +39,7 @@ def test_each_command_helps_with_its_own_flags(command, capsys):
 def test_help_needs_no_tensorflow():
     code = "import sys\nfrom keras_sentiment.cli import main\ntry:\n    main(['--help'])\n"
     code += "except SystemExit:\n    print('tensorflow' in sys.modules)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = run_python(code)
     assert done.stdout.strip().endswith("False"), done.stderr
     assert "fit" in done.stdout and "evaluate" in done.stdout
 
@@ -90,7 +88,8 @@ def test_evaluate_a_test_file_or_a_slice(tiny_run, tmp_path, capsys):
     path = write_csv(tmp_path / "held.csv", list(zip(texts, labels)))
     assert main(["evaluate", str(tiny_run["base"]), "--test-data", str(path), "--json"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert sum(map(sum, result["confusion_matrix"])) == 120 and result["accuracy"] > 0.9
+    # 116 of these 120 right; two texts of margin.
+    assert sum(map(sum, result["confusion_matrix"])) == 120 and result["accuracy"] >= 0.95
     assert set(result["per_class"]) == {"neg", "pos"} and result["data"] == str(path)
     assert 0 < result["seconds"] < 60  # the scoring alone, after loading
     args = ["evaluate", str(tiny_run["base"]), "--test-data", str(path), "--max-test", "50"]
@@ -115,7 +114,7 @@ def test_runs_lists_and_compares_without_tensorflow(tiny_run, tmp_path):
         f"main(['runs', '--output-dir', {str(out)!r}, '--compare', 'tiny/1', 'tiny'])\n"
         "print('tensorflow' in sys.modules)"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = run_python(code)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[-1] == "False"  # listing reads JSON files: no TensorFlow
@@ -169,10 +168,7 @@ print("tensorflow" in sys.modules)
 
 
 def test_missing_paths_are_said_before_tensorflow_starts(tiny_run):
-    done = subprocess.run(
-        [sys.executable, "-c", MISSING_PATHS, str(tiny_run["base"])],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    done = run_python(MISSING_PATHS, tiny_run["base"], timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "False"
     said = done.stderr.splitlines()

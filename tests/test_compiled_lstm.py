@@ -10,16 +10,14 @@ from keras_sentiment.network.compiled_lstm import gradient_dtype
 from keras_sentiment.network.model import build_model
 from keras_sentiment.training.train import set_precision
 
-
-def tiny(**kw) -> Config:
-    return Config(**{"lstm_units": 8, "embeddings": "none", "embedding_dim": 8, **kw})
+from .helpers import model_config
 
 
 @pytest.mark.parametrize("has_bfloat16", [True, False])
 def test_bfloat16_runs_exactly_where_asked_and_the_cpu_has_it(monkeypatch, capsys, has_bfloat16):
     monkeypatch.setattr(kernel_module, "cpu_has_bfloat16", lambda: has_bfloat16)
     assert Config().precision == "float32"  # bfloat16: at most 10% faster in fit (README)
-    cfg = tiny(bidirectional=False, precision="auto")
+    cfg = model_config(bidirectional=False, precision="auto")
     assert build_model(cfg, 30, 2, None).layers[2].matmul_dtype == "auto"
     used = "bfloat16" if has_bfloat16 else "float32"
     assert gradient_dtype("auto") == gradient_dtype("bfloat16") == used
@@ -28,7 +26,7 @@ def test_bfloat16_runs_exactly_where_asked_and_the_cpu_has_it(monkeypatch, capsy
     # met prints the fallback, auto falls back silently.
     assert ("bfloat16" in set_precision(cfg)) == has_bfloat16
     assert capsys.readouterr().out == ""
-    assert set_precision(tiny()) == "float32"
-    assert ("bfloat16" in set_precision(tiny(precision="bfloat16"))) == has_bfloat16
+    assert set_precision(model_config()) == "float32"
+    assert ("bfloat16" in set_precision(model_config(precision="bfloat16"))) == has_bfloat16
     fallback = "bfloat16 needs a CPU with AVX512_BF16 or AMX: training in float32\n"
     assert capsys.readouterr().out == ("" if has_bfloat16 else fallback)

@@ -92,8 +92,8 @@ def test_abbreviated_flags_are_refused(capsys):
 # The package in the order the data moves: each stage imports only the stages before it (and
 # the modules of its own subpackage).
 STAGES = [
-    "startup", "config", "files", "records", "data", "text", "network", "training",
-    "reporting", "serving", "scoring", "api", "cli", "__main__",
+    "startup", "config", "files", "records", "compat", "registration", "data", "text",
+    "network", "training", "reporting", "serving", "scoring", "api", "cli", "__main__",
 ]  # fmt: skip
 
 

@@ -6,7 +6,7 @@ import pytest
 from keras_sentiment.config import Config, UserError
 from keras_sentiment.data.splits import load_dataset, load_splits
 
-from .conftest import NEGATIVE, POSITIVE, write_csv
+from .helpers import NEGATIVE, POSITIVE, write_csv
 
 
 def test_csv_splits_are_stratified_and_disjoint(toy_csv):

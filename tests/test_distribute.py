@@ -3,16 +3,22 @@
 import json
 import os
 import socket
-import subprocess
-import sys
 
 import pytest
 
 from keras_sentiment.config import UserError
-from keras_sentiment.records import versions
+from keras_sentiment.records import read_metadata, versions
 from keras_sentiment.training.train import make_strategy
 
-from .conftest import ROOT, synthetic_reviews, write_csv
+from .helpers import (
+    fit_args,
+    run_cli,
+    run_config,
+    run_python,
+    start_cli,
+    synthetic_reviews,
+    write_csv,
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +28,15 @@ def reviews(tmp_path_factory):
     return write_csv(tmp_path_factory.mktemp("data") / "reviews.csv", list(zip(texts, labels)))
 
 
-def fit_args(work, name: str, strategy: str, data) -> list[str]:
+def small_fit(work, name: str, strategy: str, data) -> list[str]:
     # The LSTM alone (no n-gram branch), so the accuracy is the distributed training's own.
-    return [
-        "fit", "--name", name, "--strategy", strategy, "--dataset", str(data), "--ngrams", "0",
-        "--epochs", "3", "--no-lemmatize", "--embeddings", "none", "--embedding-dim", "16",
-        "--sequence-length", "64", "--lstm-units", "16", "--batch-size", "32",
-        "--output-dir", str(work / "saved_models"), "--runs-dir", str(work / "runs"),
-    ]  # fmt: skip
+    return fit_args(
+        run_config(
+            work, name=name, strategy=strategy, dataset=str(data), ngrams=0, epochs=3,
+            lemmatize=False, embeddings="none", embedding_dim=16, sequence_length=64,
+            lstm_units=16, batch_size=32,
+        )
+    )  # fmt: skip
 
 
 def free_ports(n: int) -> list[int]:
@@ -44,21 +51,14 @@ def free_ports(n: int) -> list[int]:
 
 
 def accuracy(work, name: str) -> float:
-    meta = work / "saved_models" / name / "1" / "assets.extra" / "metadata.json"
-    return json.loads(meta.read_text())["metrics"]["accuracy"]
+    return read_metadata(work / "saved_models" / name / "1").metrics.accuracy
 
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, reviews) -> float:
     """Test accuracy of the same small fit on one device, to hold the distributed ones to."""
     work = tmp_path_factory.mktemp("single")
-    done = subprocess.run(
-        [sys.executable, "-m", "keras_sentiment", *fit_args(work, "single", "default", reviews)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=480,
-    )
+    done = run_cli(*small_fit(work, "single", "default", reviews), timeout=480)
     assert done.returncode == 0, done.stderr[-3000:]
     assert accuracy(work, "single") > 0.85  # it learned: a model at chance would say 0.5
     return accuracy(work, "single")
@@ -67,18 +67,12 @@ def single(tmp_path_factory, reviews) -> float:
 @pytest.mark.slow
 def test_two_workers_then_only_the_chief_exports(tmp_path, single, reviews):
     cluster = {"worker": [f"127.0.0.1:{p}" for p in free_ports(2)]}
-    args = fit_args(tmp_path, "mw", "multi-worker", reviews)
-    cmd = [sys.executable, "-m", "keras_sentiment", *args]
+    args = small_fit(tmp_path, "mw", "multi-worker", reviews)
     procs = []
     try:
         for index in range(2):
             tf_config = {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            env = {**os.environ, "TF_CONFIG": json.dumps(tf_config)}
-            procs.append(
-                subprocess.Popen(
-                    cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
-                )
-            )
+            procs.append(start_cli(*args, env={**os.environ, "TF_CONFIG": json.dumps(tf_config)}))
         outputs = [p.communicate(timeout=480)[0].decode() for p in procs]
     finally:
         for p in procs:
@@ -106,13 +100,7 @@ sys.exit(main(sys.argv[1:]))
 
 @pytest.mark.slow
 def test_mirrored_on_two_logical_cpus(tmp_path, single, reviews):
-    done = subprocess.run(
-        [sys.executable, "-c", MIRRORED, *fit_args(tmp_path, "mirrored", "mirrored", reviews)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=480,
-    )
+    done = run_python(MIRRORED, *small_fit(tmp_path, "mirrored", "mirrored", reviews), timeout=480)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "MirroredStrategy with 2 replica(s)" in done.stdout
     assert versions(tmp_path / "saved_models" / "mirrored") == [1]

@@ -1,10 +1,7 @@
 """The main job as a user runs it on IMDB: fit a slice, export, reload elsewhere, evaluate."""
 
 import json
-import os
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,9 +10,7 @@ from keras_sentiment.data.splits import load_test_split
 from keras_sentiment.network.compiled_lstm import gradient_dtype
 from keras_sentiment.serving.prediction import SavedModelPredictor
 
-from .conftest import run_cli
-
-pytestmark = pytest.mark.slow
+from .helpers import run_cli, run_python, without
 
 # Loads the SavedModel in a process where keras_sentiment and NLTK cannot even be imported.
 STANDALONE = r"""
@@ -43,6 +38,7 @@ def reviews():
     return [data.texts[i].decode() for i in pick], data.labels[pick], names
 
 
+@pytest.mark.slow
 def test_fit_writes_everything(imdb_run):
     version = imdb_run["version"]
     assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
@@ -74,6 +70,7 @@ def test_fit_writes_everything(imdb_run):
     assert list((imdb_run["run_dir"] / "logs").rglob("events.out.tfevents.*"))  # TensorBoard
 
 
+@pytest.mark.slow
 def test_plots_decode_with_their_sizes(imdb_run):
     from matplotlib.image import imread
 
@@ -83,29 +80,26 @@ def test_plots_decode_with_their_sizes(imdb_run):
         assert pixels.shape[:2] == (height, width) and pixels.std() > 0
 
 
+@pytest.mark.slow
 def test_savedmodel_scores_raw_reviews_without_the_package(imdb_run, reviews):
     texts, labels, names = reviews
-    done = subprocess.run(
-        [sys.executable, "-c", STANDALONE, str(imdb_run["version"])],
-        input=json.dumps(texts),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_python(STANDALONE, imdb_run["version"], stdin=json.dumps(texts))
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     outputs, label_names = json.loads(lines[-2]), json.loads(lines[-1])
     probs = np.array(outputs["probabilities"])
     assert probs.shape == (400, 2) and np.allclose(probs.sum(1), 1, atol=1e-5)
     # The same answers as this package's predictor, and a model that learned: two epochs on
-    # 1,800 reviews with the n-gram branch score about 0.83 here (0.5 is chance).
+    # 1,800 reviews with the n-gram branch score 0.8425 on these 400 (the LSTM alone about 0.7,
+    # chance 0.5), so a lost branch or a broken mix falls below.
     ours = SavedModelPredictor(imdb_run["version"])(texts)["probabilities"]
     np.testing.assert_allclose(probs, ours, rtol=0, atol=1e-6)
     accuracy = (probs.argmax(1) == labels).mean()
-    assert accuracy > 0.75, accuracy
+    assert accuracy >= 0.82, accuracy
     assert label_names == [names[i] for i in outputs["label_id"]]
 
 
+@pytest.mark.slow
 def test_evaluate_rescores_the_test_split_fit_reported(imdb_run):
     meta = json.loads((imdb_run["version"] / "assets.extra" / "metadata.json").read_text())
     done = run_cli("evaluate", str(imdb_run["base"]), "--json")
@@ -118,6 +112,7 @@ def test_evaluate_rescores_the_test_split_fit_reported(imdb_run):
     assert json.loads(cut.stdout.strip().splitlines()[-1])["support"] == 100
 
 
+@pytest.mark.slow
 def test_serving_commands_keep_each_op_to_half_the_cores(imdb_run):
     # Checked inside the process the CLI ran in: the setting is process-wide.
     code = (
@@ -128,16 +123,17 @@ def test_serving_commands_keep_each_op_to_half_the_cores(imdb_run):
         "print(tf.config.threading.get_intra_op_parallelism_threads(), "
         "len(os.sched_getaffinity(0)))\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    done = run_python(code)
     assert done.returncode == 0, done.stderr
     threads, cores = map(int, done.stdout.strip().splitlines()[-1].split())
     assert threads == max(1, cores // 2)
 
 
+@pytest.mark.slow
 def test_a_csv_fit_takes_its_own_name_and_starts_quietly(toy_csv, tmp_path):
     # As a user runs it: no TF_CPP_MIN_LOG_LEVEL of their own, no --name. TensorFlow's C++
     # lines (oneDNN, CUDA probing) stay off stderr.
-    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env = without("TF_CPP_MIN_LOG_LEVEL")
     out = ["--output-dir", str(tmp_path / "sm"), "--runs-dir", str(tmp_path / "runs")]
     fit = run_cli("fit", "--dataset", str(toy_csv), "--epochs", "1", *out, env=env)
     assert fit.returncode == 0, fit.stderr[-2000:]

@@ -10,7 +10,7 @@ import keras_sentiment as ks
 from keras_sentiment.cli import main
 from keras_sentiment.data.sources import parse_label_map
 
-from .conftest import synthetic_reviews, write_csv
+from .helpers import synthetic_reviews, write_csv
 
 
 def test_labels_the_model_spells_otherwise_need_a_map_and_the_error_gives_it(

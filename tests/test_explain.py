@@ -1,8 +1,7 @@
 """Explanations: the `explain` signature, its Keras twin, the page, the card, the command line."""
 
 import json
-import subprocess
-import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -29,8 +28,15 @@ from keras_sentiment.serving.graph import ServingNgrams, serving_function
 from keras_sentiment.serving.prediction import KerasPredictor, SavedModelPredictor
 from keras_sentiment.text.preprocessing import TextPreprocessor, tokens_and_ids
 
-from .conftest import HOSTILE, HOSTILE_BYTES, ROOT, run_cli, synthetic_reviews
-from .test_serving_network import ALLOWED_OPS
+from .helpers import (
+    ALLOWED_OPS,
+    HOSTILE,
+    HOSTILE_BYTES,
+    ROOT,
+    run_cli,
+    run_python,
+    synthetic_reviews,
+)
 from .tf_serving_stub import StubServer
 
 OBVIOUS = {
@@ -205,7 +211,7 @@ def occlusion_correlations(
 ) -> list[float]:
     """Spearman of each text's attributions against brute-force occlusion: the score drop when
     one word alone goes to the baseline (zero vector, its n-grams absent)."""
-    from keras_sentiment.training.runs import load_run_model
+    from keras_sentiment.network.model import load_run_model
 
     pre, model, mix = load_run_model(run_dir)
     network = ServingNetwork(model)
@@ -369,15 +375,15 @@ def test_an_export_with_the_lstm_in_the_mix(mixed, tiny_run, tmp_path):
     """The mixed model through export_saved_model: the SavedModel's predictions and
     explanations equal the Keras model's, its graph holds stock ops only, and its card explains
     three reviews."""
-    from keras_sentiment.serving.saved_model import export_saved_model, version_files
+    from keras_sentiment.records import read_summary
+    from keras_sentiment.serving.saved_model import export_saved_model
 
-    from .test_serving_network import graph_op_types
+    from .helpers import graph_op_types
 
     pre, network, half = mixed["parts"]
-    summary = json.loads((tiny_run["run_dir"] / "summary.json").read_text())
-    names, base = summary["class_names"], tmp_path / "mixed"
+    record = read_summary(tiny_run["run_dir"])
     version = export_saved_model(
-        pre, network, names, base, summary, version_files(summary), mix=half
+        pre, network, record.class_names, tmp_path / "mixed", record, mix=half
     )
     texts = synthetic_reviews(12, seed=9)[0] + HOSTILE[:4]
     ours = SavedModelPredictor(version).explain(texts)
@@ -407,30 +413,27 @@ def test_an_export_with_the_lstm_in_the_mix(mixed, tiny_run, tmp_path):
 def imdb_mixed(imdb_run, tmp_path_factory) -> dict:
     """The IMDB run's model exported again with the LSTM's weight in the mix at 0.5: its fit
     gives the LSTM 0 (two epochs on 1,800 reviews), and the LSTM's path must be checked too."""
-    from keras_sentiment.serving.saved_model import export_saved_model, version_files
-    from keras_sentiment.training.runs import load_run_model
+    from keras_sentiment.network.model import load_run_model
+    from keras_sentiment.records import read_summary
+    from keras_sentiment.serving.saved_model import export_saved_model
 
     pre, network, mix = load_run_model(imdb_run["run_dir"])
     half = NgramMix(mix.order, mix.vocabulary_size, mix.size, 0.5)
     for mine, theirs in zip(half.weights, mix.weights):
         mine.assign(theirs)
-    summary = json.loads((imdb_run["run_dir"] / "summary.json").read_text())
-    base, names = tmp_path_factory.mktemp("imdb_mixed"), summary["class_names"]
-    version = export_saved_model(
-        pre, network, names, base, summary, version_files(summary), mix=half
-    )
+    record = read_summary(imdb_run["run_dir"])
+    base, names = tmp_path_factory.mktemp("imdb_mixed"), record.class_names
+    version = export_saved_model(pre, network, names, base, record, mix=half)
     return {"version": version, "model": text_model(pre, network, half, names), "run": imdb_run}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("which", ["as fitted", "LSTM weight 0.5"])
 def test_imdb_model_explains_with_tensorflow_alone(imdb_run, imdb_mixed, which):
     """The issue's check: no keras_sentiment, no NLTK; complete on the first 20 test reviews,
     the obvious sentences' words, and at most 20x a prediction (p50, alternating rounds)."""
     version = imdb_run["version"] if which == "as fitted" else imdb_mixed["version"]
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "docs" / "explain_check.py"), str(version), "--json"],
-        capture_output=True, text=True, timeout=600, cwd="/",
-    )  # fmt: skip
+    done = run_python(ROOT / "docs" / "explain_check.py", version, "--json", cwd=Path("/"))
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["completeness_worst_error_over_bound"] <= 1, result
@@ -440,6 +443,7 @@ def test_imdb_model_explains_with_tensorflow_alone(imdb_run, imdb_mixed, which):
     assert result["ratio"] <= 20, result
 
 
+@pytest.mark.slow
 def test_imdb_occlusion_and_keras_parity(imdb_mixed):
     texts = [t.decode() for t in first_test_reviews(4)]
     out = SavedModelPredictor(imdb_mixed["version"]).explain(texts)

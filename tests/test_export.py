@@ -12,10 +12,10 @@ import tensorflow as tf
 
 import keras_sentiment as ks
 from keras_sentiment.cli import main
-from keras_sentiment.records import versions
+from keras_sentiment.records import RunRecord, versions
 from keras_sentiment.serving.saved_model import models_config, served_before
 
-from .conftest import ROOT, run_cli
+from .helpers import ROOT, run_cli, run_python
 
 
 @pytest.fixture
@@ -174,21 +174,19 @@ KILLED_EXPORT = r"""
 import os, signal, sys
 import keras_sentiment
 from keras_sentiment.serving import saved_model
-from keras_sentiment.training.runs import load_run_model
+from keras_sentiment.network.model import load_run_model
+from keras_sentiment.records import RunRecord
 pre, model, mix = load_run_model(__import__("pathlib").Path(sys.argv[1]))
 # Die the hard way after the SavedModel is written but before it is renamed into place.
 saved_model.write_warmup = lambda *a: os.kill(os.getpid(), signal.SIGKILL)
-saved_model.export_saved_model(pre, model, ["neg", "pos"], sys.argv[2], {}, mix=mix)
+saved_model.export_saved_model(pre, model, ["neg", "pos"], sys.argv[2], RunRecord(), mix=mix)
 """
 
 
 @pytest.mark.slow
 def test_export_killed_half_way_leaves_no_partial_version(copied_run):
     base = copied_run["work"] / "models" / "tiny"
-    done = subprocess.run(
-        [sys.executable, "-c", KILLED_EXPORT, str(copied_run["run_dir"]), str(base)],
-        capture_output=True, text=True, cwd=ROOT, timeout=300,
-    )  # fmt: skip
+    done = run_python(KILLED_EXPORT, copied_run["run_dir"], base)
     assert done.returncode == -9, done.stderr[-2000:]
     assert versions(base) == []
     leftovers = [p for p in base.iterdir() if p.name.startswith(".tmp-")]
@@ -226,9 +224,9 @@ def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch, quick_graph)
     base = tmp_path / "m"
 
     def write(run_dir, version=None):
-        meta = {"run_dir": run_dir}
+        record = RunRecord(run_dir=run_dir)
         return export.export_saved_model(
-            pre, model, ["neg", "pos"], base, meta, version=version, mix=mix
+            pre, model, ["neg", "pos"], base, record, version=version, mix=mix
         )
 
     assert write("runs/a/1", version=1) == base / "1"
@@ -250,15 +248,14 @@ def test_exporters_never_collide(tiny_model, tmp_path, monkeypatch, quick_graph)
 def test_stale_temporaries_are_judged_by_host_and_pid(tiny_model, tmp_path, quick_graph):
     from keras_sentiment.serving import saved_model as export
 
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()  # fmt: skip
+    dead = run_python("import os; print(os.getpid())").stdout.strip()
     base = tmp_path / "m"
     mine = base / f".tmp-{export._host()}-{dead}-abc"
     other_host = base / f".tmp-otherhost-{dead}-abc"
     for folder in (mine, other_host):
         folder.mkdir(parents=True)
     pre, model, mix = tiny_model
-    export.export_saved_model(pre, model, ["neg", "pos"], base, {}, mix=mix)
+    export.export_saved_model(pre, model, ["neg", "pos"], base, RunRecord(), mix=mix)
     assert not mine.exists()  # this host's exporter is gone: its leftovers go
     assert other_host.is_dir()  # another host's PID says nothing here: kept
 
@@ -299,7 +296,7 @@ def test_export_reads_runs_from_before_model_keras_took_raw_text(tiny_run, tiny_
 
 
 def test_the_closing_lines_say_what_differs_between_test_splits(tmp_path):
-    def version(n: int, seed: int, accuracy: float, max_test: int = 0) -> dict:
+    def version(n: int, seed: int, accuracy: float, max_test: int = 0) -> RunRecord:
         meta = {
             "metrics": {"accuracy": accuracy},
             "config": {"dataset": "toy.csv", "seed": seed, "max_test": max_test},
@@ -308,7 +305,7 @@ def test_the_closing_lines_say_what_differs_between_test_splits(tmp_path):
         }
         (tmp_path / str(n) / "assets.extra").mkdir(parents=True)
         (tmp_path / str(n) / "assets.extra" / "metadata.json").write_text(json.dumps(meta))
-        return meta
+        return RunRecord.from_dict(meta)
 
     version(1, seed=1337, accuracy=0.9)
     # Another seed holds out another test split: not comparable, and it says why.

@@ -11,7 +11,7 @@ from keras_sentiment.network.ngrams import LSTM_WEIGHTS, fit_ngrams, ngram_keys
 from keras_sentiment.reporting.evaluation import mix_rows
 from keras_sentiment.text.preprocessing import vectorize
 
-from .conftest import HOSTILE_BYTES, synthetic_reviews
+from .helpers import HOSTILE_BYTES, synthetic_reviews
 
 
 @pytest.fixture(scope="module")

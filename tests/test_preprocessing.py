@@ -20,7 +20,7 @@ from keras_sentiment.text.preprocessing import (
     vectorize,
 )
 
-from .conftest import NEGATIVE, POSITIVE
+from .helpers import NEGATIVE, POSITIVE
 
 
 def clean(text) -> str:

@@ -7,6 +7,8 @@ from keras_sentiment.config import Config
 from keras_sentiment.network.model import build_model
 from keras_sentiment.training.pretraining import cache_key, corpus, load_pretrained, pretrain
 
+from .helpers import model_config
+
 VOCAB = 8  # padding, OOV and the tokens 2..7 of a cycle
 
 
@@ -18,15 +20,8 @@ def cycles(n: int, seed: int = 0) -> list[np.ndarray]:
 
 
 def tiny(tmp_path, **overrides) -> Config:
-    values = dict(
-        embeddings="none",
-        embedding_dim=8,
-        lstm_units=16,
-        batch_size=16,
-        pretrain_epochs=1,
-        runs_dir=str(tmp_path),
-    )
-    return Config(**{**values, **overrides})
+    values = dict(lstm_units=16, batch_size=16, pretrain_epochs=1, runs_dir=str(tmp_path))
+    return model_config(**{**values, **overrides})
 
 
 @pytest.mark.slow  # pretraining is not a default stage
@@ -127,9 +122,9 @@ def test_fit_with_pretraining_reads_unlabeled_reviews(tmp_path, capsys):
         output_dir=str(tmp_path / "saved_models"),
     )
     first = fit(Config(**cfg))
-    pre = first.summary["pretraining"]
+    pre = first.summary.pretraining
     # 300 training texts (270 train + 30 validation) and 300 of the 50,000 unlabeled.
-    assert (pre["texts"], pre["unlabeled_texts"]) == (600, 300)
+    assert (pre.texts, pre.unlabeled_texts) == (600, 300)
     card = (first.export_path / "assets.extra" / "MODEL_CARD.md").read_text()
     assert "- Unlabeled texts: 300," in card
     assert "reusing" not in capsys.readouterr().out

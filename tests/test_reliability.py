@@ -19,7 +19,15 @@ from keras_sentiment.config import UserError
 from keras_sentiment.records import versions
 from keras_sentiment.serving.prediction import SavedModelPredictor
 
-from .conftest import HOSTILE, ROOT, run_cli, synthetic_reviews, write_csv
+from .helpers import (
+    HOSTILE,
+    fit_args,
+    run_cli,
+    run_config,
+    start_cli,
+    synthetic_reviews,
+    write_csv,
+)
 
 
 @pytest.fixture(scope="session")
@@ -29,14 +37,13 @@ def reviews_csv(tmp_path_factory):
     return write_csv(tmp_path_factory.mktemp("csv") / "reviews.csv", list(zip(texts, labels)))
 
 
-def small_fit(work, name: str, data, *extra: str, epochs: int = 4) -> list[str]:
-    return [
-        sys.executable, "-m", "keras_sentiment", "fit", "--name", name, "--dataset", str(data),
-        "--epochs", str(epochs), "--patience", "4",
-        "--sequence-length", "64", "--lstm-units", "8", "--batch-size", "16",
-        "--checkpoint-steps", "5", "--no-lemmatize",
-        "--output-dir", str(work / "saved_models"), "--runs-dir", str(work / "runs"), *extra,
-    ]  # fmt: skip
+def small_fit(work, name: str, data, epochs: int = 4, checkpoint_steps: int = 5) -> list[str]:
+    """The `fit` arguments of a small run on `data` (backups every 5 steps)."""
+    cfg = run_config(
+        work, name=name, dataset=str(data), epochs=epochs, patience=4, sequence_length=64,
+        lstm_units=8, batch_size=16, checkpoint_steps=checkpoint_steps, lemmatize=False,
+    )  # fmt: skip
+    return fit_args(cfg)
 
 
 def history_rows(path) -> list[dict]:
@@ -68,10 +75,7 @@ def tree(folder) -> dict:
 def straight(tmp_path_factory, reviews_csv):
     """An uninterrupted 3-epoch run: what every interrupted run must end up with."""
     work = tmp_path_factory.mktemp("straight")
-    done = subprocess.run(
-        small_fit(work, "straight", reviews_csv, epochs=3),
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    done = run_cli(*small_fit(work, "straight", reviews_csv, epochs=3))
     assert done.returncode == 0, done.stderr[-3000:]
     return work
 
@@ -90,7 +94,7 @@ def same_run(a: dict, b: dict) -> None:
 def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path, straight, reviews_csv):
     cmd = small_fit(tmp_path, "killed", reviews_csv, epochs=3)
     run_dir = tmp_path / "runs" / "killed" / "1"
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = start_cli(*cmd)
     try:
         # Wait until epoch 1 is logged and epoch 2 has backed up a few steps, then kill -9.
         started = wait_for(lambda: len(history_rows(run_dir / "history.csv")) >= 1, proc)
@@ -105,8 +109,12 @@ def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path, straight, reviews
     assert proc.returncode == -signal.SIGKILL
     assert (run_dir / "checkpoint" / "state.json").is_file()
     assert not (tmp_path / "saved_models" / "killed").exists()  # nothing half-exported
+    # As a package without `weight_average` wrote it: a new setting at its default resumes.
+    recorded = json.loads((run_dir / "config.json").read_text())
+    del recorded["weight_average"], recorded["schema"]
+    (run_dir / "config.json").write_text(json.dumps(recorded))
 
-    resumed = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    resumed = run_cli(*cmd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming the interrupted run" in resumed.stdout
     assert "Epoch 1/3" not in resumed.stdout  # the finished epoch is not trained again
@@ -141,12 +149,11 @@ def test_kill_anywhere_then_the_same_command_finishes_the_same_run(
     cmd = small_fit(tmp_path, "k", reviews_csv, epochs=3)
     said = None
     for point, says in KILL_CHAINS[chain]:
-        env = {**os.environ, "KERAS_SENTIMENT_KILL_AT": point}
-        killed = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        killed = run_cli(*cmd, env={**os.environ, "KERAS_SENTIMENT_KILL_AT": point})
         assert killed.returncode == -signal.SIGKILL, (point, killed.stderr[-3000:])
         assert said is None or said in killed.stdout, (point, killed.stdout[-3000:])
         said = says
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = run_cli(*cmd)
     assert again.returncode == 0, again.stderr[-3000:]
     assert said in again.stdout, again.stdout[-3000:]
     for epoch in range(1, EPOCHS_DONE[chain] + 1):
@@ -167,7 +174,7 @@ def test_later_fits_never_touch_an_earlier_run(tmp_path, straight, reviews_csv):
     shutil.copytree(straight / "saved_models", work / "saved_models")
     before = tree(work)
     # A fit that fails at data loading: one line, nothing written, nothing removed.
-    assert main(small_fit(work, "straight", work / "nosuch.csv", epochs=3)[3:]) == 2
+    assert main(small_fit(work, "straight", work / "nosuch.csv", epochs=3)) == 2
     assert tree(work) == before
     # Make version 1 look better than any new run can be: the next one is a downgrade.
     meta_path = work / "saved_models" / "straight" / "1" / "assets.extra" / "metadata.json"
@@ -175,10 +182,7 @@ def test_later_fits_never_touch_an_earlier_run(tmp_path, straight, reviews_csv):
     meta["metrics"]["accuracy"] = 0.99
     meta_path.write_text(json.dumps(meta))
     before = tree(work)
-    again = subprocess.run(
-        small_fit(work, "straight", reviews_csv, epochs=3),
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    again = run_cli(*small_fit(work, "straight", reviews_csv, epochs=3))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "resuming" not in again.stdout  # a finished run is never resumed
     after = tree(work)
@@ -192,29 +196,13 @@ def test_later_fits_never_touch_an_earlier_run(tmp_path, straight, reviews_csv):
     assert listing.returncode == 0 and "straight" in listing.stdout
 
 
-def test_a_different_config_starts_a_new_run_beside_an_interrupted_one(tmp_path):
-    from keras_sentiment.config import Config
-    from keras_sentiment.training.runs import open_run
-
-    cfg = Config(name="x", runs_dir=str(tmp_path / "runs"), output_dir=str(tmp_path / "m"))
-    run, resuming = open_run(cfg)
-    assert run == tmp_path / "runs" / "x" / "1" and not resuming
-    (run / "config.json").write_text(json.dumps(cfg.to_dict()))
-    assert open_run(cfg) == (run, True)  # interrupted, same config: resumed
-    other = Config(**{**cfg.to_dict(), "epochs": 3})
-    assert open_run(other) == (tmp_path / "runs" / "x" / "2", False)
-    (tmp_path / "m" / "x" / "7").mkdir(parents=True)  # a version exported by other means
-    (run / "summary.json").write_text("{}")  # run 1 finished: never resumed again
-    assert open_run(cfg) == (tmp_path / "runs" / "x" / "8", False)
-
-
 def ctrl_c(cmd: list[str], ready) -> tuple[subprocess.Popen, str, str]:
     """Run `cmd`, press Ctrl-C once `ready()` holds, and wait for it to end."""
     # A terminal's Ctrl-C: the default disposition, even when this test runs in a background
     # job, which ignores SIGINT and passes that on to its children (Python then never raises
     # KeyboardInterrupt).
-    proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = start_cli(
+        *cmd, stderr=subprocess.PIPE, text=True,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
@@ -243,15 +231,14 @@ def test_ctrl_c_keeps_the_best_model_and_says_how_to_resume(tmp_path, reviews_cs
 @pytest.mark.slow
 def test_ctrl_c_before_the_first_backup_says_so_and_the_rerun_starts_over(tmp_path, reviews_csv):
     # No --checkpoint-steps: the first backup comes at the end of epoch 1.
-    cmd = [x for x in small_fit(tmp_path, "early", reviews_csv, epochs=1) if x != "5"]
-    cmd.remove("--checkpoint-steps")
+    cmd = small_fit(tmp_path, "early", reviews_csv, epochs=1, checkpoint_steps=0)
     run_dir = tmp_path / "runs" / "early" / "1"
     proc, _, err = ctrl_c(cmd, lambda: (run_dir / "preprocessor.json").is_file())
     assert proc.returncode == 130 and "Traceback" not in err
     assert not (run_dir / "checkpoint").exists() and not (run_dir / "best.keras").exists()
     assert "interrupted before the first backup" in err and "last checkpoint" not in err
     assert "keeps the config and vocabulary only" in err
-    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    again = run_cli(*cmd)
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"resuming the interrupted run in {run_dir}" in again.stdout
     assert versions(tmp_path / "saved_models" / "early") == [1]
@@ -295,13 +282,7 @@ def test_any_strings_or_bytes(predictor, texts):
 @pytest.mark.slow
 def test_cli_and_savedmodel_agree_on_hostile_lines(tiny_run, predictor):
     lines = [b"", b"   ", b"<br />", b"!!!", "😀".encode(), b"\xff\xfe", "日本語".encode()]
-    done = subprocess.run(
-        [sys.executable, "-m", "keras_sentiment", "predict", str(tiny_run["version"])],
-        input=b"\n".join(lines) + b"\n",
-        capture_output=True,
-        cwd=ROOT,
-        timeout=300,
-    )
+    done = run_cli("predict", tiny_run["version"], stdin=b"\n".join(lines) + b"\n")
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(x) for x in done.stdout.decode().splitlines()]
     direct = predictor(lines)
@@ -345,11 +326,7 @@ def test_bad_model_folders(tmp_path, tiny_run, capsys):
 def test_no_tfds_data_and_no_network_fails_in_seconds(tmp_path):
     env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds")}
     started = time.monotonic()
-    done = subprocess.run(
-        [sys.executable, "-m", "keras_sentiment", "fit", "--runs-dir", str(tmp_path / "r"),
-         "--output-dir", str(tmp_path / "m")],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    done = run_cli(*fit_args(run_config(tmp_path, runs_dir=str(tmp_path / "r"))), env=env)
     if "network is unreachable" not in done.stderr:
         pytest.skip("this machine reaches the network: TFDS would download the data")
     assert time.monotonic() - started < 60  # TFDS alone retries for about 3.5 minutes
@@ -362,12 +339,8 @@ def test_no_tfds_data_and_no_network_fails_in_seconds(tmp_path):
 @pytest.mark.slow
 def test_no_wordnet_data(tmp_path, toy_csv):
     env = {**os.environ, "NLTK_DATA": str(tmp_path)}
-    args = ["fit", "--dataset", str(toy_csv), "--lemmatize", "--runs-dir", str(tmp_path / "r")]
-    args += ["--output-dir", str(tmp_path / "m")]
-    done = subprocess.run(
-        [sys.executable, "-m", "keras_sentiment", *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    cfg = run_config(tmp_path, dataset=str(toy_csv), runs_dir=str(tmp_path / "r"))
+    done = run_cli(*fit_args(cfg), env=env)  # lemmatizes: a default
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "nltk.download('wordnet')" in done.stderr and "NLTK_DATA" in done.stderr
     # The run folder opened after the data loaded; nothing was trained, so it is gone, and said.

@@ -8,8 +8,9 @@ import pytest
 from matplotlib.image import imread
 
 from keras_sentiment.config import UserError
-from keras_sentiment.reporting.evaluation import most_confident_errors, shorten
-from keras_sentiment.reporting.model_card import duration, model_card
+from keras_sentiment.records import ExportRecord
+from keras_sentiment.reporting.evaluation import most_confident_errors
+from keras_sentiment.reporting.model_card import duration, model_card, shorten
 from keras_sentiment.reporting.plots import write_plots
 from keras_sentiment.serving.listing import compare_runs, find_run, format_runs, list_runs
 
@@ -169,6 +170,11 @@ def make_summary(name="imdb_lstm", version=1, created="2026-11-27T07:50:07+00:00
     }
 
 
+def card_of(summary: dict, errors=()) -> str:
+    """The model card of a version whose metadata.json holds `summary` and `errors`."""
+    return model_card(ExportRecord.from_dict({**summary, "most_confident_errors": list(errors)}))
+
+
 ERRORS = [
     {"text": "A masterpiece of boredom.", "true": "neg", "predicted": "pos", "confidence": 0.991},
     {"text": "I hated how much I loved it", "true": "pos", "predicted": "neg", "confidence": 0.97},
@@ -176,7 +182,7 @@ ERRORS = [
 
 
 def test_model_card_holds_the_measured_numbers():
-    card = model_card(make_summary(), ERRORS)
+    card = card_of(make_summary(), ERRORS)
     assert card.startswith("# Model card: imdb_lstm (version 1)")
     for expected in [
         "0.8872",  # accuracy
@@ -208,24 +214,24 @@ def test_model_card_holds_the_measured_numbers():
 
 
 def test_model_card_describes_the_data_it_learned_from():
-    imdb = model_card(make_summary(), [])
+    imdb = card_of(make_summary(), [])
     assert "It learned from the IMDB movie reviews" in imdb and "22,500 training texts" in imdb
     summary = make_summary()
     summary["dataset"] = {"source": "file:data/tweets.csv (test: stratified 20% held out)",
                           "train": 900, "validation": 100, "test": 250}  # fmt: skip
-    card = model_card(summary, [])
+    card = card_of(summary, [])
     assert "It learned from the file `data/tweets.csv` (900 training texts)." in card
     assert "movie" not in card.lower()  # not a movie-review model
     summary["dataset"]["source"] = "memory: 1250 texts (test: stratified 20% held out)"
-    assert "It learned from texts given in memory (900 training texts)." in model_card(summary, [])
+    assert "It learned from texts given in memory (900 training texts)." in card_of(summary, [])
 
 
 def test_model_card_says_when_the_lstm_has_no_say():
     summary = make_summary()
     summary["ngrams"] = {"order": 3, "ngrams": 1000, "C": 0.1, "lstm_weight": 0.0}
-    assert "this model answers with the n-gram branch alone" in model_card(summary, [])
+    assert "this model answers with the n-gram branch alone" in card_of(summary, [])
     summary["ngrams"]["lstm_weight"] = 0.3
-    assert "n-gram branch alone" not in model_card(summary, [])
+    assert "n-gram branch alone" not in card_of(summary, [])
 
 
 def test_curves_of_one_epoch_have_whole_epoch_ticks():
@@ -248,11 +254,11 @@ def test_model_card_copes_with_missing_keys():
     del summary["version"], summary["versions"], summary["test_report"], summary["parameters"]
     summary["training"] = {}
     summary["embeddings"] = {"source": "none", "dim": 32, "coverage": 0.0}
-    card = model_card(summary, [])
+    card = card_of(summary, [])
     assert card.startswith("# Model card: imdb_lstm\n")
     assert "learned from scratch, 32 dimensions" in card and "2014" not in card
     assert "Most confident errors" not in card
-    assert model_card({}, []).startswith("# Model card: model")
+    assert card_of({}, []).startswith("# Model card: model")
 
 
 def write_version(output_dir, meta):
@@ -339,19 +345,19 @@ def test_compare_runs_marks_differences(output_dir):
     assert "9m 30s" in row("duration")
     # A key one side lacks differs too; an empty value shows as "".
     other = find_run(output_dir, "alpha/1")
-    other["config"] = {**other["config"], "test_data": ""}
+    other.config = {**other.config, "test_data": ""}
     lines = compare_runs(other, find_run(output_dir, "alpha/1")).splitlines()
     assert row("test_data").startswith("*") and row("test_data").split()[2:] == ['""', "-"]
     # Metadata with missing parts still compares.
-    assert "-" in compare_runs({"name": "x", "version": 1}, find_run(output_dir, "beta"))
+    assert "-" in compare_runs(ExportRecord(name="x", version=1), find_run(output_dir, "beta"))
 
 
 def test_find_run_resolves_and_refuses(output_dir):
     latest = find_run(output_dir, "alpha")
-    assert latest["version"] == 2 and latest["config"]["lstm_units"] == 128
-    assert latest["path"] == str(output_dir / "alpha" / "2")
-    assert find_run(output_dir, "alpha/1/")["version"] == 1
-    assert find_run(output_dir, "beta")["version"] == 1  # versions 2 and 3 have no usable metadata
+    assert latest.version == 2 and latest.config["lstm_units"] == 128
+    assert latest.path == str(output_dir / "alpha" / "2")
+    assert find_run(output_dir, "alpha/1/").version == 1
+    assert find_run(output_dir, "beta").version == 1  # versions 2 and 3 have no usable metadata
     with pytest.raises(UserError, match=r"no exported run 'gamma'.*alpha, beta"):
         find_run(output_dir, "gamma")
     with pytest.raises(UserError, match=r"no version '7'.*versions: 1, 2"):
@@ -363,11 +369,11 @@ def test_find_run_resolves_and_refuses(output_dir):
             find_run(output_dir, bad)
 
 
-def test_summary_is_not_mutated():
-    summary = make_summary()
-    before = copy.deepcopy(summary)
-    model_card(summary, ERRORS)
-    assert summary == before
+def test_the_record_is_not_mutated():
+    record = ExportRecord.from_dict({**make_summary(), "most_confident_errors": ERRORS})
+    before = copy.deepcopy(record)
+    model_card(record)
+    assert record == before
 
 
 def page_words(page: str) -> dict[str, tuple]:

@@ -18,7 +18,7 @@ import pytest
 from keras_sentiment.config import UserError
 from keras_sentiment.data.readers import input_format, read_rows
 
-from .conftest import run_cli
+from .helpers import run_cli
 
 needs_beam = pytest.mark.skipif(
     importlib.util.find_spec("apache_beam") is None,
@@ -361,7 +361,7 @@ def test_a_stopped_command_leaves_output_as_it_found_it(tiny_run, tmp_path, stop
     import subprocess
     import time
 
-    from .conftest import ROOT
+    from .helpers import ROOT
 
     data = tmp_path / "many.txt"
     data.write_text("A wonderful film, the acting was brilliant.\n" * 400_000)

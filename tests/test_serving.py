@@ -6,7 +6,7 @@ import urllib.request
 
 import pytest
 
-from .conftest import run_cli
+from .helpers import run_cli
 from .tf_serving_stub import StubServer
 
 
@@ -25,18 +25,17 @@ def server(tiny_run):
         yield stub
 
 
-def test_rest_row_and_columnar_formats(server):
-    url = f"{server.url}/v1/models/tiny:predict"
-    status, rows = post(url, {"instances": ["a great film", ""]})
-    assert status == 200 and len(rows["predictions"]) == 2
-    first = rows["predictions"][0]
-    assert set(first) == {"probabilities", "label", "label_id", "classes", "known_words"}
-    assert [p["known_words"] for p in rows["predictions"]] == [3, 0]
-    assert first["classes"] == ["neg", "pos"] and first["label"] in ("neg", "pos")
-    status, cols = post(url, {"inputs": {"text": ["a great film", ""]}})
-    assert status == 200 and cols["outputs"]["label"] == [p["label"] for p in rows["predictions"]]
-    status, error = post(url, {"instances": ["x"], "inputs": ["x"]})
-    assert status == 400 and "error" in error
+def test_the_client_asks_in_tf_serving_s_row_format(server):
+    from keras_sentiment.serving.client import rest_predict
+
+    texts = ["a great film", ""]
+    records = rest_predict(server.url, "tiny", texts, signature="explain")
+    path, headers, raw = server.requests[-1]
+    # TF Serving's documented REST request: the row format, the signature by name.
+    assert path == "/v1/models/tiny:predict" and headers["Content-Type"] == "application/json"
+    assert json.loads(raw) == {"signature_name": "explain", "instances": texts}
+    assert [w for w, _ in records[0]["words"]] == ["a", "great", "film"]
+    assert set(records[0]["probabilities"]) == {"neg", "pos"}
 
 
 def test_cli_client_matches_local_prediction(server, tiny_run, capsys):
@@ -50,11 +49,14 @@ def test_cli_client_matches_local_prediction(server, tiny_run, capsys):
     assert remote.stdout == local and len(local.splitlines()) == 3
 
 
-def test_server_error_is_one_line(server):
-    done = run_cli("predict", "--server", server.url, "--model-name", "nope", "hi")
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1].startswith("error: ")
-    assert "Servable not found" in done.stderr and "Traceback" not in done.stderr
+def test_a_server_error_is_said_in_one_line(server, capsys):
+    from keras_sentiment.cli import main
+
+    url = f"{server.url}/v1/models/nope:predict"
+    status, answer = post(url, {"instances": ["hi"]})
+    assert main(["predict", "--server", server.url, "--model-name", "nope", "hi"]) == 2
+    # The server's own words, after where and what: one line.
+    assert capsys.readouterr().err == f"error: {url}: HTTP {status}: {answer['error']}\n"
 
 
 def test_refused_connection_and_timeout(tiny_run):

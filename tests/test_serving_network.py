@@ -8,58 +8,13 @@ import tensorflow as tf
 from keras_sentiment.network.model import split_text_model
 from keras_sentiment.serving.prediction import SavedModelPredictor
 
-from .conftest import HOSTILE_BYTES, synthetic_reviews
-
-# Every op type the exported graph may hold: TensorFlow's standard kernels, all in the stock
-# tensorflow/serving image. A new op type must be added here on purpose, after checking that
-# it is neither XLA (XlaLaunch, _XlaCompile), cuDNN (CudnnRNN*), Python (PyFunc) nor custom.
-ALLOWED_OPS = {
-    # the network: fused LSTM kernel for a few rows, a packed while-loop for more
-    "BlockLSTMV2", "StatelessWhile", "While", "If", "StatelessIf", "TensorListConcatV2",
-    "TensorListGetItem", "TensorListReserve", "TensorListSetItem", "TensorListSplit",
-    "MatMul", "BiasAdd", "Sigmoid", "Tanh", "Softmax", "AddV2", "Sub", "Mul", "Maximum", "Minimum",
-    "Max", "Sum", "Prod", "Cumsum", "RealDiv",
-    "ArgMax", "TopKV2", "ReverseSequence", "ReverseV2", "ScatterNd", "GatherV2", "GatherNd",
-    "ResourceGather", "Split", "ConcatV2", "Transpose", "Reshape", "Squeeze", "ExpandDims",
-    "BroadcastTo", "Tile", "Pad", "Fill", "Range", "Shape", "Size", "Pack", "StridedSlice",
-    "Where", "Select", "SelectV2", "Cast", "Equal", "NotEqual", "Less", "LessEqual", "Greater",
-    "GreaterEqual", "FloorDiv", "Identity", "NoOp", "Const", "Placeholder",
-    "StatefulPartitionedCall", "PartitionedCall",
-    # preprocessing: string ops and the vocabulary / lemma tables
-    "UnicodeTranscode", "StaticRegexReplace", "StaticRegexFullMatch", "StringLower",
-    "StringStrip", "StringSplitV2", "StringJoin", "ReduceJoin", "UnsortedSegmentJoin",
-    "HashTableV2", "LookupTableFindV2", "LookupTableImportV2", "RaggedRange",
-    "RaggedTensorToTensor", "DenseBincount",
-    # the n-gram branch: its table, distinct (row, n-gram) pairs, sums per row
-    "Unique", "UnsortedSegmentSum", "FloorMod",
-    # the explain signature: log-odds, gradients through the LSTM loops (a custom gradient's
-    # IdentityN) and pooling, n-gram shares, chunks written back into place
-    "Abs", "AddN", "BroadcastGradientArgs", "ConcatOffset", "DynamicStitch", "Exp",
-    "IdentityN", "InvertPermutation", "IsFinite", "Log", "LogSoftmax", "LogicalAnd", "Neg",
-    "Reciprocal", "ShapeN", "Slice", "Softplus", "StopGradient", "TensorScatterUpdate",
-    "UniqueWithCounts", "Unpack", "ZerosLike",
-    # variables, saving and restoring
-    "VarHandleOp", "ReadVariableOp", "AssignVariableOp", "DisableCopyOnRead", "SaveV2",
-    "RestoreV2", "MergeV2Checkpoints", "ShardedFilename", "StringFormat",
-}  # fmt: skip
-
-
-def saved_model_proto(version_dir):
-    """The SavedModel protocol buffer of an exported version."""
-    from tensorflow.core.protobuf import saved_model_pb2
-
-    return saved_model_pb2.SavedModel.FromString((version_dir / "saved_model.pb").read_bytes())
-
-
-def graph_op_types(version_dir) -> set[str]:
-    """Op types of a SavedModel's graph and of every function in its library."""
-    ops = set()
-    for graph in saved_model_proto(version_dir).meta_graphs:
-        ops |= {node.op for node in graph.graph_def.node}
-        for function in graph.graph_def.library.function:
-            ops |= {node.op for node in function.node_def}
-            assert "_XlaMustCompile" not in function.attr  # no jit_compile=True function
-    return ops
+from .helpers import (
+    ALLOWED_OPS,
+    HOSTILE_BYTES,
+    graph_op_types,
+    saved_model_proto,
+    synthetic_reviews,
+)
 
 
 def test_exported_graph_uses_only_allowed_ops(tiny_run):

@@ -31,6 +31,7 @@ class StubServer:
     def __init__(self, name: str, base_path: Path, delay: float = 0.0):
         versions = sorted(int(p.name) for p in Path(base_path).iterdir() if p.name.isdigit())
         self.name, self.version, self.delay = name, versions[-1], delay
+        self.requests: list[tuple[str, dict, bytes]] = []  # (path, headers, body) as received
         self.loaded = tf.saved_model.load(str(Path(base_path) / str(self.version)))
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -96,8 +97,10 @@ class StubServer:
                     name = path.split("/")[3].split(":")[0] if path.count("/") >= 3 else path
                     self._send(404, {"error": f"Servable not found for request: Latest({name})"})
                     return
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                stub.requests.append((path, dict(self.headers), raw))
                 try:
-                    body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                    body = json.loads(raw)
                 except (json.JSONDecodeError, TypeError, ValueError):
                     self._send(400, {"error": "JSON Parse error: Invalid value"})
                     return

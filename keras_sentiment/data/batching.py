@@ -61,7 +61,8 @@ def eval_dataset(rows: list[np.ndarray], labels: np.ndarray | None, batch_size: 
 
 def _no_autotune(ds: tf.data.Dataset) -> tf.data.Dataset:
     # Batches are precomputed, so autotuning buys nothing; its background thread is what
-    # stalled iterator teardown at epoch boundaries on these machines (FIELD_NOTES).
+    # stalled iterator teardown at epoch boundaries in full IMDB fits (the main thread
+    # destroying the last epoch's iterator while the autotune thread waited on it).
     options = tf.data.Options()
     options.autotune.enabled = False
     return ds.with_options(options)

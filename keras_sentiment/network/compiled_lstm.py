@@ -20,8 +20,8 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
-from keras import layers
 
+from keras_sentiment.compat import LSTMWithOwnLoop
 from keras_sentiment.network import lstm_math
 
 
@@ -140,7 +140,7 @@ _lstm_train = {dtype: _make_lstm_train(dtype) for dtype in (tf.float32, tf.bfloa
 
 
 @keras.saving.register_keras_serializable(package="keras_sentiment")
-class CompiledLSTM(layers.LSTM):
+class CompiledLSTM(LSTMWithOwnLoop):
     """keras.layers.LSTM that trains on a CPU with compiled loops and hand-written backprop.
 
     Same weights, config, masking and Bidirectional behaviour as the Keras layer; inference,
@@ -171,9 +171,9 @@ class CompiledLSTM(layers.LSTM):
             and self.compute_dtype == "float32"
         )
 
-    def inner_loop(self, sequences, initial_state, mask, training=False):
+    def own_loop(self, sequences, initial_state, mask, training: bool):
         if not self._compiled(training):
-            return super().inner_loop(sequences, initial_state, mask, training=training)
+            return None  # Keras' own loop
         mask = mask[0] if isinstance(mask, (list, tuple)) else mask
         xt = tf.transpose(sequences, [1, 0, 2])
         mt = tf.ones(tf.shape(xt)[:2], tf.bool) if mask is None else tf.transpose(mask)

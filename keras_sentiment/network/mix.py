@@ -16,11 +16,14 @@ its coefficient times its own explanation (`serving/explanation.py`).
 
 from __future__ import annotations
 
+import time
+
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sentiment.network.ngrams import NgramMember
+from keras_sentiment.config import Config
+from keras_sentiment.network.ngrams import CHARS, WORDS, NgramMember, fit_member
 
 FLOOR = 1e-7  # probabilities are clipped here before their log-odds: a saturated softmax is finite
 STACK_C = 1.0  # inverse L2 strength of the stacking regression: a few coefficients, mildly held
@@ -39,20 +42,27 @@ class MixScoring:
     (one per member) and `bias`.
     """
 
+    def combine(self, lstm: tf.Tensor | None, logits: list[tf.Tensor]) -> tf.Tensor:
+        """s from the parts: the LSTM's log-odds (None where its coefficient is 0) and each
+        member's logit, [batch]. The mix's one formula."""
+        score = self.bias
+        for member_logit, c in zip(logits, self.coefficients):
+            score += c * member_logit
+        if self.lstm_coefficient:
+            score += self.lstm_coefficient * lstm
+        return score
+
     def member_score(self, words: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
         """bias + sum of c_m * logit_m: the part of s the LSTM does not give, [batch]."""
-        score = tf.zeros([tf.shape(ids)[0]]) + self.bias
-        for member, c in zip(self.members, self.coefficients):
-            score += c * member.logits(words, ids)
-        return score
+        logits = [member.logits(words, ids) for member in self.members]
+        return tf.zeros([tf.shape(ids)[0]]) + self.combine(None, logits)
 
     def score(self, words: tf.Tensor, ids: tf.Tensor, probabilities: tf.Tensor | None):
         """s, the mix's log-odds of the second class, [batch] (the LSTM's probabilities may be
         None where its coefficient is 0)."""
-        score = self.member_score(words, ids)
-        if self.lstm_coefficient:
-            score += self.lstm_coefficient * log_odds(probabilities)
-        return score
+        logits = [member.logits(words, ids) for member in self.members]
+        lstm = log_odds(probabilities) if self.lstm_coefficient else None
+        return tf.zeros([tf.shape(ids)[0]]) + self.combine(lstm, logits)
 
     def mixed(self, words: tf.Tensor, ids: tf.Tensor, probabilities: tf.Tensor) -> tf.Tensor:
         """The two classes' probabilities under the mix, [batch, 2]."""
@@ -154,3 +164,80 @@ def fit_stack(parts: dict[str, np.ndarray], labels: np.ndarray, seed: int) -> di
         coefficients, bias = {**dict.fromkeys(names, 0.0), best: 1.0}, 0.0
         mixed = alone[best]
     return {"coefficients": coefficients, "bias": bias, "parts": alone, "mixed": mixed}
+
+
+SHORT_TEXTS = 100  # words read: below this median, char n-grams join the mix by default
+CHAR_ORDER = 5  # the longest char n-gram when they join by default
+
+
+def char_order(cfg: Config, rows: list[np.ndarray]) -> int:
+    """The char n-grams' order: `cfg.char_ngrams`, or where it is -1 (auto), CHAR_ORDER for
+    short texts (what a word's spelling says matters most where a text has few words) and 0
+    for long ones (the word n-grams have enough to go on, and chars would cost the most)."""
+    if cfg.char_ngrams >= 0:
+        return cfg.char_ngrams
+    lengths = [len(row) for row in rows]
+    return CHAR_ORDER if lengths and np.median(lengths) < SHORT_TEXTS else 0
+
+
+def fit_mix(
+    cfg: Config,
+    chars: int,
+    vocabulary_size: int,
+    train: tuple[list | None, list[np.ndarray], np.ndarray],
+    val: tuple[list | None, list[np.ndarray], np.ndarray],
+    lstm_val: np.ndarray,
+) -> tuple[Mix | None, dict]:
+    """The n-gram members fitted on train, stacked with the LSTM on validation.
+
+    Args:
+        cfg: `ngrams` (the word member's order; 0: none) and `seed` are read.
+        chars: the char member's order (0: none), see `char_order`.
+        vocabulary_size: the preprocessor's vocabulary, the base of word n-gram keys.
+        train: the training texts' words as read (None without a char member), ids and labels.
+        val: the validation texts', the same way: they fit the stack.
+        lstm_val: the LSTM's probabilities on the validation texts.
+
+    Returns:
+        The mix (None where the LSTM answers alone) and how it was chosen: `members` (what
+        each fitted), `coefficients` and `bias` (the stack's), `validation_accuracy` (each
+        part alone, and the stack's, cross-validated) and `validation_texts`.
+    """
+    start = time.perf_counter()
+    parts, members, fitted = {"lstm": np.asarray(log_odds(lstm_val))}, [], []
+    for kind, order in ((WORDS, cfg.ngrams), (CHARS, chars)):
+        if order:
+            member, logits, info = fit_member(kind, order, vocabulary_size, train, val, cfg.seed)
+            if member is not None:
+                members.append(member)
+                parts[kind] = logits
+                fitted.append(info)
+    if not members:
+        print("mix: the LSTM alone (no n-gram in 2+ training texts, or one class)", flush=True)
+        return None, {}
+    stack = fit_stack(parts, val[2], cfg.seed)
+    weights = stack["coefficients"]
+    kept = [m for m in members if weights[m.kind]]
+    info = {
+        "members": fitted,
+        "coefficients": weights,
+        "bias": stack["bias"],
+        "validation_accuracy": {**stack["parts"], "mixed": stack["mixed"]},
+        "validation_texts": int(len(val[2])),
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    for found in fitted:
+        low = 1 if found["kind"] == WORDS else 2
+        print(
+            f"mix: {found['ngrams']:,} {found['kind'][:-1]} {low}-{found['order']}-grams in 2+ "
+            f"training texts, NB-LR C={found['C']} ({found['seconds']:.1f}s)",
+            flush=True,
+        )
+    accuracy = ", ".join(f"{name} {a:.4f}" for name, a in info["validation_accuracy"].items())
+    terms = " + ".join(f"{weights[name]:.3g} x {name}" for name in parts if weights[name])
+    print(f"mix: validation accuracy {accuracy} (mixed: 5-fold cross-validated)", flush=True)
+    print(f"mix: log-odds = {stack['bias']:.3g} + {terms}", flush=True)
+    if not kept:
+        return None, info
+    mix = Mix(kept, weights["lstm"], [weights[m.kind] for m in kept], stack["bias"], name="mix")
+    return mix, info

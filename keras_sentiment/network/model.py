@@ -7,6 +7,9 @@ one `.keras` file.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import keras
 import numpy as np
 from keras import layers
@@ -119,11 +122,12 @@ def text_model(
         A `keras.Model` from a `[batch]` string tensor to `[batch, classes]` probabilities.
     """
     text = keras.Input(shape=(), dtype="string", name="text")
-    if mix is None:
-        probabilities = network(pre(text))
-    else:
-        words, ids = pre(text, words=True)
-        probabilities = mix([words, ids, network(ids)])
+    # Always the words too: Keras cannot connect a layer called once with one output and once
+    # with two in another model (best.keras and model.keras share the preprocessor).
+    words, ids = pre(text, words=True)
+    probabilities = network(ids)
+    if mix is not None:
+        probabilities = mix([words, ids, probabilities])
     if class_names is not None:
         probabilities = ClassNames(class_names, name="classes")(probabilities)
     return keras.Model(text, probabilities, name="sentiment_text")
@@ -146,3 +150,17 @@ def split_text_model(
     network = next(layer for layer in model.layers if isinstance(layer, keras.Sequential))
     mix = next((layer for layer in model.layers if isinstance(layer, (Mix, NgramMix))), None)
     return pre, network, mix
+
+
+def load_run_model(run_dir: Path) -> tuple[TextPreprocessor, keras.Model, NgramMix | None]:
+    """The preprocessor, the token-id network and the n-gram mix a finished run trained.
+
+    Its `model.keras` is a `text_model`. Runs from before model.keras held the raw-text model
+    saved the token-id network alone, with the preprocessor beside it in preprocessor.json
+    (and no n-gram branch).
+    """
+    model = keras.saving.load_model(Path(run_dir) / "model.keras")
+    if any(isinstance(layer, TextPreprocessor) for layer in model.layers):
+        return split_text_model(model)
+    config = json.loads((Path(run_dir) / "preprocessor.json").read_text())
+    return TextPreprocessor.from_config(config), model, None

@@ -88,7 +88,9 @@ class NgramScoring:
         grams = tf.strings.ngrams(chars, list(range(2, self.order + 1)), separator="")
         word = grams.value_rowids()  # which of the batch's words each n-gram is from
         real = tf.gather(tf.not_equal(flat, ""), word)  # padding reads no n-gram
-        keys = tf.strings.to_hash_bucket_fast(tf.boolean_mask(grams.flat_values, real), FINGERPRINTS)
+        keys = tf.strings.to_hash_bucket_fast(
+            tf.boolean_mask(grams.flat_values, real), FINGERPRINTS
+        )
         word = tf.boolean_mask(word, real)
         starts = tf.cast(word % width, tf.int32)
         return word // width, keys, starts, tf.ones_like(starts)
@@ -100,7 +102,9 @@ class NgramScoring:
         # Binary features: each (row, n-gram) pair counts once.
         pairs, _ = tf.unique(tf.boolean_mask(rows * self.size + index, known))
         weights = self.weight_of(pairs % self.size)
-        return tf.math.unsorted_segment_sum(weights, pairs // self.size, tf.shape(ids)[0]) + self.bias
+        return (
+            tf.math.unsorted_segment_sum(weights, pairs // self.size, tf.shape(ids)[0]) + self.bias
+        )
 
     def shares(self, words: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
         """Each word's share of the logit less the bias: [batch, time], exact.
@@ -257,7 +261,9 @@ def _nb_lr(x, labels: np.ndarray, c: float, seed: int) -> tuple[np.ndarray, floa
 
 
 def _kept(row_keys: list[np.ndarray]) -> np.ndarray:
-    keys, counts = np.unique(np.concatenate(row_keys or [np.zeros(0, np.int64)]), return_counts=True)
+    keys, counts = np.unique(
+        np.concatenate(row_keys or [np.zeros(0, np.int64)]), return_counts=True
+    )
     return keys[counts >= MIN_COUNT]
 
 
@@ -316,7 +322,9 @@ def fit_member(
     # Refitted on every labeled text: validation has done its part, picking C.
     all_keys = train_keys + val_keys
     keys = _kept(all_keys)
-    coefficients, bias = _nb_lr(_features(all_keys, keys), np.concatenate([labels, val_labels]), c, seed)
+    coefficients, bias = _nb_lr(
+        _features(all_keys, keys), np.concatenate([labels, val_labels]), c, seed
+    )
     member = _member(kind, order, vocabulary_size, keys, coefficients, bias, f"{kind}_ngrams")
     info = {"kind": kind, "order": order, "ngrams": int(len(keys)), "C": c}
     info.update(validation_accuracy=accuracy, seconds=round(time.perf_counter() - start, 1))

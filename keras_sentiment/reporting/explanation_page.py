@@ -1,5 +1,5 @@
 """How explanations are shown: one self-contained HTML page, each text's words shaded by their
-share of the score, and the model card's sections on them.
+share of the score (the model card's sections on them are in `model_card.py`).
 
 Only the standard library: `predict --explain --html` writes it from the records `predict`
 prints, for a local model or a server alike. No script, font, image or link: a Content
@@ -180,49 +180,3 @@ def write_explanation_page(path: str | Path, records: list[dict]) -> Path:
     path = Path(path)
     path.write_text(explanation_page(records), encoding="utf-8")
     return path
-
-
-# --- the model card's sections ----------------------------------------------------------
-
-
-def card_ngrams(summary: dict) -> str:
-    """The model card's section on the n-gram branch's strongest n-grams ("" without)."""
-    ngrams = summary.get("explanations", {}).get("ngrams")
-    if not ngrams:
-        return ""
-    names = summary.get("class_names") or ["negative", "positive"]
-    lines = ["## What the n-gram branch learned", ""]
-    lines.append(
-        "Its strongest n-grams each way, as vocabulary words (lemmas where lemmatized), with "
-        "their coefficient (times the NB ratio) in the branch's logit:"
-    )
-    for key, name in (("positive", names[-1]), ("negative", names[0])):
-        shown = ", ".join(f"{words.replace('<', '&lt;')} ({c:+.2f})" for words, c in ngrams[key])
-        lines += ["", f"- Towards **{name}**: {shown}"]
-    return "\n".join(lines)
-
-
-def card_explained(summary: dict) -> str:
-    """The model card's section on three explained test reviews ("" without)."""
-    reviews = summary.get("explanations", {}).get("reviews")
-    if not reviews:
-        return ""
-    lines = ["## Three test reviews explained", ""]
-    lines.append(
-        "Each word's share of the score (the predicted label's log-odds, n-gram mix "
-        "included) by integrated gradients from a baseline of zero word vectors and no "
-        "n-grams (the `explain` signature). The shares sum to score - baseline."
-    )
-    for r in reviews:
-        pushes = ", ".join(f"{w.replace('<', '&lt;')} ({a:+.2f})" for w, a in r["for"])
-        against = ", ".join(f"{w.replace('<', '&lt;')} ({a:+.2f})" for w, a in r["against"])
-        lines += [
-            "",
-            f"- **{r['kind']}**: true **{r['true']}**, predicted **{r['predicted']}** with "
-            f"probability {r['probability']:.3f}; log-odds {r['score']:+.2f} against "
-            f"{r['baseline_score']:+.2f} for the baseline, shares summing to {r['sum']:+.2f}.",
-            f"  For the label: {pushes or 'none'}. Against it: {against or 'none'}.",
-            "",
-            f"  > {r['text'].replace('<', '&lt;')}",
-        ]
-    return "\n".join(lines)

@@ -1,19 +1,35 @@
-"""The run's summary and model card: what a version is, what it learned from, how it scores,
-where it fails.
+"""The run's record and its model card: what a version is, what it learned from, how it
+scores, where it fails, and what its explanations show.
 
-`run_summary` gathers everything a finished run is known by (summary.json, the version's
-metadata.json); `model_card` writes MODEL_CARD.md from it.
+`run_summary` gathers everything a finished run is known by (a `RunRecord`: summary.json, the
+core of each version's metadata.json); `model_card` writes MODEL_CARD.md from it. The card's
+explanations are computed by the exported `explain` signature (`serving/saved_model.py`); what
+the card shows of them is chosen here (`strongest_ngrams`, `card_explanations`).
+
+Only the standard library and NumPy: the card is read and written without TensorFlow.
 """
 
 from __future__ import annotations
 
 import platform
+import re
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from keras_sentiment.reporting.explanation_page import card_explained, card_ngrams
+from keras_sentiment.records import (
+    DataSizes,
+    Embeddings,
+    ExportRecord,
+    Metrics,
+    MixRecord,
+    Pretraining,
+    RunRecord,
+    Training,
+)
 
-if TYPE_CHECKING:  # types only: the card is read and written without TensorFlow
+if TYPE_CHECKING:  # types only
+    import numpy as np
+
     from keras_sentiment.config import Config
     from keras_sentiment.data.splits import Splits
     from keras_sentiment.training.train import Trained
@@ -33,10 +49,19 @@ def duration(seconds: float) -> str:
     return f"{minutes // 60}h {minutes % 60:02d}m"
 
 
-METRIC_KEYS = ("accuracy", "macro_f1")  # the headline numbers of a run
+def shorten(text: str | bytes, width: int = 300) -> str:
+    """One line of at most `width` characters: <br /> tags gone, whitespace collapsed."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    text = " ".join(re.sub(r"<br\s*/?>", " ", str(text), flags=re.IGNORECASE).split())
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - 1)].rstrip() + "…"
 
 
-def run_summary(cfg: Config, splits: Splits, trained: Trained, result: dict, facts: dict) -> dict:
+def run_summary(
+    cfg: Config, splits: Splits, trained: Trained, result: dict, facts: dict
+) -> RunRecord:
     """Everything a run is known by: summary.json, the version's metadata, the model card.
 
     Args:
@@ -44,44 +69,41 @@ def run_summary(cfg: Config, splits: Splits, trained: Trained, result: dict, fac
         splits: the data it learned from and was tested on.
         trained: the training's model, history, best epoch and precision.
         result: the test report.
-        facts: `embeddings`, `pretraining`, `ngrams` (what each did), `vocabulary_size`,
-            `run_dir`, `resumed`, `tokens_per_epoch`, `errors` (the most confident ones) and
-            `reviews_to_explain` (`reviews_to_explain`'s three test reviews).
+        facts: `embeddings`, `pretraining`, `mix` (what each did, as their stages report
+            it; {} when off), `vocabulary_size`, `run_dir`, `resumed`, `tokens_per_epoch`,
+            `wall_seconds`, `errors` (the most confident ones) and `reviews_to_explain`
+            (`reviews_to_explain`'s three test reviews).
     """
-    history, names = trained.history, splits.class_names
-    return {
-        "name": cfg.name,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "run_dir": facts["run_dir"],
-        "class_names": names,
-        "vocabulary_size": facts["vocabulary_size"],
-        "sequence_length": cfg.sequence_length,
-        "dataset": {
-            "source": splits.source,
-            "train": len(splits.train),
-            "validation": len(splits.val),
-            "test": len(splits.test),
-        },
-        "embeddings": facts["embeddings"],
-        "pretraining": facts["pretraining"],
-        "ngrams": facts["ngrams"],
-        "parameters": trained.model.count_params(),
-        "training": {
-            "epochs_run": len(history),
-            "best_epoch": trained.best_epoch,
-            "history": history,
-            "epoch_seconds": [row["seconds"] for row in history],
-            "tokens_per_epoch": facts["tokens_per_epoch"],
-            "precision": trained.precision,
-            "resumed": facts["resumed"],
-        },
-        "metrics": {k: result[k] for k in METRIC_KEYS},
-        "test_report": result,
-        "most_confident_errors": facts["errors"],
-        "reviews_to_explain": facts.get("reviews_to_explain", []),
-        "config": cfg.to_dict(),
-        "versions": library_versions(),
-    }
+    history = trained.history
+    return RunRecord(
+        name=cfg.name,
+        created=datetime.now(UTC).isoformat(timespec="seconds"),
+        run_dir=facts["run_dir"],
+        class_names=list(splits.class_names),
+        vocabulary_size=facts["vocabulary_size"],
+        sequence_length=cfg.sequence_length,
+        dataset=DataSizes(splits.source, len(splits.train), len(splits.val), len(splits.test)),
+        embeddings=Embeddings(**facts["embeddings"]),
+        pretraining=Pretraining(**facts["pretraining"]) if facts["pretraining"] else None,
+        mix=MixRecord(**facts["mix"]) if facts["mix"] else None,
+        parameters=trained.model.count_params(),
+        training=Training(
+            epochs_run=len(history),
+            best_epoch=trained.best_epoch,
+            history=history,
+            epoch_seconds=[row["seconds"] for row in history],
+            tokens_per_epoch=facts["tokens_per_epoch"],
+            precision=trained.precision,
+            resumed=facts["resumed"],
+            wall_seconds=facts.get("wall_seconds"),
+        ),
+        metrics=Metrics(result["accuracy"], result["macro_f1"]),
+        test_report=result,
+        most_confident_errors=facts["errors"],
+        reviews_to_explain=facts.get("reviews_to_explain", []),
+        config=cfg.to_dict(),
+        versions=library_versions(),
+    )
 
 
 def library_versions() -> dict[str, str]:
@@ -100,42 +122,45 @@ def library_versions() -> dict[str, str]:
 # --- model card --------------------------------------------------------------------------
 
 
-def model_card(summary: dict, errors: list[dict]) -> str:
+def model_card(record: RunRecord) -> str:
     """The Markdown text of MODEL_CARD.md for one trained (and possibly exported) model."""
     sections = [
-        _card_title(summary),
-        _card_data(summary),
-        _card_preprocessing(summary),
-        _card_architecture(summary),
-        _card_training(summary),
-        _card_metrics(summary),
-        _card_errors(errors),
-        card_ngrams(summary),
-        card_explained(summary),
-        _card_limits(summary),
-        _card_versions(summary),
+        _card_title(record),
+        _card_data(record),
+        _card_preprocessing(record),
+        _card_architecture(record),
+        _card_training(record),
+        _card_metrics(record),
+        _card_errors(record.most_confident_errors),
+        _card_ngrams(record),
+        _card_explained(record),
+        _card_limits(record),
+        _card_versions(record),
     ]
     return "\n\n".join(s for s in sections if s).rstrip() + "\n"
 
 
-def _card_title(summary: dict) -> str:
-    name = summary.get("name", "model")
-    version = summary.get("version")
-    title = f"# Model card: {name}" + (f" (version {version})" if version is not None else "")
-    names = summary.get("class_names") or summary.get("test_report", {}).get("class_names", [])
+def _version(record: RunRecord) -> int | None:
+    return record.version if isinstance(record, ExportRecord) else None
+
+
+def _card_title(record: RunRecord) -> str:
+    version = _version(record)
+    title = f"# Model card: {record.name or 'model'}"
+    title += f" (version {version})" if version is not None else ""
+    names = record.class_names or record.test_report.get("class_names", [])
     classes = ", ".join(f"`{n}`" for n in names) or "unknown classes"
     lines = [title, "", f"An LSTM text classifier that labels texts as one of: {classes}."]
-    lines.append(f"It learned from {describe_data(summary)}.")
-    if summary.get("created"):
-        lines.append(f"Trained {summary['created']}.")
+    lines.append(f"It learned from {describe_data(record)}.")
+    if record.created:
+        lines.append(f"Trained {record.created}.")
     return "\n".join(lines)
 
 
-def describe_data(summary: dict) -> str:
+def describe_data(record: RunRecord) -> str:
     """The data a model learned from, in words: "the IMDB movie reviews (...)", "the file ..."."""
-    source = summary.get("dataset", {}).get("source") or summary.get("config", {}).get("dataset")
-    source = str(source or "unknown data")
-    train = summary.get("dataset", {}).get("train")
+    source = str(record.dataset.source or record.config.get("dataset") or "unknown data")
+    train = record.dataset.train
     size = f"{train:,} training texts" if isinstance(train, int) else ""
     if source.startswith("tfds:imdb_reviews"):
         return f"the IMDB movie reviews (Maas et al. 2011, TFDS `imdb_reviews`; {size})"
@@ -147,21 +172,23 @@ def describe_data(summary: dict) -> str:
     return f"{what.get(kind, 'the data')} `{where}`" + (f" ({size})" if size else "")
 
 
-def _card_data(summary: dict) -> str:
-    data = summary.get("dataset", {})
-    cfg = summary.get("config", {})
-    lines = ["## Data", "", f"- Source: `{data.get('source', cfg.get('dataset', 'unknown'))}`"]
-    for key, what in [("train", "training"), ("validation", "validation"), ("test", "test")]:
-        if key in data:
-            lines.append(f"- {what.capitalize()} texts: {data[key]:,}")
+def _card_data(record: RunRecord) -> str:
+    data, cfg = record.dataset, record.config
+    source = data.source or cfg.get("dataset", "unknown")
+    lines = ["## Data", "", f"- Source: `{source}`"]
+    for size, what in [(data.train, "training"), (data.validation, "validation")]:
+        if size is not None:
+            lines.append(f"- {what.capitalize()} texts: {size:,}")
+    if data.test is not None:
+        lines.append(f"- Test texts: {data.test:,}")
     if cfg.get("max_train"):
         lines.append(f"- Training texts capped at {cfg['max_train']:,} (`max_train`)")
-    pre = summary.get("pretraining") or {}
+    pre = record.pretraining
     if pre:
         lines.append(
-            f"- Unlabeled texts: {pre['unlabeled_texts']:,}, read with the training and "
-            f"validation texts (labels unread, {pre['texts']:,} in all, {pre['tokens']:,} "
-            f"tokens) by language models for {pre['epochs']} epoch(s) before fine-tuning "
+            f"- Unlabeled texts: {pre.unlabeled_texts:,}, read with the training and "
+            f"validation texts (labels unread, {pre.texts:,} in all, {pre.tokens:,} "
+            f"tokens) by language models for {pre.epochs} epoch(s) before fine-tuning "
             "(Dai & Le 2015); the vocabulary comes from the same texts"
         )
     else:
@@ -169,45 +196,43 @@ def _card_data(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _card_preprocessing(summary: dict) -> str:
-    cfg = summary.get("config", {})
-    emb = summary.get("embeddings", {})
-    length = summary.get("sequence_length", cfg.get("sequence_length"))
+def _card_preprocessing(record: RunRecord) -> str:
+    cfg, emb = record.config, record.embeddings
+    length = record.sequence_length or cfg.get("sequence_length")
     lines = ["## Preprocessing", ""]
     if "lemmatize" in cfg:
         lines.append(f"- Lemmatization (NLTK WordNet): {on_off(cfg['lemmatize'])}")
     if "remove_stopwords" in cfg:
         lines.append(f"- Stopword removal (negations kept): {on_off(cfg['remove_stopwords'])}")
-    if "vocabulary_size" in summary:
-        lines.append(
-            f"- Vocabulary: {summary['vocabulary_size']:,} tokens (incl. padding and unknown)"
-        )
+    if record.vocabulary_size is not None:
+        lines.append(f"- Vocabulary: {record.vocabulary_size:,} tokens (incl. padding and unknown)")
     if length:
         lines.append(f"- Sequence length: {length:,} tokens; {_truncation(cfg.get('truncate'))}")
-    source = emb.get("source", cfg.get("embeddings"))
+    source = emb.source or cfg.get("embeddings")
+    dim = emb.dim if emb.dim is not None else "?"
     if source == "none":
-        lines.append(f"- Embeddings: learned from scratch, {emb.get('dim', '?')} dimensions")
+        lines.append(f"- Embeddings: learned from scratch, {dim} dimensions")
     elif source:
-        coverage = emb.get("coverage")
         found = (
-            f" ({emb['found']:,} of {emb['vocabulary']:,} words)"
-            if "found" in emb and "vocabulary" in emb
+            f" ({emb.found:,} of {emb.vocabulary:,} words)"
+            if emb.found is not None and emb.vocabulary is not None
             else ""
         )
         covers = (
-            f", covering {coverage:.1%} of the vocabulary{found}" if coverage is not None else ""
+            f", covering {emb.coverage:.1%} of the vocabulary{found}"
+            if emb.coverage is not None
+            else ""
         )
-        lines.append(f"- Embeddings: GloVe `{source}`, {emb.get('dim', '?')} dimensions{covers}")
+        lines.append(f"- Embeddings: GloVe `{source}`, {dim} dimensions{covers}")
         if "train_embeddings" in cfg:
             lines.append(f"- Embeddings fine-tuned: {_yes_no(cfg['train_embeddings'])}")
     return "\n".join(lines)
 
 
-def _card_architecture(summary: dict) -> str:
-    cfg = summary.get("config", {})
-    emb = summary.get("embeddings", {})
-    vocab = _count(summary.get("vocabulary_size", cfg.get("vocab_size")))
-    dim = emb.get("dim", cfg.get("embedding_dim", "?"))
+def _card_architecture(record: RunRecord) -> str:
+    cfg = record.config
+    vocab = _count(record.vocabulary_size or cfg.get("vocab_size"))
+    dim = record.embeddings.dim or cfg.get("embedding_dim", "?")
     layers = cfg.get("lstm_layers", "?")
     dropout = cfg.get("dropout")
     pooling = {"max": "max over time", "mean": "mean over time", "last": "last state"}
@@ -218,19 +243,19 @@ def _card_architecture(summary: dict) -> str:
         f"layer{'' if layers == 1 else 's'} of {cfg.get('lstm_units', '?')} units",
         f"pooling: {pooling.get(cfg.get('pooling'), '?')}",
         f"Dropout ({dropout:g})" if dropout else "",
-        f"Dense ({len(summary.get('class_names', [])) or '?'}, softmax)",
+        f"Dense ({len(record.class_names) or '?'}, softmax)",
     ]
     lines = ["## Architecture", "", " -> ".join(c for c in chain if c)]
-    if "parameters" in summary:
-        lines += ["", f"Parameters: {_count(summary['parameters'])}"]
-    ngrams = summary.get("ngrams") or {}
+    if record.parameters is not None:
+        lines += ["", f"Parameters: {_count(record.parameters)}"]
+    ngrams = record.ngrams
     if ngrams:
-        w = ngrams["lstm_weight"]
+        w = ngrams.lstm_weight
         lines += [
             "",
             f"Mixed with an n-gram branch: NB-LR (Wang & Manning 2012) on the token ids' "
-            f"1-{ngrams['order']}-grams ({_count(ngrams['ngrams'])} seen in 2+ training texts, "
-            f"C={ngrams['C']}). Probabilities: {w:g} x LSTM + {1 - w:g} x NB-LR, the weight "
+            f"1-{ngrams.order}-grams ({_count(ngrams.ngrams)} seen in 2+ training texts, "
+            f"C={ngrams.C}). Probabilities: {w:g} x LSTM + {1 - w:g} x NB-LR, the weight "
             "picked on the validation split.",
         ]
         if w == 0:
@@ -238,26 +263,69 @@ def _card_architecture(summary: dict) -> str:
                 "Validation gave the LSTM weight 0: this model answers with the n-gram branch "
                 "alone (a model trained on little data often does)."
             )
-        parts = ngrams.get("test_accuracy")
+        parts = ngrams.test_accuracy
         if parts:
             lines.append(
                 f"Test accuracy of the parts alone: LSTM {parts['lstm']:.4f}, "
                 f"NB-LR {parts['ngrams']:.4f}."
             )
+    if record.mix:
+        lines += ["", _card_mix(record.mix, (record.class_names + ["", "the second class"])[1])]
     return "\n".join(lines)
 
 
-def _card_training(summary: dict) -> str:
-    train = summary.get("training", {})
-    cfg = summary.get("config", {})
+PART_NAMES = {"lstm": "the LSTM", "words": "word n-grams", "chars": "char n-grams"}
+
+
+def _card_mix(mix: MixRecord, positive: str) -> str:
+    """How the mix was chosen, and what each part does alone."""
+    lines = ["### The mix, and how it was chosen", ""]
+    for member in mix.members:
+        what = (
+            f"1-{member['order']}-grams of the words read"
+            if member["kind"] == "words"
+            else f"2-{member['order']}-grams of characters inside each word read"
+        )
+        lines.append(
+            f"- {PART_NAMES[member['kind']].capitalize()}: NB-LR (Wang & Manning 2012) on "
+            f"{what}, {_count(member['ngrams'])} seen in 2+ training texts, C={member['C']} "
+            "(picked on validation), then refitted on training and validation texts"
+        )
+    c = mix.coefficients
+    terms = " + ".join(f"{c[p]:.3g} x {PART_NAMES[p]}" for p in c if c[p])
+    lines += [
+        f"- The model's log-odds: {mix.bias:.3g} + {terms} (each part's log-odds of "
+        f"`{positive}`): a logistic regression on the parts' log-odds over the "
+        f"{_count(mix.validation_texts or 0)} validation texts, which none of the parts "
+        "learned from (stacking). A part with a coefficient of 0 or below adds nothing the "
+        "others do not and was dropped; where one part alone beat the stack on validation, "
+        "it answers alone.",
+    ]
+    dropped = [PART_NAMES[p] for p in c if not c[p]]
+    if dropped:
+        lines.append(f"- Left out of the mix: {', '.join(dropped)}")
+    for split, accuracy in (("Validation", mix.validation_accuracy), ("Test", mix.test_accuracy)):
+        if accuracy:
+            parts = ", ".join(
+                f"{PART_NAMES.get(p, p)} {a:.4f}" for p, a in accuracy.items() if p != "mixed"
+            )
+            mixed = accuracy.get("mixed")
+            tail = "" if mixed is None else f"; mixed {mixed:.4f}"
+            tail += " (cross-validated)" if split == "Validation" and mixed is not None else ""
+            lines.append(f"- {split} accuracy of each part alone: {parts}{tail}")
+    return "\n".join(lines)
+
+
+def _card_training(record: RunRecord) -> str:
+    train, cfg = record.training, record.config
     lines = ["## Training", ""]
-    if "epochs_run" in train:
+    if train.epochs_run is not None:
         limit = f" of at most {cfg['epochs']}" if "epochs" in cfg else ""
-        lines.append(f"- Epochs run: {train['epochs_run']}{limit} (early stopping on validation)")
-    if train.get("best_epoch"):
+        lines.append(f"- Epochs run: {train.epochs_run}{limit} (early stopping on validation)")
+    if train.best_epoch:
         lines.append(
             f"- Best epoch (by {cfg.get('monitor', 'val_accuracy')}, weights kept): "
-            f"{train['best_epoch']}"
+            f"{train.best_epoch}"
         )
     settings = [
         f"{label} {cfg[key]}"
@@ -266,8 +334,8 @@ def _card_training(summary: dict) -> str:
     ]
     if settings:
         lines.append(f"- Optimizer: {', '.join(settings)}")
-    if train.get("precision"):
-        lines.append(f"- Precision: {train['precision']} (the exported weights are float32)")
+    if train.precision:
+        lines.append(f"- Precision: {train.precision} (the exported weights are float32)")
     if cfg.get("adversarial"):
         lines.append(
             f"- Adversarial training: each text's embeddings also pushed the worst way, "
@@ -278,32 +346,33 @@ def _card_training(summary: dict) -> str:
             f"- Weight averaging: a moving average of the weights (momentum "
             f"{cfg['weight_average']:g}) replaced them at the end of every epoch"
         )
-    if train.get("epoch_seconds"):
-        seconds = train["epoch_seconds"]
+    seconds = train.epoch_seconds
+    if seconds:
         lines.append(
             f"- Training time: {duration(sum(seconds))} over {len(seconds)} epochs "
             f"({duration(sum(seconds) / len(seconds))} per epoch)"
         )
-    if "wall_seconds" in train:
-        lines.append(f"- Wall time of the whole run: {duration(train['wall_seconds'])}")
-    if train.get("resumed"):
+    if train.wall_seconds is not None:
+        lines.append(f"- Wall time of the whole run: {duration(train.wall_seconds)}")
+    if train.resumed:
         lines.append("- Resumed from an interrupted run; times cover the last session only")
     return "\n".join(lines)
 
 
-def _card_metrics(summary: dict) -> str:
-    result = summary.get("test_report", {})
-    metrics = {**summary.get("metrics", {}), **{k: result[k] for k in result if k in METRIC_KEYS}}
-    if not metrics and not result:
+def _card_metrics(record: RunRecord) -> str:
+    result, metrics = record.test_report, record.metrics
+    accuracy = result.get("accuracy", metrics.accuracy)
+    macro_f1 = result.get("macro_f1", metrics.macro_f1)
+    if accuracy is None and macro_f1 is None and not result:
         return ""
     lines = ["## Test metrics", ""]
     if "support" in result:
         lines.append(f"On {result['support']:,} test texts, touched once after training.")
         lines.append("")
-    if "accuracy" in metrics:
-        lines.append(f"- Accuracy: **{metrics['accuracy']:.4f}**")
-    if "macro_f1" in metrics:
-        lines.append(f"- Macro F1: **{metrics['macro_f1']:.4f}**")
+    if accuracy is not None:
+        lines.append(f"- Accuracy: **{accuracy:.4f}**")
+    if macro_f1 is not None:
+        lines.append(f"- Macro F1: **{macro_f1:.4f}**")
     per_class = result.get("per_class", {})
     if per_class:
         lines += ["", "| class | precision | recall | F1 | support |", "|---|---:|---:|---:|---:|"]
@@ -339,6 +408,9 @@ def _card_errors(errors: list[dict]) -> str:
     return "\n".join(lines)
 
 
+# --- what the card shows of explanations ----------------------------------------------------
+
+
 def reviews_to_explain(texts, labels, probs, class_names: list[str]) -> list[dict]:
     """Three test reviews for the card's explanations: the one the model got right most
     confidently, the one it got wrong most confidently, and the one it was least sure of.
@@ -366,15 +438,132 @@ def reviews_to_explain(texts, labels, probs, class_names: list[str]) -> list[dic
     return picks
 
 
-def _card_limits(summary: dict) -> str:
-    cfg = summary.get("config", {})
-    length = summary.get("sequence_length", cfg.get("sequence_length", "?"))
-    source = summary.get("embeddings", {}).get("source", cfg.get("embeddings", ""))
+def strongest_ngrams(
+    keys: np.ndarray,
+    coefficients: np.ndarray,
+    vocabulary: list[str],
+    count: int = 20,
+) -> dict[str, list]:
+    """The n-gram branch's `count` strongest n-grams each way, as words.
+
+    Args:
+        keys: the branch's n-gram keys (`NgramMix.keys`: token ids in base len(vocabulary)).
+        coefficients: their coefficients in the branch's logit.
+        vocabulary: the preprocessor's vocabulary, by token id.
+        count: how many each way.
+
+    Returns:
+        `positive` and `negative`: [words, coefficient] pairs, strongest first; a positive
+        coefficient pushes towards the second class.
+    """
+    import numpy as np
+
+    keys, coefficients = np.asarray(keys), np.asarray(coefficients)
+    order = np.argsort(coefficients, kind="stable")
+
+    def words(key: int) -> str:
+        ids = []
+        while key:
+            key, i = divmod(key, len(vocabulary))
+            ids.append(vocabulary[i])
+        return " ".join(reversed(ids))
+
+    def pick(indices, sign: int) -> list:
+        kept = [i for i in indices[:count] if sign * coefficients[i] > 0]
+        return [[words(int(keys[i])), round(float(coefficients[i]), 4)] for i in kept]
+
+    return {"positive": pick(order[::-1], 1), "negative": pick(order, -1)}
+
+
+def card_explanations(reviews: list[dict], explained: dict[str, np.ndarray]) -> list[dict]:
+    """What the card shows of the explained reviews: each review's kind, labels, probability,
+    scores, the sum of its shares, its 8 strongest words for the label and 5 against it, and
+    its text shortened.
+
+    Args:
+        reviews: `reviews_to_explain`'s picks.
+        explained: the `explain` signature's outputs for their texts, as NumPy arrays
+            (`tokens`, `attributions`, `label`, `probabilities`, `score`, `baseline_score`).
+    """
+    shown = []
+    for i, review in enumerate(reviews):
+        tokens = [t.decode("utf-8", "replace") for t in explained["tokens"][i]]
+        words = sorted(
+            ((t, float(a)) for t, a in zip(tokens, explained["attributions"][i]) if t),
+            key=lambda word: -word[1],
+        )
+        shown.append(
+            {
+                **review,
+                "text": shorten(review["text"]),
+                "predicted": explained["label"][i].decode("utf-8", "replace"),
+                "probability": float(explained["probabilities"][i].max()),
+                "score": float(explained["score"][i]),
+                "baseline_score": float(explained["baseline_score"][i]),
+                "sum": float(explained["attributions"][i].sum()),
+                "for": [[w, round(a, 3)] for w, a in words[:8] if a > 0],
+                "against": [[w, round(a, 3)] for w, a in words[::-1][:5] if a < 0],
+            }
+        )
+    return shown
+
+
+def _explanations(record: RunRecord) -> dict:
+    return record.explanations if isinstance(record, ExportRecord) else {}
+
+
+def _card_ngrams(record: RunRecord) -> str:
+    """The card's section on the n-gram branch's strongest n-grams ("" without)."""
+    ngrams = _explanations(record).get("ngrams")
+    if not ngrams:
+        return ""
+    names = record.class_names or ["negative", "positive"]
+    lines = ["## What the n-gram branch learned", ""]
+    lines.append(
+        "Its strongest n-grams each way, as vocabulary words (lemmas where lemmatized), with "
+        "their coefficient (times the NB ratio) in the branch's logit:"
+    )
+    for key, name in (("positive", names[-1]), ("negative", names[0])):
+        shown = ", ".join(f"{words.replace('<', '&lt;')} ({c:+.2f})" for words, c in ngrams[key])
+        lines += ["", f"- Towards **{name}**: {shown}"]
+    return "\n".join(lines)
+
+
+def _card_explained(record: RunRecord) -> str:
+    """The card's section on three explained test reviews ("" without)."""
+    reviews = _explanations(record).get("reviews")
+    if not reviews:
+        return ""
+    lines = ["## Three test reviews explained", ""]
+    lines.append(
+        "Each word's share of the score (the predicted label's log-odds, n-gram mix "
+        "included) by integrated gradients from a baseline of zero word vectors and no "
+        "n-grams (the `explain` signature). The shares sum to score - baseline."
+    )
+    for r in reviews:
+        pushes = ", ".join(f"{w.replace('<', '&lt;')} ({a:+.2f})" for w, a in r["for"])
+        against = ", ".join(f"{w.replace('<', '&lt;')} ({a:+.2f})" for w, a in r["against"])
+        lines += [
+            "",
+            f"- **{r['kind']}**: true **{r['true']}**, predicted **{r['predicted']}** with "
+            f"probability {r['probability']:.3f}; log-odds {r['score']:+.2f} against "
+            f"{r['baseline_score']:+.2f} for the baseline, shares summing to {r['sum']:+.2f}.",
+            f"  For the label: {pushes or 'none'}. Against it: {against or 'none'}.",
+            "",
+            f"  > {r['text'].replace('<', '&lt;')}",
+        ]
+    return "\n".join(lines)
+
+
+def _card_limits(record: RunRecord) -> str:
+    cfg = record.config
+    length = record.sequence_length or cfg.get("sequence_length", "?")
+    source = record.embeddings.source or cfg.get("embeddings", "")
     lines = [
         "## Known limits",
         "",
         "- English only: the tokenizer, lemmatizer and stopwords are English.",
-        f"- Trained on {describe_data(summary)}; texts unlike those will score lower.",
+        f"- Trained on {describe_data(record)}; texts unlike those will score lower.",
         f"- Texts longer than {length} tokens are truncated: {_truncation(cfg.get('truncate'))}.",
         "- Words outside the vocabulary all map to one unknown token.",
     ]
@@ -387,11 +576,11 @@ def _card_limits(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _card_versions(summary: dict) -> str:
-    versions = summary.get("versions", {})
-    if not versions:
+def _card_versions(record: RunRecord) -> str:
+    if not record.versions:
         return ""
-    return "\n".join(["## Library versions", ""] + [f"- {k}: {v}" for k, v in versions.items()])
+    lines = ["## Library versions", ""] + [f"- {k}: {v}" for k, v in record.versions.items()]
+    return "\n".join(lines)
 
 
 def _truncation(side: str | None) -> str:

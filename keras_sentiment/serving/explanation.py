@@ -36,8 +36,8 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sentiment.config import UserError
-from keras_sentiment.network.model import class_names_of, split_text_model
 from keras_sentiment.network.mix import MixScoring, as_probabilities
+from keras_sentiment.network.model import class_names_of, split_text_model
 from keras_sentiment.network.ngrams import NgramMix
 from keras_sentiment.network.serving_network import ServingNetwork
 from keras_sentiment.text.preprocessing import TextPreprocessor, tokens_and_ids
@@ -364,8 +364,10 @@ def explain_function(
         text and the baseline), `probabilities`, `label`, `label_id` and `classes`.
 
     Example:
-        >>> explain = explain_function(pre, ServingNetwork(model), ["neg", "pos"])  # doctest: +SKIP
-        >>> explain(tf.constant(["A dull film."]))["attributions"]  # doctest: +SKIP
+        >>> pre, model, _ = split_text_model(run.model)
+        >>> explain = explain_function(pre, ServingNetwork(model), ["neg", "pos"])
+        >>> [t.decode() for t in explain(tf.constant(["A dull film."]))["tokens"][0].numpy()]
+        ['a', 'dull', 'film']
     """
 
     def logits_fn(xs: tf.Tensor, lengths: tf.Tensor) -> tf.Tensor:
@@ -396,8 +398,9 @@ def keras_explain_function(model: keras.Model, steps: int = STEPS):
         A `tf.function` from texts (`tf.string`, `[None]`) to the `explain` outputs.
 
     Example:
-        >>> explain = keras_explain_function(run.model)  # doctest: +SKIP
-        >>> explain(tf.constant(["A dull film."]))["tokens"]  # doctest: +SKIP
+        >>> explain = keras_explain_function(run.model)
+        >>> explain(tf.constant(["A dull film."]))["label"].numpy()
+        array([b'neg'], dtype=object)
     """
     pre, network, mix = split_text_model(model)
     if isinstance(mix, NgramMix):

@@ -3,7 +3,8 @@
 `serving_function` is the `serving_default` signature: raw strings in; probabilities, label,
 label id and classes out. A single review, the commonest request, takes a path of its own
 (`token_ids` of one text, `ServingNetwork.one`, `ServingNgrams.logit_of_one`); batches take
-the ragged, packed path. `write_warmup` and `batching_parameters` are the files TF Serving reads beside it.
+the ragged, packed path. `write_warmup` and `batching_parameters` are the files TF Serving
+reads beside it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
+from keras_sentiment.compat import NO_INLINE
 from keras_sentiment.network.mix import Mix, MixScoring, as_probabilities, log_odds
 from keras_sentiment.network.ngrams import CHARS, WORDS, NgramMember, NgramScoring
 from keras_sentiment.network.serving_network import ServingNetwork
@@ -45,7 +47,9 @@ class ServingNgrams(NgramScoring, tf.Module):
         self.kind, self.order = member.kind, member.order
         self.vocabulary_size, self.size = member.vocabulary_size, member.size
         keys = tf.constant(member.keys.numpy())
-        init = tf.lookup.KeyValueTensorInitializer(keys, tf.range(1, member.size + 1, dtype=tf.int64))
+        init = tf.lookup.KeyValueTensorInitializer(
+            keys, tf.range(1, member.size + 1, dtype=tf.int64)
+        )
         self.table = tf.lookup.StaticHashTable(init, default_value=0)
         weights = np.concatenate([[0.0], member.coefficients.numpy()]).astype(np.float32)
         self.weights = tf.Variable(weights, trainable=False)  # [0, coefficients...]
@@ -82,12 +86,9 @@ class ServingMix(MixScoring, tf.Module):
 
     def score_of_one(self, words: tf.Tensor, ids: tf.Tensor, probabilities: tf.Tensor):
         """s of one review's unpadded words and ids, and the LSTM's probabilities [1, 2]: [1]."""
-        score = self.bias + tf.zeros([1])
-        for member, c in zip(self.members, self.coefficients):
-            score += c * member.logit_of_one(words, ids)
-        if self.lstm_coefficient:
-            score += self.lstm_coefficient * log_odds(probabilities)
-        return score
+        logits = [member.logit_of_one(words, ids) for member in self.members]
+        lstm = log_odds(probabilities) if self.lstm_coefficient else None
+        return tf.zeros([1]) + self.combine(lstm, logits)
 
 
 def known_words(ids: tf.Tensor) -> tf.Tensor:
@@ -133,7 +134,7 @@ def serving_function(
     # batch path's hundreds (benchmarks/README.md, "Serving").
     @tf.function(
         input_signature=[tf.TensorSpec([None], tf.string)],
-        experimental_attributes={"_noinline": True},
+        experimental_attributes=NO_INLINE,
     )
     def batch(text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         read, ids = token_ids(pre, text, words=True) if words else (None, token_ids(pre, text))

@@ -1,7 +1,7 @@
 """Listing: the versions and runs on disk, as a table, and two versions compared.
 
-Only the standard library: `python -m keras_sentiment runs` reads JSON files and starts no
-TensorFlow. `versions` is the one rule for TF Serving's integer version folders.
+Only the standard library: `python -m keras_sentiment runs` reads the records
+(`keras_sentiment.records`) and starts no TensorFlow.
 """
 
 from __future__ import annotations
@@ -12,11 +12,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from keras_sentiment.config import UserError
-from keras_sentiment.records import read_metadata, versions
+from keras_sentiment.records import (
+    WHERE_NOT_WHAT,
+    ExportRecord,
+    read_metadata,
+    read_run_config,
+    versions,
+)
 from keras_sentiment.reporting.model_card import duration, on_off
 
-# Config keys that name where things go, not how the model was made; never worth comparing.
-_IDENTITY_KEYS = ("name", "output_dir", "runs_dir")
 _MISSING = object()
 
 
@@ -33,40 +37,39 @@ def list_runs(output_dir: Path) -> list[dict]:
     metas = list(_all_metadata(Path(output_dir)))
     rows = []
     for meta in metas:
-        kin = [m for m in metas if m["name"] == meta["name"]]
+        kin = [m for m in metas if m.name == meta.name]
         first = _first_export(meta, kin)
         rows.append(
             {
-                "name": meta["name"],
-                "version": meta["version"],
-                "created": meta.get("created", ""),
-                "accuracy": meta.get("metrics", {}).get("accuracy"),
-                "macro_f1": meta.get("metrics", {}).get("macro_f1"),
-                "duration": meta.get("training", {}).get("wall_seconds"),
+                "name": meta.name,
+                "version": meta.version,
+                "created": meta.created,
+                "accuracy": meta.metrics.accuracy,
+                "macro_f1": meta.metrics.macro_f1,
+                "duration": meta.training.wall_seconds,
                 "settings": (
                     f"re-export of version {first} (the same run)"
                     if first is not None
                     else settings(meta, differing_keys(kin))
                 ),
                 "same_run_as": first,
-                "path": meta["path"],
+                "path": meta.path,
             }
         )
     return sorted(rows, key=lambda r: (_when(r["created"]), r["version"]), reverse=True)
 
 
-def _first_export(meta: dict, kin: list[dict]) -> int | None:
+def _first_export(meta: ExportRecord, kin: list[ExportRecord]) -> int | None:
     """The lowest other version of the name exported from the same run folder, if any."""
-    run_dir = meta.get("run_dir")
-    earlier = [m["version"] for m in kin if run_dir and m.get("run_dir") == run_dir]
-    first = min(earlier, default=meta["version"])
-    return first if first < meta["version"] else None
+    earlier = [m.version for m in kin if meta.run_dir and m.run_dir == meta.run_dir]
+    first = min(earlier, default=meta.version)
+    return first if first < meta.version else None
 
 
-def differing_keys(metas: list[dict]) -> list[str]:
+def differing_keys(metas: list[ExportRecord]) -> list[str]:
     """The config keys whose values differ between these versions (config order)."""
-    configs = [m.get("config") or {} for m in metas]
-    keys = list(dict.fromkeys(k for cfg in configs for k in cfg if k not in _IDENTITY_KEYS))
+    configs = [m.config for m in metas]
+    keys = list(dict.fromkeys(k for cfg in configs for k in cfg if k not in WHERE_NOT_WHAT))
     return [k for k in keys if len({json.dumps(c.get(k, None)) for c in configs}) > 1]
 
 
@@ -80,8 +83,7 @@ def unfinished_runs(runs_dir: Path) -> list[str]:
                 continue
             try:
                 state = json.loads((run / "checkpoint" / "state.json").read_text())
-                cfg = json.loads((run / "config.json").read_text())
-                where = f"at epoch {state['epoch']} of at most {cfg['epochs']}"
+                where = f"at epoch {state['epoch']} of at most {read_run_config(run)['epochs']}"
                 if state.get("finished"):
                     where = "trained, not yet reported and exported"
             except (OSError, ValueError, KeyError, TypeError):
@@ -90,7 +92,7 @@ def unfinished_runs(runs_dir: Path) -> list[str]:
     return lines
 
 
-def _all_metadata(output_dir: Path) -> Iterator[dict]:
+def _all_metadata(output_dir: Path) -> Iterator[ExportRecord]:
     if not output_dir.is_dir():
         return
     for base in sorted(output_dir.iterdir()):
@@ -116,10 +118,10 @@ _SHOWN = frozenset(
 )
 
 
-def settings(meta: dict, differing: list[str] = ()) -> str:
+def settings(meta: ExportRecord, differing: list[str] = ()) -> str:
     """Key settings of a run in one short string, e.g. 'bilstm 64x1 max, len 400 pre, ...',
     then `key value` for each key of `differing` the short form does not show."""
-    cfg = meta.get("config", {})
+    cfg = meta.config
     if not cfg:
         return "-"
     kind = "bilstm" if cfg.get("bidirectional") else "lstm"
@@ -128,7 +130,7 @@ def settings(meta: dict, differing: list[str] = ()) -> str:
         f"{cfg.get('pooling', '?')}",
         f"len {cfg.get('sequence_length', '?')} {cfg.get('truncate', '?')}",
         # The vocabulary the run really has: a small data set fills less than vocab_size.
-        f"vocab {meta.get('vocabulary_size', cfg.get('vocab_size', '?'))}",
+        f"vocab {_first_known(meta.vocabulary_size, cfg.get('vocab_size'))}",
         f"lemma {on_off(cfg.get('lemmatize'))}",
     ]
     if cfg.get("remove_stopwords"):
@@ -193,29 +195,28 @@ def _number(value: float | None, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def compare_runs(a: dict, b: dict) -> str:
-    """Two runs' metadata side by side; config settings that differ are marked with '*'."""
-    cfg_a, cfg_b = a.get("config", {}), b.get("config", {})
-    keys = [k for k in cfg_a if k not in _IDENTITY_KEYS]
-    keys += [k for k in cfg_b if k not in _IDENTITY_KEYS and k not in cfg_a]
+def compare_runs(a: ExportRecord, b: ExportRecord) -> str:
+    """Two runs' records side by side; config settings that differ are marked with '*'."""
+    cfg_a, cfg_b = a.config, b.config
+    keys = [k for k in cfg_a if k not in WHERE_NOT_WHAT]
+    keys += [k for k in cfg_b if k not in WHERE_NOT_WHAT and k not in cfg_a]
     table = [["", "", _run_label(a), _run_label(b)]]
-    table.append(["", "created", _short_time(a.get("created")), _short_time(b.get("created"))])
+    table.append(["", "created", _short_time(a.created), _short_time(b.created)])
     for key in keys:
         differs = cfg_a.get(key, _MISSING) != cfg_b.get(key, _MISSING)
         table.append(["*" if differs else "", key, _setting(cfg_a, key), _setting(cfg_b, key)])
     rows = [
-        ("parameters", lambda m: f"{m['parameters']:,}"),
-        ("epochs run", lambda m: str(m["training"]["epochs_run"])),
-        ("best epoch", lambda m: str(m["training"]["best_epoch"])),
-        ("duration", lambda m: duration(m["training"]["wall_seconds"])),
-        ("accuracy", lambda m: _number(m["metrics"]["accuracy"])),
-        ("macro F1", lambda m: _number(m["metrics"]["macro_f1"])),
+        ("parameters", lambda m: f"{m.parameters:,}"),
+        ("epochs run", lambda m: _plain(m.training.epochs_run)),
+        ("best epoch", lambda m: _plain(m.training.best_epoch)),
+        ("duration", lambda m: duration(m.training.wall_seconds)),
+        ("accuracy", lambda m: _number(m.metrics.accuracy)),
+        ("macro F1", lambda m: _number(m.metrics.macro_f1)),
     ]
-    names = list(a.get("class_names", []))
-    names += [n for n in b.get("class_names", []) if n not in names]
+    names = list(a.class_names) + [n for n in b.class_names if n not in a.class_names]
     for name in names:
         rows.append(
-            (f"F1 {name}", lambda m, n=name: _number(m["test_report"]["per_class"][n]["f1-score"]))
+            (f"F1 {name}", lambda m, n=name: _number(m.test_report["per_class"][n]["f1-score"]))
         )
     table.append(["", "", "", ""])
     for label, get in rows:
@@ -223,8 +224,8 @@ def compare_runs(a: dict, b: dict) -> str:
     return _align(table)
 
 
-def _run_label(meta: dict) -> str:
-    return f"{meta.get('name', '?')}/{meta.get('version', '?')}"
+def _run_label(meta: ExportRecord) -> str:
+    return f"{meta.name or '?'}/{'?' if meta.version is None else meta.version}"
 
 
 def _setting(cfg: dict, key: str) -> str:
@@ -233,21 +234,29 @@ def _setting(cfg: dict, key: str) -> str:
     return '""' if cfg[key] == "" else str(cfg[key])
 
 
-def _get(get, meta: dict) -> str:
-    # Older or partial metadata lacks some keys or holds None; show "-" rather than fail.
+def _get(get, meta: ExportRecord) -> str:
+    # Older or partial records lack some numbers (None) or report keys; show "-" rather than fail.
     try:
         return get(meta)
     except (KeyError, TypeError, ValueError):
         return "-"
 
 
-def find_run(output_dir: Path, spec: str) -> dict:
+def _plain(value) -> str:
+    return "-" if value is None else str(value)
+
+
+def _first_known(*values) -> str:
+    return str(next((v for v in values if v is not None), "?"))
+
+
+def find_run(output_dir: Path, spec: str) -> ExportRecord:
     """The metadata of "NAME" (its latest readable version) or "NAME/VERSION"; UserError if none."""
     output_dir = Path(output_dir)
     name, _, version = spec.strip().strip("/").partition("/")
     base = output_dir / name
     if not name or name.startswith(".") or not base.is_dir():
-        known = sorted({m["name"] for m in _all_metadata(output_dir)})
+        known = sorted({m.name for m in _all_metadata(output_dir)})
         hint = f"; runs there: {', '.join(known)}" if known else "; none there"
         raise UserError(f"no exported run {name!r} in {output_dir}{hint}")
     found = versions(base)

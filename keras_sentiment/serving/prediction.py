@@ -7,7 +7,6 @@ out, with labels as `str`. A single `str` or `bytes` is one text.
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +21,13 @@ from keras_sentiment.config import FIELDS, Config, UserError, on_command_line
 from keras_sentiment.data.sources import from_memory, parse_label_map, to_classes
 from keras_sentiment.data.splits import load_test, load_test_split, subsample
 from keras_sentiment.network.model import class_names_of
-from keras_sentiment.records import versions
+from keras_sentiment.records import (
+    ExportRecord,
+    RunRecord,
+    read_metadata,
+    read_run_config,
+    versions,
+)
 from keras_sentiment.reporting.evaluation import report
 from keras_sentiment.serving.explanation import keras_explain_function
 from keras_sentiment.text.preprocessing import OOV, TextPreprocessor
@@ -95,7 +100,9 @@ class Predictor:
         def score(start: int) -> dict[str, np.ndarray]:
             return self._score([data[i] for i in order[start : start + size]])
 
-        if len(starts) <= 1:  # starting a thread pool costs a tenth of a short call
+        if len(starts) <= 1:
+            # No thread pool for one batch: starting one costs a short call a share of its time
+            # (benchmarks/README.md, "Choices in the code").
             parts = [score(0)] if data else []
         else:  # a second batch in flight fills the cores while the first runs its short rows
             with ThreadPoolExecutor(2) as pool:
@@ -155,10 +162,12 @@ class Predictor:
             UserError: a SavedModel exported without the `explain` signature.
 
         Example:
-            >>> predictor = ks.load("saved_models/imdb_lstm_quick")  # doctest: +SKIP
-            >>> out = predictor.explain("A dull film.")  # doctest: +SKIP
-            >>> list(zip(out["tokens"][0], out["attributions"][0].round(2)))  # doctest: +SKIP
-            [('a', 0.01), ('dull', 1.37), ('film', -0.05)]
+            >>> predictor = ks.load("saved_models/imdb_lstm_quick")
+            >>> out = predictor.explain("A dull film.")
+            >>> list(out["tokens"][0]), out["label"][0]
+            (['a', 'dull', 'film'], 'neg')
+            >>> out["tokens"][0][out["attributions"][0].argmax()]  # the strongest for "neg"
+            'dull'
         """
         data = as_texts(texts)
         order = np.argsort([len(t) for t in data], kind="stable")  # batches of like lengths
@@ -193,8 +202,8 @@ class SavedModelPredictor(Predictor):
             version is used).
 
     Example:
-        >>> predictor = SavedModelPredictor("saved_models/imdb_lstm_quick")  # doctest: +SKIP
-        >>> predictor("What a great film!")["label"]  # doctest: +SKIP
+        >>> predictor = SavedModelPredictor("saved_models/imdb_lstm_quick")
+        >>> predictor("What a great film!")["label"]
         array(['pos'], dtype=object)
     """
 
@@ -207,9 +216,9 @@ class SavedModelPredictor(Predictor):
         except (OSError, ValueError, KeyError, tf.errors.OpError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"{self.path}: not a loadable SavedModel ({first})") from None
-        meta = self.path / "assets.extra" / "metadata.json"
-        self.metadata = json.loads(meta.read_text()) if meta.is_file() else {}
-        self.class_names = self.metadata.get("class_names") or [
+        # The version's record; an empty one for a SavedModel exported without it.
+        self.metadata = read_metadata(self.path) or ExportRecord()
+        self.class_names = self.metadata.class_names or [
             c.decode("utf-8") for c in self.signature(text=tf.constant([""]))["classes"][0].numpy()
         ]
         # Big batches pay only when ops keep to their own cores (startup.serving_threads).
@@ -301,17 +310,18 @@ def evaluate_predictor(
     data: Any,
     split: str,
     max_test: int,
-    summary: dict | None = None,
+    record: RunRecord | None = None,
     label_map: str | dict | None = None,
 ) -> dict:
     """The report of `predictor` on `data` (see `ks.evaluate`), with the scoring `seconds`.
 
-    `summary` (a run's; else the SavedModel's metadata, or the run folder's config.json beside
+    `record` (a run's; else the SavedModel's metadata, or the run folder's config.json beside
     a `.keras` file: `recorded_fit`) says which test split its fit scored. `label_map` maps the
     data's labels to the model's classes (`0=neg,1=pos` or a dict).
     """
-    summary = summary or getattr(predictor, "metadata", None) or recorded_fit(predictor)
-    test, names = _evaluation_data(summary.get("config", {}), data, split, max_test)
+    record = record or getattr(predictor, "metadata", None) or recorded_fit(predictor)
+    record = record or RunRecord()
+    test, names = _evaluation_data(record.config, data, split, max_test)
     classes = list(predictor.class_names)
     test = to_classes(test, names, classes, parse_label_map(label_map))
     start = time.perf_counter()
@@ -321,17 +331,15 @@ def evaluate_predictor(
     return result
 
 
-def recorded_fit(model: Any) -> dict:
-    """What a model file records of its fit, as a run summary (`{"config": ...}`): the run
+def recorded_fit(model: Any) -> RunRecord | None:
+    """What a model file records of its fit, as a run's record (its `config` only): the run
     folder's config.json beside a `.keras` file from `fit` (a path, or a predictor that knows
-    its path); else nothing."""
+    its path); else None."""
     path = getattr(model, "path", model)
     if not isinstance(path, (str, Path)) or Path(path).suffix != ".keras":
-        return {}
-    config = Path(path).parent / "config.json"
-    if not config.is_file():
-        return {}
-    return {"config": json.loads(config.read_text())}
+        return None
+    config = read_run_config(Path(path).parent)
+    return None if config is None else RunRecord(config=config)
 
 
 def _evaluation_data(trained: dict, data: Any, split: str, max_test: int):

@@ -1,9 +1,9 @@
 """SavedModel: a raw-text SavedModel in TF Serving's layout, versioned and written atomically.
 
 `export_saved_model` writes `saved_models/NAME/VERSION/` through a temporary folder and a
-rename, with `assets.extra/` (metadata, model card, warm-up requests) beside the graph that
-`graph.py` builds. `served_before` says how a new version compares with the one TF Serving
-served until then.
+rename, with `assets.extra/` (the version's record, model card, warm-up requests) beside the
+graph that `graph.py` builds. `served_before` says how a new version compares with the one TF
+Serving served until then.
 """
 
 from __future__ import annotations
@@ -15,22 +15,28 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_sentiment.config import FIELDS, Config, UserError, spelled
+from keras_sentiment.config import UserError, spelled
 from keras_sentiment.data.splits import load_test
-from keras_sentiment.files import kill_point, save_json, write_atomic
+from keras_sentiment.files import kill_point, write_atomic
 from keras_sentiment.network.mix import Mix
+from keras_sentiment.network.model import load_run_model
 from keras_sentiment.network.ngrams import WORDS, NgramMix
 from keras_sentiment.network.serving_network import ServingNetwork
-from keras_sentiment.records import read_metadata, versions
-from keras_sentiment.reporting.evaluation import shorten
-from keras_sentiment.reporting.model_card import model_card
+from keras_sentiment.records import (
+    ExportRecord,
+    RunRecord,
+    config_json,
+    read_metadata,
+    read_summary,
+    versions,
+    write_metadata,
+)
+from keras_sentiment.reporting.model_card import card_explanations, model_card, strongest_ngrams
 from keras_sentiment.serving.explanation import explain_function
 from keras_sentiment.serving.graph import (
     WARMUP_TEXTS,
@@ -40,7 +46,6 @@ from keras_sentiment.serving.graph import (
     write_warmup,
 )
 from keras_sentiment.text.preprocessing import TextPreprocessor
-from keras_sentiment.training.runs import load_run_model
 
 
 def export_saved_model(
@@ -48,41 +53,38 @@ def export_saved_model(
     model: keras.Model,
     class_names: list[str],
     base_dir: str | Path,
-    metadata: dict,
-    extra_files: dict[str, str | Callable[[dict], str]] | None = None,
+    record: RunRecord,
     version: int | None = None,
     mix: Mix | None = None,
 ) -> Path:
     """Write `base_dir/VERSION/` (default: the next free); a server never sees it half-written.
 
-    A run exports under its own version. If that folder already holds this run's export
-    (a kill came after the rename), it is kept as it is; if another exporter took the
+    `assets.extra/` holds the version's record (metadata.json, an `ExportRecord` of `record`),
+    its model card, the run's config and test report (see `version_files`) and the warm-up
+    requests. A run exports under its own version. If that folder already holds this run's
+    export (a kill came after the rename), it is kept as it is; if another exporter took the
     number, the next free one is used.
     """
     base = Path(base_dir)
     base.mkdir(parents=True, exist_ok=True)
-    if version is not None and _exported_by(base / str(version), metadata.get("run_dir")):
+    if version is not None and _exported_by(base / str(version), record.run_dir):
         return base / str(version)
     _remove_stale_temporaries(base)
     tmp = Path(tempfile.mkdtemp(dir=base, prefix=f".tmp-{_host()}-{os.getpid()}-"))
     try:
         tmp.chmod(0o755)  # mkdtemp's 0700 would hide the version from a server's user
         explain = _write_graph(tmp, pre, model, class_names, mix)
-        reviews = metadata.get("reviews_to_explain", [])
-        metadata = {
-            **metadata,
-            "explanations": card_explanations(explain, reviews, mix, pre.vocabulary),
-        }
+        shown = explanations(explain, record.reviews_to_explain, mix, pre.vocabulary)
         extra = tmp / "assets.extra"
         extra.mkdir()
         write_warmup(extra / "tf_serving_warmup_requests", WARMUP_TEXTS)
         candidate = version or next_version(base)
         while True:  # another exporter may take a number between our look and our rename
-            metadata = {**metadata, "version": candidate, "path": str(base / str(candidate))}
-            save_json(extra / "metadata.json", metadata)
-            # A callable gets the final metadata: the model card names its version.
-            for name, text in (extra_files or {}).items():
-                write_atomic(extra / name, text(metadata) if callable(text) else text)
+            path = str(base / str(candidate))
+            metadata = ExportRecord.of_run(record, version=candidate, path=path, explanations=shown)
+            write_metadata(tmp, metadata)
+            for name, text in version_files(metadata).items():
+                write_atomic(extra / name, text)
             kill_point("export-written")
             try:
                 # Atomic on one file system; refused when the target exists and is not
@@ -123,8 +125,8 @@ def _write_graph(
     if ngrams is not None:
         archive.track(ngrams)
     # Each endpoint from its Python function and input signature: a tf.function endpoint is
-    # traced twice, in and out of the save context, and both traces are written (about 1.9x
-    # the graph, and the time to load it).
+    # traced twice, in and out of the save context, and both traces are written, a larger
+    # graph that loads slower (benchmarks/README.md, "Choices in the code").
     spec = [tf.TensorSpec([None], tf.string, name="text")]
     serve = serving_function(pre, network, class_names, ngrams).python_function
     archive.add_endpoint("serving_default", serve, input_signature=spec)
@@ -134,78 +136,32 @@ def _write_graph(
     return explain
 
 
-def strongest_ngrams(mix: Mix, vocabulary: list[str], count: int = 20) -> dict[str, list]:
-    """The word n-gram member's `count` strongest n-grams each way, as words.
+def explanations(explain, reviews: list[dict], mix: Mix | None, vocabulary: list[str]):
+    """What the model card shows of explanations, computed by the exported `explain` signature:
+    the n-gram branch's strongest n-grams and the three test reviews `reviews_to_explain`
+    picked, explained (see `model_card.strongest_ngrams` and `model_card.card_explanations`).
 
     Returns:
-        `positive` and `negative`: [words, coefficient] pairs, strongest first; a positive
-        coefficient pushes towards the second class. Empty without the member (a char
-        n-gram is kept as its fingerprint only).
+        `ngrams` (absent without the branch) and `reviews` (absent without reviews).
     """
-    member = next((m for m in mix.members if m.kind == WORDS), None)
-    if member is None:
-        return {"positive": [], "negative": []}
-    keys, coefficients = np.asarray(member.keys), np.asarray(member.coefficients)
-    order = np.argsort(coefficients, kind="stable")
-
-    def words(key: int) -> str:
-        ids = []
-        while key:
-            key, i = divmod(key, member.vocabulary_size)
-            ids.append(vocabulary[i])
-        return " ".join(reversed(ids))
-
-    def pick(indices, sign: int) -> list:
-        kept = [i for i in indices[:count] if sign * coefficients[i] > 0]
-        return [[words(int(keys[i])), round(float(coefficients[i]), 4)] for i in kept]
-
-    return {"positive": pick(order[::-1], 1), "negative": pick(order, -1)}
-
-
-def card_explanations(
-    explain, reviews: list[dict], mix: Mix | None, vocabulary: list[str]
-) -> dict:
-    """What the model card shows of explanations: the n-gram branch's strongest n-grams and
-    the three test reviews `model_card.reviews_to_explain` picked, explained by `explain`.
-
-    Returns:
-        `ngrams` (see `strongest_ngrams`; absent without the branch) and `reviews`: each
-        review's kind, labels, probability, scores, the sum of its shares, its 8 strongest
-        words for the label and 5 against it, and its text shortened.
-    """
-    found: dict = {"ngrams": strongest_ngrams(mix, vocabulary)} if mix is not None else {}
-    if not reviews:
-        return found
-    texts = [r["text"].encode("utf-8", "surrogatepass") for r in reviews]
-    out = {k: v.numpy() for k, v in explain(tf.constant(texts)).items()}
-    found["reviews"] = []
-    for i, review in enumerate(reviews):
-        tokens = [t.decode("utf-8", "replace") for t in out["tokens"][i]]
-        words = sorted(
-            ((t, float(a)) for t, a in zip(tokens, out["attributions"][i]) if t),
-            key=lambda word: -word[1],
+    found: dict = {}
+    member = next((m for m in mix.members if m.kind == WORDS), None) if mix else None
+    if member is not None:  # a char n-gram is kept as its fingerprint only: not shown
+        found["ngrams"] = strongest_ngrams(
+            member.keys.numpy(), member.coefficients.numpy(), vocabulary
         )
-        found["reviews"].append(
-            {
-                **review,
-                "text": shorten(review["text"]),
-                "predicted": out["label"][i].decode("utf-8", "replace"),
-                "probability": float(out["probabilities"][i].max()),
-                "score": float(out["score"][i]),
-                "baseline_score": float(out["baseline_score"][i]),
-                "sum": float(out["attributions"][i].sum()),
-                "for": [[w, round(a, 3)] for w, a in words[:8] if a > 0],
-                "against": [[w, round(a, 3)] for w, a in words[::-1][:5] if a < 0],
-            }
-        )
+    if reviews:
+        texts = [r["text"].encode("utf-8", "surrogatepass") for r in reviews]
+        out = {k: v.numpy() for k, v in explain(tf.constant(texts)).items()}
+        found["reviews"] = card_explanations(reviews, out)
     return found
 
 
-def _exported_by(version_dir: Path, run_dir: str | None) -> bool:
+def _exported_by(version_dir: Path, run_dir: str) -> bool:
     if not run_dir or not (version_dir / "saved_model.pb").is_file():
         return False
     meta = read_metadata(version_dir)
-    return meta is not None and meta.get("run_dir") == run_dir
+    return meta is not None and meta.run_dir == run_dir
 
 
 def next_version(base: Path) -> int:
@@ -213,8 +169,9 @@ def next_version(base: Path) -> int:
     return max(versions(base), default=0) + 1
 
 
-def served_before(base: Path, version: int, metadata: dict) -> list[str]:
-    """Lines saying how `version` compares with the version TF Serving served until now.
+def served_before(base: Path, version: int, record: RunRecord) -> list[str]:
+    """Lines saying how `version` (made by the run `record`) compares with the version TF
+    Serving served until now.
 
     Scores are only compared on the same test split; a lower score is said loudly, with the
     way back, since TF Serving serves the highest version as soon as it appears.
@@ -224,16 +181,15 @@ def served_before(base: Path, version: int, metadata: dict) -> list[str]:
         return []
     previous = older[-1]
     before = read_metadata(base / str(previous))
-    try:
-        old, new = before["metrics"]["accuracy"], metadata["metrics"]["accuracy"]
-    except (KeyError, TypeError):  # no readable metadata, or no score in it
-        return []
+    if before is None or before.metrics.accuracy is None or record.metrics.accuracy is None:
+        return []  # no readable record, or no score in it
+    old, new = before.metrics.accuracy, record.metrics.accuracy
     way_back = (
         f"to serve version {previous} again, remove {base / str(version)} (its run stays in "
-        f"{metadata.get('run_dir', 'runs/')}); runs that should not replace it need a name "
+        f"{record.run_dir or 'runs/'}); runs that should not replace it need a name "
         f"of their own ({spelled('name')})"
     )
-    differs = _test_split_differences(before, metadata)
+    differs = _test_split_differences(before, record)
     if differs:
         return [
             f"note: TF Serving now serves version {version} instead of {previous}, which was "
@@ -249,16 +205,16 @@ def served_before(base: Path, version: int, metadata: dict) -> list[str]:
     return [f"version {version}: {new:.4f} on the test split; version {previous} had {old:.4f}"]
 
 
-def _test_split_differences(before: dict, after: dict) -> str:
+def _test_split_differences(before: RunRecord, after: RunRecord) -> str:
     """What differs between two versions' test splits, e.g. "max_test 2000 vs 0", or ""."""
     keys = ("dataset", "test_data", "max_test", "text_column", "label_column")
-    old, new = before.get("config", {}), after.get("config", {})
+    old, new = before.config, after.config
     found = [f"{k} {old.get(k)!r} vs {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]
     # The seed picks the test texts only where the test split is cut or held out of the data.
-    held_out = "held out" in str(after.get("dataset", {}).get("source", ""))
+    held_out = "held out" in after.dataset.source
     if (held_out or new.get("max_test")) and old.get("seed") != new.get("seed"):
         found.append(f"seed {old.get('seed')} vs {new.get('seed')}")
-    sizes = [meta.get("dataset", {}).get("test") for meta in (before, after)]
+    sizes = before.dataset.test, after.dataset.test
     if sizes[0] != sizes[1]:
         found.append(f"{sizes[0]} vs {sizes[1]} test texts")
     return ", ".join(found)
@@ -297,12 +253,12 @@ def export_run(run_dir: Path, output_dir: str | Path) -> Path:
     Returns:
         The new version folder.
     """
-    summary = json.loads((run_dir / "summary.json").read_text())
-    summary.pop("export", None)  # the new version gets its own path
+    record = read_summary(run_dir)
+    if record is None:
+        raise UserError(f"export: {run_dir} is not a finished run (no readable summary.json)")
     pre, model, mix = load_run_model(run_dir)
     base = Path(output_dir) / run_dir.parent.name
-    files = version_files(summary)
-    return export_saved_model(pre, model, summary["class_names"], base, summary, files, mix=mix)
+    return export_saved_model(pre, model, record.class_names, base, record, mix=mix)
 
 
 def export_again(
@@ -318,8 +274,7 @@ def export_again(
     path = export_run(run_dir, output_dir)
     print(f"wrote: {path}  (the model of {run_dir})")
     server_files(path, output_dir, models_config, batching, base_path_prefix)
-    summary = json.loads((run_dir / "summary.json").read_text())
-    for line in served_before(path.parent, int(path.name), summary):
+    for line in served_before(path.parent, int(path.name), read_summary(run_dir)):
         print(line, flush=True)
     return path
 
@@ -347,9 +302,9 @@ def server_files(
     """
     written = None
     if batching:
-        config = (read_metadata(version_dir) or {}).get("config", {})
+        record = read_metadata(version_dir) or ExportRecord()
         try:
-            cfg = Config(**{k: v for k, v in config.items() if k in FIELDS})
+            cfg = record.settings()
             texts = list(load_test(cfg)[0].texts[:1024])
         except UserError:  # trained in memory: time it on the warm-up reviews
             texts = [t.encode() for t in WARMUP_TEXTS] * 342
@@ -362,13 +317,13 @@ def server_files(
     return written
 
 
-def version_files(summary: dict) -> dict[str, str | Callable[[dict], str]]:
-    """What assets.extra/ holds beside metadata.json, the same for `fit` and `export`."""
+def version_files(record: ExportRecord) -> dict[str, str]:
+    """What assets.extra/ holds beside metadata.json, the same for `fit` and `export`: the
+    run's config, its test report and the version's model card."""
     return {
-        "config.json": json.dumps(summary["config"], indent=2),
-        "report.json": json.dumps(summary["test_report"], indent=2),
-        # Called with the final metadata, so the card names its own version.
-        "MODEL_CARD.md": lambda meta: model_card(meta, summary.get("most_confident_errors", [])),
+        "config.json": config_json(record.config),
+        "report.json": json.dumps(record.test_report, indent=2),
+        "MODEL_CARD.md": model_card(record),
     }
 
 

@@ -1,4 +1,4 @@
-"""Stage 5, embeddings: GloVe vectors aligned to the vocabulary, as the Embedding's start."""
+"""Embeddings: GloVe vectors aligned to the vocabulary, as the Embedding's start."""
 
 from __future__ import annotations
 

@@ -20,26 +20,26 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from keras_sentiment.config import Config, UserError, on_command_line, spelled
+from keras_sentiment.config import FIELDS, Config, UserError, on_command_line, spelled
 from keras_sentiment.files import kill_point, save_json, write_atomic
-from keras_sentiment.network.model import split_text_model
-from keras_sentiment.network.ngrams import NgramMix
-from keras_sentiment.records import versions
-from keras_sentiment.text.preprocessing import TextPreprocessor
+from keras_sentiment.records import WHERE_NOT_WHAT, read_run_config, versions
 
 
 def open_run(cfg: Config) -> tuple[Path, bool]:
     """The run's folder `runs/NAME/VERSION/` and whether it resumes an interrupted run.
 
-    An unfinished run with this exact config is resumed; otherwise a new folder takes the
-    next version that neither runs/NAME nor saved_models/NAME holds, so the run and the
-    SavedModel it exports share a number. Nothing of another run is ever touched.
+    An unfinished run whose settings give the same result (`same_result`) is resumed;
+    otherwise a new folder takes the next version that neither runs/NAME nor
+    saved_models/NAME holds, so the run and the SavedModel it exports share a number. Nothing
+    of another run is ever touched.
     """
     base = Path(cfg.runs_dir) / cfg.run_name
     for version in reversed(versions(base)):
         run_dir = base / str(version)
-        if not (run_dir / "summary.json").is_file() and _config_of(run_dir) == cfg.to_dict():
-            return run_dir, True
+        recorded = read_run_config(run_dir)
+        if not (run_dir / "summary.json").is_file() and recorded is not None:
+            if same_result(recorded, cfg):
+                return run_dir, True
     taken = versions(base) + versions(Path(cfg.output_dir) / cfg.run_name)
     version = max(taken, default=0) + 1
     while True:  # mkdir is the reservation: two fits started at once get two numbers
@@ -50,11 +50,19 @@ def open_run(cfg: Config) -> tuple[Path, bool]:
             version += 1
 
 
-def _config_of(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "config.json").read_text())
-    except (OSError, ValueError):
-        return None
+def same_result(recorded: dict, cfg: Config) -> bool:
+    """Whether a run recorded with the settings `recorded` computes what `cfg` would.
+
+    Every setting but `WHERE_NOT_WHAT` counts. A setting the record lacks (added to Config
+    after the run started) counts at its default, so an interrupted run still resumes after
+    the package gains a setting; a recorded key Config no longer has is not compared.
+    """
+    settings = cfg.to_dict()
+    return all(
+        recorded.get(key, field.default) == settings[key]
+        for key, field in FIELDS.items()
+        if key not in WHERE_NOT_WHAT
+    )
 
 
 def read_history(path: Path) -> list[dict[str, float]]:
@@ -282,14 +290,3 @@ def finished_runs(runs_dir: str | Path, name: str) -> list[Path]:
         for v in versions(base)
         if all((base / str(v) / file).is_file() for file in needed)
     ]
-
-
-def load_run_model(run_dir: Path) -> tuple[TextPreprocessor, keras.Model, NgramMix | None]:
-    """The preprocessor, the token-id network and the n-gram mix a run trained."""
-    model = keras.saving.load_model(run_dir / "model.keras")
-    if any(isinstance(layer, TextPreprocessor) for layer in model.layers):
-        return split_text_model(model)
-    # Runs from before model.keras held the raw-text model: the network takes token ids and
-    # the preprocessor lies beside it.
-    config = json.loads((run_dir / "preprocessor.json").read_text())
-    return TextPreprocessor.from_config(config), model, None

@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_sentiment.compat import build_for_multi_worker, use_train_step
 from keras_sentiment.config import Config, UserError
 from keras_sentiment.data.batching import eval_dataset, train_dataset
 from keras_sentiment.network.compiled_lstm import gradient_dtype
@@ -43,9 +44,14 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 
 def strategy_name(strategy: tf.distribute.Strategy) -> str:
-    """The public name of a strategy (the default one's class is private)."""
-    name = type(strategy).__name__
-    return "default strategy (one device)" if name == "_DefaultDistributionStrategy" else name
+    """The public name of a strategy, as `tf.distribute` exports it (the default one's class is
+    private: "default strategy (one device)")."""
+    for name in ("MultiWorkerMirroredStrategy", "MirroredStrategy"):
+        if isinstance(strategy, getattr(tf.distribute, name)):
+            return name
+    if not tf.distribute.has_strategy() and strategy is tf.distribute.get_strategy():
+        return "default strategy (one device)"
+    return type(strategy).__name__
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -146,7 +152,9 @@ def adversarial_step(model: keras.Model, epsilon: float) -> Callable:
         loss, _, gradients, y_pred = adversarial_losses(model, x, y, epsilon)
         model.optimizer.apply_gradients(zip(gradients, model.trainable_weights))
         replicas = tf.distribute.get_strategy().num_replicas_in_sync  # undo Keras' 1/replicas
-        model._loss_tracker.update_state(loss * replicas, sample_weight=tf.shape(x)[0])
+        # Keras' loss tracker, as its guide to custom steps finds it: the metric named "loss".
+        tracker = next(m for m in model.metrics if m.name == "loss")
+        tracker.update_state(loss * replicas, sample_weight=tf.shape(x)[0])
         return model.compute_metrics(x, y, y_pred)
 
     return step
@@ -190,7 +198,7 @@ def train(
         model = build()
         compile_model(model, cfg, math.ceil(len(train[1]) / cfg.batch_size))
         if cfg.adversarial:
-            model.train_step = adversarial_step(model, cfg.adversarial)
+            use_train_step(model, adversarial_step(model, cfg.adversarial))
     model.summary(print_fn=lambda line, **_: print(line, flush=True))
     print(
         f"strategy: {strategy_name(strategy)} with {strategy.num_replicas_in_sync} replica(s), "
@@ -240,25 +248,9 @@ def _fit(model, cfg: Config, train, val, run_dir: Path, as_text=None) -> dict:
 
 
 def _prepare_distributed(model: keras.Model, train_ds: Callable[[], tf.data.Dataset]) -> None:
-    strategy = model.distribute_strategy
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        return
-    # keras-team/keras#20585: fit() builds the model from a batch reduced across workers,
-    # which fails for an (x, y) batch; build it from one local batch instead.
-    with strategy.scope():
-        model._symbolic_build(data_batch=next(iter(train_ds())))
-    model._maybe_symbolic_build = lambda *args, **kwargs: None
-    # It then averages each step's logs across workers along axis 0, which scalars lack:
-    # give them that axis (the mean of equal global values is the value itself).
-    model.train_step = _logs_with_axis(model.train_step)
-    model.test_step = _logs_with_axis(model.test_step)
-
-
-def _logs_with_axis(step):
-    def step_with_axis(data):
-        return {name: tf.reshape(value, [1]) for name, value in step(data).items()}
-
-    return step_with_axis
+    # Keras 3's fit needs help under MultiWorkerMirroredStrategy (keras-team/keras#20585).
+    if isinstance(model.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        build_for_multi_worker(model, next(iter(train_ds())))
 
 
 def _interactive() -> bool:
