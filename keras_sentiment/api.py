@@ -210,10 +210,10 @@ def _fit_run(cfg, splits: Splits, strategy, chief, run_dir, resuming, started) -
         remove(run_dir)
         print("worker done: the chief writes the report and the SavedModel", flush=True)
         return Run(None, trained.history, {}, run_dir, None, RunRecord())
-    mix, mixing, words = _mix(cfg, pre, splits, rows, trained.model)
+    mix, mixing, members, words = _mix(cfg, pre, splits, rows, trained.model)
     text = text_model(pre, trained.model, mix, splits.class_names)  # what users load and call
     save_keras(text, run_dir / "model.keras")
-    result, probs = _test_report(trained.model, mix, words, rows["test"], splits, mixing)
+    result, probs = _test_report(trained.model, mix, members, words, rows["test"], splits, mixing)
     save_json(run_dir / "report.json", result)
     kill_point("reported")
     labels, names = splits.test.labels, splits.class_names
@@ -277,14 +277,14 @@ def _mix(cfg: Config, pre: TextPreprocessor, splits: Splits, rows: dict, model):
     """The n-gram members fitted on train and stacked with the LSTM on validation.
 
     Returns:
-        The mix (None where the LSTM answers alone), how it was chosen ({} when off) and the
-        test texts' words as read (None unless a member reads them).
+        The mix (None where the LSTM answers alone), how it was chosen ({} when off), every
+        member fitted, and the test texts' words as read (None unless a member reads them).
     """
     if not (cfg.ngrams or cfg.char_ngrams):
-        return None, {}, None
+        return None, {}, [], None
     if len(splits.class_names) != 2:
         print(f"mix: off (NB-LR needs two classes, not {len(splits.class_names)})", flush=True)
-        return None, {}, None
+        return None, {}, [], None
     chars = char_order(cfg, rows["train"])
     words = dict.fromkeys(("train", "val", "test"))
     if chars:  # the char member reads each word as written, not its id
@@ -292,15 +292,17 @@ def _mix(cfg: Config, pre: TextPreprocessor, splits: Splits, rows: dict, model):
             words[name], _ = vectorize(pre, getattr(splits, name).texts, words=True)
     train, val = ((words[n], rows[n], getattr(splits, n).labels) for n in ("train", "val"))
     lstm_val = predict_rows(model, rows["val"])
-    mix, info = fit_mix(cfg, chars, len(pre.vocabulary), train, val, lstm_val)
-    return mix, info, words["test"]
+    mix, info, members = fit_mix(cfg, chars, len(pre.vocabulary), train, val, lstm_val)
+    return mix, info, members, words["test"]
 
 
-def _test_report(model, mix: Mix | None, words, rows, splits: Splits, mixing: dict):
-    """The test split, touched once, here: the report, and the probabilities it scored."""
+def _test_report(model, mix: Mix | None, members, words, rows, splits: Splits, mixing: dict):
+    """The test split, touched once, here: the report, and the probabilities it scored (each
+    part's accuracy alone too, the members the stack dropped included)."""
     probs = predict_rows(model, rows)
-    if mix is not None:
-        probs, parts = mix_rows(mix, words, rows, probs)
+    if members:  # where the stack left the LSTM alone, a mix of it alone scores the parts
+        mixed, parts = mix_rows(mix or Mix([], 1.0, [], 0.0), words, rows, probs, members)
+        probs = probs if mix is None else mixed
         labels = splits.test.labels
         accuracy = {name: float(np.mean((p > 0) == labels)) for name, p in parts.items()}
         mixing["test_accuracy"] = {**accuracy, "mixed": float(np.mean(probs.argmax(1) == labels))}

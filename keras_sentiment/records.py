@@ -32,7 +32,9 @@ from typing import Any
 from keras_sentiment.config import FIELDS, Config
 from keras_sentiment.files import save_json
 
-SCHEMA = 1  # 1: the first numbered schema; the keys are those of schema 0 (unnumbered) plus it
+# 1: the first numbered schema; the keys are those of schema 0 (unnumbered), plus it and `mix`
+# (the stacked mix; {} in records of runs before it, which have `ngrams` instead).
+SCHEMA = 1
 
 
 def versions(base: str | Path) -> list[int]:

@@ -30,9 +30,13 @@ STACK_C = 1.0  # inverse L2 strength of the stacking regression: a few coefficie
 
 
 def log_odds(probabilities: tf.Tensor) -> tf.Tensor:
-    """log p1 - log p0 of two-class probabilities [batch, 2]: [batch]."""
-    p = tf.clip_by_value(probabilities, FLOOR, 1.0)
-    return tf.math.log(p[:, 1]) - tf.math.log(p[:, 0])
+    """log p1 - log p0 of two-class probabilities [..., 2]: [...].
+
+    A weighted sum rather than two slices, so its gradient (the explanation's path) needs
+    no slicing op's gradient in the served graph.
+    """
+    p = tf.maximum(tf.convert_to_tensor(probabilities, tf.float32), FLOOR)
+    return tf.reduce_sum(tf.math.log(p) * tf.constant([-1.0, 1.0]), -1)
 
 
 class MixScoring:
@@ -187,7 +191,7 @@ def fit_mix(
     train: tuple[list | None, list[np.ndarray], np.ndarray],
     val: tuple[list | None, list[np.ndarray], np.ndarray],
     lstm_val: np.ndarray,
-) -> tuple[Mix | None, dict]:
+) -> tuple[Mix | None, dict, list[NgramMember]]:
     """The n-gram members fitted on train, stacked with the LSTM on validation.
 
     Args:
@@ -199,9 +203,10 @@ def fit_mix(
         lstm_val: the LSTM's probabilities on the validation texts.
 
     Returns:
-        The mix (None where the LSTM answers alone) and how it was chosen: `members` (what
+        The mix (None where the LSTM answers alone); how it was chosen: `members` (what
         each fitted), `coefficients` and `bias` (the stack's), `validation_accuracy` (each
-        part alone, and the stack's, cross-validated) and `validation_texts`.
+        part alone, and the stack's, cross-validated) and `validation_texts`; and every
+        member fitted, those the stack dropped included (for the test report's parts).
     """
     start = time.perf_counter()
     parts, members, fitted = {"lstm": np.asarray(log_odds(lstm_val))}, [], []
@@ -214,7 +219,7 @@ def fit_mix(
                 fitted.append(info)
     if not members:
         print("mix: the LSTM alone (no n-gram in 2+ training texts, or one class)", flush=True)
-        return None, {}
+        return None, {}, []
     stack = fit_stack(parts, val[2], cfg.seed)
     weights = stack["coefficients"]
     kept = [m for m in members if weights[m.kind]]
@@ -238,6 +243,6 @@ def fit_mix(
     print(f"mix: validation accuracy {accuracy} (mixed: 5-fold cross-validated)", flush=True)
     print(f"mix: log-odds = {stack['bias']:.3g} + {terms}", flush=True)
     if not kept:
-        return None, info
+        return None, info, members
     mix = Mix(kept, weights["lstm"], [weights[m.kind] for m in kept], stack["bias"], name="mix")
-    return mix, info
+    return mix, info, members

@@ -26,6 +26,7 @@ def mix_rows(
     words: list[np.ndarray] | None,
     rows: list[np.ndarray],
     probabilities: np.ndarray,
+    others: list | None = None,
     batch_size: int = 512,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The mix's probabilities of rows, from the LSTM's, and each part's log-odds alone.
@@ -35,6 +36,7 @@ def mix_rows(
         words: the words as read, aligned with `rows` (None: the mix reads ids only).
         rows: the texts' token ids, unpadded.
         probabilities: the LSTM's probabilities of the rows.
+        others: members outside the mix to score alone too (those the stack dropped).
         batch_size: texts per batch of the members' scoring.
 
     Returns:
@@ -42,7 +44,8 @@ def mix_rows(
         ("lstm" and each member's kind).
     """
     parts = {"lstm": log_odds(tf.constant(probabilities, tf.float32)).numpy()}
-    logits = {member.kind: np.zeros(len(rows), np.float32) for member in mix.members}
+    members = list(mix.members) + [m for m in others or [] if m not in mix.members]
+    logits = {member.kind: np.zeros(len(rows), np.float32) for member in members}
     order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths pad little
     for start in range(0, len(rows), batch_size):
         index = order[start : start + batch_size]
@@ -54,7 +57,7 @@ def mix_rows(
             if words is not None:
                 read[j, : len(words[i])] = words[i]
         read, ids = tf.constant(read, tf.string), tf.constant(ids)
-        for member in mix.members:
+        for member in members:
             logits[member.kind][index] = member.logits(read, ids).numpy()
     parts.update(logits)
     lstm = tf.constant(parts["lstm"]) if mix.lstm_coefficient else None

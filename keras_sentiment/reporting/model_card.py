@@ -518,11 +518,18 @@ def _card_ngrams(record: RunRecord) -> str:
     if not ngrams:
         return ""
     names = record.class_names or ["negative", "positive"]
-    lines = ["## What the n-gram branch learned", ""]
-    lines.append(
-        "Its strongest n-grams each way, as vocabulary words (lemmas where lemmatized), with "
-        "their coefficient (times the NB ratio) in the branch's logit:"
-    )
+    if record.ngrams:  # a run before the stacked mix: its card as it was written
+        lines = ["## What the n-gram branch learned", ""]
+        lines.append(
+            "Its strongest n-grams each way, as vocabulary words (lemmas where lemmatized), "
+            "with their coefficient (times the NB ratio) in the branch's logit:"
+        )
+    else:
+        lines = ["## What the word n-grams learned", ""]
+        lines.append(
+            "Their strongest n-grams each way, as vocabulary words (lemmas where lemmatized), "
+            "with their coefficient (times the NB ratio) in the word n-grams' logit:"
+        )
     for key, name in (("positive", names[-1]), ("negative", names[0])):
         shown = ", ".join(f"{words.replace('<', '&lt;')} ({c:+.2f})" for words, c in ngrams[key])
         lines += ["", f"- Towards **{name}**: {shown}"]

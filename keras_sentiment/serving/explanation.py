@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sentiment.config import UserError
-from keras_sentiment.network.mix import MixScoring, as_probabilities
+from keras_sentiment.network.mix import MixScoring, as_probabilities, log_odds
 from keras_sentiment.network.model import class_names_of, split_text_model
 from keras_sentiment.network.ngrams import NgramMix
 from keras_sentiment.network.serving_network import ServingNetwork
@@ -178,7 +178,8 @@ def integrated_gradients(
             f = _log_odds(log_probs, k)  # [points, batch]
             probabilities = tf.exp(log_probs[-1])
         else:
-            z = mix_coefficient * (logits[..., 1] - logits[..., 0])  # [points, batch]
+            # The LSTM's log-odds as the mix reads them (floored probabilities), [points, batch]
+            z = mix_coefficient * log_odds(tf.nn.softmax(logits))
             score = z[-1] + offset
             k = tf.where(k < 0, tf.cast(score > 0, tf.int32), k)
             f = tf.cast(2 * k - 1, tf.float32) * z  # F is s for the second class, -s for the first
