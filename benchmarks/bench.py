@@ -646,8 +646,10 @@ def serving_settings(
             if k in arch
         },
     }
-    ngrams = predictor.metadata.ngrams and predictor.metadata.ngrams.order
-    branch = f", plus the 1-{ngrams}-gram NB-LR branch" if ngrams else ""
+    mix, old = predictor.metadata.mix, predictor.metadata.ngrams
+    kept = [m["kind"] for m in mix.members if mix.coefficients.get(m["kind"])] if mix else []
+    branch = f", stacked with NB-LR on {' and '.join(kept)} n-grams" if kept else ""
+    branch = f", plus the 1-{old.order}-gram NB-LR branch" if old else branch
     brief = f"{origin}{branch}; raw strings through signatures['serving_default'], arrival order"
     brief += f"; medians of {rounds} rounds" + (", each ours then PyTorch" if with_peer else "")
     return settings, brief

@@ -49,10 +49,10 @@ def measure(path: str) -> dict:
     # The export's own config gives the same data, seed and validation hold-out as its fit.
     if not predictor.metadata.config:
         raise UserError(f"{predictor.path}: no assets.extra/metadata.json with the fit's config")
-    if predictor.metadata.ngrams:
+    if predictor.metadata.ngrams or predictor.metadata.mix:
         raise UserError(
             f"{predictor.path}: this model already mixes in its own n-gram branch; "
-            "give one trained with `fit --ngrams 0`"
+            "give one trained with `fit --ngrams 0 --char-ngrams 0`"
         )
     cfg = predictor.metadata.settings()
     splits = load_splits(cfg)

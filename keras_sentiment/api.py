@@ -2,7 +2,7 @@
 
 The command line parses its flags into a `Config` and calls these; a notebook calls them
 directly and gets the same work, files and printed lines. `fit` reads top to bottom as the
-job does: load the data, open the run, preprocess, train, add the n-gram branch, report,
+job does: load the data, open the run, preprocess, train, stack the mix, report,
 export.
 """
 
@@ -21,8 +21,8 @@ import numpy as np
 from keras_sentiment.config import Config, UserError, on_command_line, spelled
 from keras_sentiment.data.splits import Splits, load_splits, load_unlabeled, memory_key
 from keras_sentiment.files import kill_point, remove, save_json, write_atomic
+from keras_sentiment.network.mix import Mix, char_order, fit_mix
 from keras_sentiment.network.model import build_model, text_model
-from keras_sentiment.network.ngrams import NgramMix, fit_ngrams
 from keras_sentiment.records import (
     RunRecord,
     recorded_classes,
@@ -210,16 +210,16 @@ def _fit_run(cfg, splits: Splits, strategy, chief, run_dir, resuming, started) -
         remove(run_dir)
         print("worker done: the chief writes the report and the SavedModel", flush=True)
         return Run(None, trained.history, {}, run_dir, None, RunRecord())
-    mix, ngrams = _ngram_branch(cfg, splits, rows, len(pre.vocabulary), trained.model)
+    mix, mixing, members, words = _mix(cfg, pre, splits, rows, trained.model)
     text = text_model(pre, trained.model, mix, splits.class_names)  # what users load and call
     save_keras(text, run_dir / "model.keras")
-    result, probs = _test_report(trained.model, mix, rows["test"], splits, ngrams)
+    result, probs = _test_report(trained.model, mix, members, words, rows["test"], splits, mixing)
     save_json(run_dir / "report.json", result)
     kill_point("reported")
     labels, names = splits.test.labels, splits.class_names
     plots = write_plots(run_dir, trained.history, labels, probs, names, trained.best_epoch)
     kill_point("plotted")
-    facts = {"embeddings": glove, "pretraining": pretraining, "ngrams": ngrams, "resumed": resuming}
+    facts = {"embeddings": glove, "pretraining": pretraining, "mix": mixing, "resumed": resuming}
     facts.update(vocabulary_size=len(pre.vocabulary), run_dir=str(run_dir.resolve()))
     facts["tokens_per_epoch"] = sum(len(r) for r in rows["train"])
     facts["errors"] = most_confident_errors(splits.test.texts, labels, probs, names)
@@ -273,35 +273,41 @@ def _pretrain(cfg: Config, pre, texts, unlabeled, matrix) -> tuple[dict | None, 
     return weights, info
 
 
-def _ngram_branch(cfg: Config, splits: Splits, rows: dict, vocabulary_size: int, model):
-    """The n-gram branch fitted on train, mixed on validation: (mix or None, what it did)."""
-    if not cfg.ngrams:
-        return None, {}
+def _mix(cfg: Config, pre: TextPreprocessor, splits: Splits, rows: dict, model):
+    """The n-gram members fitted on train and stacked with the LSTM on validation.
+
+    Returns:
+        The mix (None where the LSTM answers alone), how it was chosen ({} when off), every
+        member fitted, and the test texts' words as read (None unless a member reads them).
+    """
+    if not (cfg.ngrams or cfg.char_ngrams):
+        return None, {}, [], None
     if len(splits.class_names) != 2:
-        print(f"n-grams: off (NB-LR needs two classes, not {len(splits.class_names)})", flush=True)
-        return None, {}
+        print(f"mix: off (NB-LR needs two classes, not {len(splits.class_names)})", flush=True)
+        return None, {}, [], None
+    chars = char_order(cfg, rows["train"])
+    words = dict.fromkeys(("train", "val", "test"))
+    if chars:  # the char member reads each word as written, not its id
+        for name in words:
+            words[name], _ = vectorize(pre, getattr(splits, name).texts, words=True)
+    train, val = ((words[n], rows[n], getattr(splits, n).labels) for n in ("train", "val"))
     lstm_val = predict_rows(model, rows["val"])
-    train_part, val_part = (rows["train"], splits.train.labels), (rows["val"], splits.val.labels)
-    return fit_ngrams(cfg, vocabulary_size, train_part, val_part, lstm_val)
+    mix, info, members = fit_mix(cfg, chars, len(pre.vocabulary), train, val, lstm_val)
+    return mix, info, members, words["test"]
 
 
-def _test_report(model, mix: NgramMix | None, rows, splits: Splits, ngrams: dict):
-    """The test split, touched once, here: the report, and the probabilities it scored."""
+def _test_report(model, mix: Mix | None, members, words, rows, splits: Splits, mixing: dict):
+    """The test split, touched once, here: the report, and the probabilities it scored (each
+    part's accuracy alone too, the members the stack dropped included)."""
     probs = predict_rows(model, rows)
-    if mix is not None:
-        lstm_probs = probs
-        probs, ngram_probs = mix_rows(mix, rows, lstm_probs)
+    if members:  # where the stack left the LSTM alone, a mix of it alone scores the parts
+        mixed, parts = mix_rows(mix or Mix([], 1.0, [], 0.0), words, rows, probs, members)
+        probs = probs if mix is None else mixed
         labels = splits.test.labels
-        ngrams["test_accuracy"] = {
-            "lstm": float(np.mean(lstm_probs.argmax(1) == labels)),
-            "ngrams": float(np.mean(ngram_probs.argmax(1) == labels)),
-        }
-        print(
-            "test accuracy of the parts: LSTM alone {lstm:.4f}, NB-LR alone {ngrams:.4f}".format(
-                **ngrams["test_accuracy"]
-            ),
-            flush=True,
-        )
+        accuracy = {name: float(np.mean((p > 0) == labels)) for name, p in parts.items()}
+        mixing["test_accuracy"] = {**accuracy, "mixed": float(np.mean(probs.argmax(1) == labels))}
+        alone = ", ".join(f"{name} {a:.4f}" for name, a in accuracy.items())
+        print(f"test accuracy of each part alone: {alone}", flush=True)
     result = report(splits.test.labels, probs, splits.class_names)
     print("\ntest report\n" + format_report(result), flush=True)
     return result, probs

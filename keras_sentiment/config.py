@@ -195,8 +195,16 @@ class Config:
     ngrams: int = field(
         default=3,
         metadata={
-            "help": "order of the n-gram branch: NB-LR on the ids' 1..N-grams, mixed with the "
-            "LSTM at a weight picked on validation; two classes only (0: off)"
+            "help": "word n-grams of the mix: NB-LR on the words' 1..N-grams, stacked with the "
+            "LSTM by a logistic regression on validation; two classes only (0: off)"
+        },
+    )
+    char_ngrams: int = field(
+        default=-1,
+        metadata={
+            "help": "char n-grams of the mix: NB-LR on the 2..N-character n-grams inside each "
+            "word, for short texts (0: off; -1: 5 where the median training text is under "
+            "100 words, else off)"
         },
     )
 
@@ -290,6 +298,12 @@ class Config:
             _check(self, key, 0 <= getattr(self, key) < 1, "must be in [0, 1)")
         for key, allowed in CHOICES.items():
             _check(self, key, getattr(self, key) in allowed, f"must be one of {allowed}")
+        _check(
+            self,
+            "char_ngrams",
+            self.char_ngrams in (-1, 0) or self.char_ngrams >= 2,
+            "must be -1 (auto), 0 (off) or >= 2",
+        )
         _check(self, "vocab_size", self.vocab_size >= 3, "must be >= 3 (padding, OOV, one token)")
         if self.vocab_size**self.ngrams >= 2**63:  # an n-gram is one int64 (see network/ngrams.py)
             raise UserError(

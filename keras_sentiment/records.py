@@ -32,7 +32,9 @@ from typing import Any
 from keras_sentiment.config import FIELDS, Config
 from keras_sentiment.files import save_json
 
-SCHEMA = 1  # 1: the first numbered schema; the keys are those of schema 0 (unnumbered) plus it
+# 1: the first numbered schema; the keys are those of schema 0 (unnumbered), plus it and `mix`
+# (the stacked mix; {} in records of runs before it, which have `ngrams` instead).
+SCHEMA = 1
 
 
 def versions(base: str | Path) -> list[int]:
@@ -80,7 +82,8 @@ class Pretraining:
 
 @dataclass
 class NgramBranch:
-    """The n-gram branch mixed with the LSTM (absent when off)."""
+    """The n-gram branch of runs before the stacked mix (`MixRecord`): one NB-LR on word
+    n-grams, its probabilities mixed with the LSTM's at a weight picked on validation."""
 
     order: int = 0
     ngrams: int = 0  # the n-grams kept (seen in 2+ training texts)
@@ -88,6 +91,22 @@ class NgramBranch:
     lstm_weight: float = 1.0
     validation_accuracy: dict[str, float] = field(default_factory=dict)
     test_accuracy: dict[str, float] = field(default_factory=dict)  # "lstm", "ngrams" alone
+    seconds: float | None = None
+
+
+@dataclass
+class MixRecord:
+    """How the mix was chosen: the LSTM and the n-gram members stacked on their log-odds
+    (`network/mix.py`; absent when the mix is off)."""
+
+    # What each member fitted: kind ("words", "chars"), order, ngrams kept, C, seconds.
+    members: list[dict[str, Any]] = field(default_factory=list)
+    coefficients: dict[str, float] = field(default_factory=dict)  # by part; 0: dropped
+    bias: float | None = None
+    validation_texts: int | None = None  # the texts the stack was fitted on
+    # Each part alone ("lstm", "words", "chars") and "mixed" (the stack, cross-validated).
+    validation_accuracy: dict[str, float] = field(default_factory=dict)
+    test_accuracy: dict[str, float] = field(default_factory=dict)  # the same parts, on test
     seconds: float | None = None
 
 
@@ -127,7 +146,8 @@ class RunRecord:
     dataset: DataSizes = field(default_factory=DataSizes)
     embeddings: Embeddings = field(default_factory=Embeddings)
     pretraining: Pretraining | None = None
-    ngrams: NgramBranch | None = None
+    ngrams: NgramBranch | None = None  # the mix of runs before the stacked one
+    mix: MixRecord | None = None
     parameters: int | None = None
     training: Training = field(default_factory=Training)
     metrics: Metrics = field(default_factory=Metrics)

@@ -37,6 +37,8 @@ REGISTERED = (
     "TextPreprocessor",
     "CompiledLSTM",
     "NgramMix",
+    "NgramMember",
+    "Mix",
     "MaskedGlobalMaxPooling1D",
     "ClassNames",
 )

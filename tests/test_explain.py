@@ -11,20 +11,19 @@ from scipy.stats import spearmanr
 
 from keras_sentiment.cli import main
 from keras_sentiment.config import Config
+from keras_sentiment.network.mix import Mix
 from keras_sentiment.network.model import build_model, class_names_of, split_text_model, text_model
-from keras_sentiment.network.ngrams import NgramMix
+from keras_sentiment.network.ngrams import WORDS, NgramMember
 from keras_sentiment.network.serving_network import ServingNetwork
 from keras_sentiment.reporting.explanation_page import explanation_page
 from keras_sentiment.serving.client import rest_predict
 from keras_sentiment.serving.explanation import (
     _log_odds,
-    _log_probs,
     completeness_error,
     explain_function,
     integrated_gradients,
-    ngram_shares,
 )
-from keras_sentiment.serving.graph import ServingNgrams, serving_function
+from keras_sentiment.serving.graph import ServingMix, serving_function
 from keras_sentiment.serving.prediction import KerasPredictor, SavedModelPredictor
 from keras_sentiment.text.preprocessing import TextPreprocessor, tokens_and_ids
 
@@ -117,7 +116,7 @@ def test_ngram_shares_against_a_dictionary_by_hand():
         sum(vocabulary.index(w) * size ** (len(g) - 1 - i) for i, w in enumerate(g)): c
         for g, c in coefficients.items()
     }
-    mix = NgramMix(3, size, len(keys), 0.5)
+    mix = NgramMember(WORDS, 3, size, len(keys))
     mix.keys.assign(np.array(sorted(keys), np.int64))
     mix.coefficients.assign(np.array([keys[k] for k in sorted(keys)], np.float32))
     mix.bias.assign(0.3)
@@ -137,10 +136,12 @@ def test_ngram_shares_against_a_dictionary_by_hand():
                 for k in range(len(gram)):
                     share = coefficients.get(gram, 0.0) / (len(starts) * len(gram))
                     expected[r, start + k] += share
-    shares = ngram_shares(mix, tf.constant(ids)).numpy()
+    words = tf.fill(ids.shape, "w")  # a word member reads ids only
+    shares = mix.shares(words, tf.constant(ids)).numpy()
     np.testing.assert_allclose(shares, expected, atol=1e-6)
     # A row's shares sum to its NB-LR logit less the bias.
-    np.testing.assert_allclose(shares.sum(1), mix.logits(tf.constant(ids)).numpy() - 0.3, atol=1e-5)
+    logits = mix.logits(words, tf.constant(ids)).numpy()
+    np.testing.assert_allclose(shares.sum(1), logits - 0.3, atol=1e-5)
     assert shares[0, 0] == pytest.approx(-3 / 2 + 0.25 / 3) and shares[1].tolist() == [
         -1.0,
         -1.0,
@@ -161,20 +162,23 @@ def test_the_exported_explanation_equals_the_keras_models(served, keras_model):
 
 @pytest.fixture(scope="module")
 def mixed(keras_model):
-    """The tiny run's model with the LSTM's weight in the mix at 0.5 (its fit gives 0: the
-    tiny LSTM learns little), so the LSTM's path is in every explanation: served ops and the
-    Keras model."""
+    """The tiny run's model with the LSTM's coefficient in the mix at 0.5 (its fit may give
+    0: the tiny LSTM learns little), so the LSTM's path is in every explanation: served ops
+    and the Keras model."""
     pre, network, mix = split_text_model(keras_model)
-    half = NgramMix(mix.order, mix.vocabulary_size, mix.size, 0.5)
-    for mine, theirs in zip(half.weights, mix.weights):
-        mine.assign(theirs)
+    half = with_lstm(mix, 0.5)
     names = class_names_of(keras_model)
-    served = explain_function(pre, ServingNetwork(network), names, ServingNgrams(half))
+    served = explain_function(pre, ServingNetwork(network), names, ServingMix(half))
     return {
         "parts": (pre, network, half),
         "served": served,
         "model": text_model(pre, network, half, names),
     }
+
+
+def with_lstm(mix: Mix, coefficient: float) -> Mix:
+    """The same mix with the LSTM's coefficient set."""
+    return Mix(mix.members, coefficient, mix.coefficients, mix.bias)
 
 
 def test_with_the_lstm_in_the_mix_served_and_keras_agree(mixed):
@@ -206,27 +210,33 @@ def test_occlusion_ranks_the_words_as_integrated_gradients_do(tiny_run, served):
     assert min(rho) >= OCCLUSION_RHO, rho
 
 
-def occlusion_correlations(
-    run_dir, texts: list[str], out: dict, lstm_weight: float | None = None
-) -> list[float]:
+def occlusion_correlations(run_dir, texts: list[str], out: dict, mix: Mix | None = None) -> list:
     """Spearman of each text's attributions against brute-force occlusion: the score drop when
-    one word alone goes to the baseline (zero vector, its n-grams absent)."""
+    one word alone goes to the baseline (zero vector, its n-grams absent). `mix` replaces the
+    run's own."""
     from keras_sentiment.network.model import load_run_model
 
-    pre, model, mix = load_run_model(run_dir)
+    pre, model, fitted = load_run_model(run_dir)
+    mix = mix or fitted
     network = ServingNetwork(model)
     rho = []
     for i, text in enumerate(texts):
-        _, ids = tokens_and_ids(pre, tf.constant([text]))
+        words, ids = tokens_and_ids(pre, tf.constant([text]))
         n = ids.shape[1]
         variants = tf.tile(ids, [n + 1, 1]) * (1 - tf.eye(n + 1, n, dtype=tf.int32))
+        read = tf.where(variants > 0, tf.tile(words, [n + 1, 1]), "")
         x = tf.gather(network.embeddings, variants) * tf.cast(variants > 0, tf.float32)[:, :, None]
-        lengths = tf.fill([n + 1], n)
-        weight = 1.0 if mix is None else lstm_weight if lstm_weight is not None else mix.lstm_weight
-        logits = network.padded_logits(tf.transpose(x, [1, 0, 2]), lengths) if weight else None
-        ngram = None if mix is None or weight == 1 else mix.logits(variants)
-        log_probs = _log_probs(logits, ngram, weight)
-        f = _log_odds(log_probs, tf.fill([n + 1], int(out["label_id"][i]))).numpy()
+        lstm = mix is None or mix.lstm_coefficient
+        logits = (
+            network.padded_logits(tf.transpose(x, [1, 0, 2]), tf.fill([n + 1], n)) if lstm else None
+        )
+        label = int(out["label_id"][i])
+        if mix is None:
+            f = _log_odds(tf.nn.log_softmax(logits), tf.fill([n + 1], label)).numpy()
+        else:
+            odds = None if logits is None else logits[:, 1] - logits[:, 0]
+            s = mix.combine(odds, [m.logits(read, variants) for m in mix.members]).numpy()
+            f = s if label == 1 else -s
         drop = f[-1] - f[:-1]  # the last variant is the text itself
         rho.append(float(spearmanr(drop, out["attributions"][i][:n]).statistic))
     return rho
@@ -235,7 +245,7 @@ def occlusion_correlations(
 @pytest.mark.slow
 @pytest.mark.parametrize("classes, weight", [(3, None), (2, 0.0), (2, 1.0)])
 def test_other_models_explain_completely(keras_model, classes, weight):
-    """Three classes without n-grams; n-gram mixes that give the LSTM all or nothing. The
+    """Three classes without a mix; mixes that give the LSTM a coefficient of 0 or 1. The
     trained LSTM under a new random head (random LSTM weights make F chaotic along the path:
     then IG needs hundreds of steps, as it would for any model that jumpy)."""
     pre, network, mix = split_text_model(keras_model)
@@ -245,13 +255,9 @@ def test_other_models_explain_completely(keras_model, classes, weight):
         mine.set_weights(trained.get_weights())
     kernel, bias = model.layers[-1].get_weights()
     model.layers[-1].set_weights([kernel * 8, bias])  # answers far from uniform
-    scoring = None
-    if weight is not None:
-        scoring = NgramMix(mix.order, mix.vocabulary_size, mix.size, weight)
-        for mine, theirs in zip(scoring.weights, mix.weights):
-            mine.assign(theirs)
+    scoring = None if weight is None else with_lstm(mix, weight)
     names = [f"c{i}" for i in range(classes)]
-    served = ServingNgrams(scoring) if scoring is not None else None
+    served = ServingMix(scoring) if scoring is not None else None
     explain = explain_function(pre, ServingNetwork(model), names, served)
     texts = [t.encode() for t in synthetic_reviews(10, seed=6)[0]] + HOSTILE_BYTES[:4]
     out = {k: v.numpy() for k, v in explain(tf.constant(texts)).items()}
@@ -264,8 +270,10 @@ def test_other_models_explain_completely(keras_model, classes, weight):
     np.testing.assert_allclose(out["score"], np.log(p / (1 - p)), rtol=1e-3, atol=1e-3)
     assert complete(out).max() <= 1
     assert float(completeness_error(out).numpy().max()) <= 1
-    if weight == 0.0:  # the NB-LR alone: F = +-logit, each word's share exactly, signed
-        shares = ngram_shares(scoring, tokens_and_ids(pre, tf.constant(texts))[1]).numpy()
+    if weight == 0.0:  # the members alone: F = +-s, each word's share exact, signed
+        words, ids = tokens_and_ids(pre, tf.constant(texts))
+        shares = sum(c * m.shares(words, ids) for m, c in zip(mix.members, mix.coefficients))
+        shares = shares.numpy()
         sign = np.where(out["label_id"] == 1, 1.0, -1.0)[:, None]
         np.testing.assert_allclose(out["attributions"], sign * shares, atol=1e-5)
 
@@ -334,7 +342,7 @@ def test_rest_client_asks_the_explain_signature(tiny_run, served):
 
 def test_the_card_shows_ngrams_and_three_explained_reviews(tiny_run):
     card = (tiny_run["version"] / "assets.extra" / "MODEL_CARD.md").read_text()
-    assert "## What the n-gram branch learned" in card and "## Three test reviews explained" in card
+    assert "## What the word n-grams learned" in card and "## Three test reviews explained" in card
     meta = json.loads((tiny_run["version"] / "assets.extra" / "metadata.json").read_text())
     ngrams, reviews = meta["explanations"]["ngrams"], meta["explanations"]["reviews"]
     assert len(ngrams["positive"]) == len(ngrams["negative"]) == 20
@@ -411,24 +419,24 @@ def test_an_export_with_the_lstm_in_the_mix(mixed, tiny_run, tmp_path):
 
 @pytest.fixture(scope="module")
 def imdb_mixed(imdb_run, tmp_path_factory) -> dict:
-    """The IMDB run's model exported again with the LSTM's weight in the mix at 0.5: its fit
-    gives the LSTM 0 (two epochs on 1,800 reviews), and the LSTM's path must be checked too."""
+    """The IMDB run's model exported again with the LSTM's coefficient in the mix at 0.5: its
+    fit may give the LSTM 0 (two epochs on 1,800 reviews), and the LSTM's path must be
+    checked too."""
     from keras_sentiment.network.model import load_run_model
     from keras_sentiment.records import read_summary
     from keras_sentiment.serving.saved_model import export_saved_model
 
     pre, network, mix = load_run_model(imdb_run["run_dir"])
-    half = NgramMix(mix.order, mix.vocabulary_size, mix.size, 0.5)
-    for mine, theirs in zip(half.weights, mix.weights):
-        mine.assign(theirs)
+    half = with_lstm(mix, 0.5)
     record = read_summary(imdb_run["run_dir"])
     base, names = tmp_path_factory.mktemp("imdb_mixed"), record.class_names
     version = export_saved_model(pre, network, names, base, record, mix=half)
-    return {"version": version, "model": text_model(pre, network, half, names), "run": imdb_run}
+    model = text_model(pre, network, half, names)
+    return {"version": version, "model": model, "run": imdb_run, "half": half}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("which", ["as fitted", "LSTM weight 0.5"])
+@pytest.mark.parametrize("which", ["as fitted", "LSTM coefficient 0.5"])
 def test_imdb_model_explains_with_tensorflow_alone(imdb_run, imdb_mixed, which):
     """The issue's check: no keras_sentiment, no NLTK; complete on the first 20 test reviews,
     the obvious sentences' words, and at most 20x a prediction (p50, alternating rounds)."""
@@ -448,7 +456,7 @@ def test_imdb_occlusion_and_keras_parity(imdb_mixed):
     texts = [t.decode() for t in first_test_reviews(4)]
     out = SavedModelPredictor(imdb_mixed["version"]).explain(texts)
     assert complete(out).max() <= 1
-    rho = occlusion_correlations(imdb_mixed["run"]["run_dir"], texts, out, lstm_weight=0.5)
+    rho = occlusion_correlations(imdb_mixed["run"]["run_dir"], texts, out, imdb_mixed["half"])
     assert min(rho) >= OCCLUSION_RHO, rho
     theirs = KerasPredictor(imdb_mixed["model"]).explain(texts[:2])
     np.testing.assert_allclose(out["attributions"][:2, : theirs["attributions"].shape[1]],

@@ -48,10 +48,12 @@ def test_old_records_read_whole_and_typed():
     meta = read_metadata(OLD_VERSION)
     assert meta.schema == 0 and meta.version == 1 and meta.path == str(OLD_VERSION)
     assert set(meta.explanations) == {"ngrams", "reviews"}
-    # Nothing is lost: written again, each is the old file plus its schema number.
-    assert run.to_dict() == {**old_json(OLD_RUN / "summary.json"), "schema": SCHEMA}
+    # Nothing is lost: written again, each is the old file plus its schema number (and the
+    # stacked mix's section, off).
+    assert run.to_dict() == {**old_json(OLD_RUN / "summary.json"), "mix": {}, "schema": SCHEMA}
     metadata = old_json(OLD_VERSION / "assets.extra" / "metadata.json")
-    assert meta.to_dict() == {**metadata, "path": str(OLD_VERSION), "schema": SCHEMA}
+    expected = {**metadata, "mix": {}, "path": str(OLD_VERSION), "schema": SCHEMA}
+    assert meta.to_dict() == expected
 
 
 def test_the_card_of_an_old_record_is_the_card_its_version_wrote():

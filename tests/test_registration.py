@@ -43,14 +43,16 @@ def model_file(tmp_path_factory):
     saves on every Keras version), and its answers to TEXTS."""
     import tensorflow as tf
 
+    from keras_sentiment.network.mix import Mix
     from keras_sentiment.network.model import build_model, text_model
-    from keras_sentiment.network.ngrams import NgramMix
+    from keras_sentiment.network.ngrams import CHARS, WORDS, NgramMember
     from keras_sentiment.text.preprocessing import adapt_preprocessor
 
     cfg = model_config(vocab_size=50, sequence_length=16, lemmatize=False)
     pre = adapt_preprocessor(cfg, np.array([t.encode() for t in TEXTS], dtype=object))
     network = build_model(cfg, len(pre.vocabulary), 2, None)
-    mix = NgramMix(2, len(pre.vocabulary), 4, 0.5)
+    members = [NgramMember(kind, 3, len(pre.vocabulary), 4) for kind in (WORDS, CHARS)]
+    mix = Mix(members, 0.5, [1.0, 0.5], 0.1)
     model = text_model(pre, network, mix, ["neg", "pos"])
     path = tmp_path_factory.mktemp("registration") / "model.keras"
     model.save(path)

@@ -234,6 +234,26 @@ def test_model_card_says_when_the_lstm_has_no_say():
     assert "n-gram branch alone" not in card_of(summary, [])
 
 
+def test_model_card_says_how_the_mix_was_chosen():
+    summary = make_summary()
+    summary["mix"] = {
+        "members": [
+            {"kind": "words", "order": 3, "ngrams": 36916, "C": 0.3, "seconds": 0.6},
+            {"kind": "chars", "order": 5, "ngrams": 47020, "C": 0.1, "seconds": 4.5},
+        ],
+        "coefficients": {"lstm": 0.356, "words": 0.382, "chars": 0.0},
+        "bias": 0.04,
+        "validation_texts": 960,
+        "validation_accuracy": {"lstm": 0.7708, "words": 0.7854, "chars": 0.7812, "mixed": 0.8021},
+        "test_accuracy": {"lstm": 0.7826, "words": 0.8004, "mixed": 0.8238},
+    }
+    card = card_of(summary, [])
+    assert "### The mix, and how it was chosen" in card
+    assert "0.04 + 0.356 x the LSTM + 0.382 x word n-grams (each part's log-odds of `pos`)" in card
+    assert "over the 960 validation texts" in card and "Left out of the mix: char n-grams" in card
+    assert "mixed 0.8021 (cross-validated)" in card and "word n-grams 0.8004; mixed 0.8238" in card
+
+
 def test_curves_of_one_epoch_have_whole_epoch_ticks():
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 

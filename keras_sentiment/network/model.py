@@ -17,6 +17,7 @@ from keras import layers
 from keras_sentiment.config import Config
 from keras_sentiment.network import lstm_math
 from keras_sentiment.network.compiled_lstm import CompiledLSTM, cpu_cores
+from keras_sentiment.network.mix import Mix
 from keras_sentiment.network.ngrams import NgramMix
 from keras_sentiment.text.preprocessing import TextPreprocessor
 
@@ -103,10 +104,10 @@ class ClassNames(layers.Layer):
 def text_model(
     pre: TextPreprocessor,
     network: keras.Model,
-    mix: NgramMix | None = None,
+    mix: Mix | None = None,
     class_names: list[str] | None = None,
 ) -> keras.Model:
-    """Raw strings in, probabilities out: the preprocessing layer, the network, the n-gram mix.
+    """Raw strings in, probabilities out: the preprocessing layer, the network, the mix.
 
     One .keras file holds them all; after `import keras_sentiment`, `keras.saving.load_model`
     restores it in a new process, in Keras' safe mode.
@@ -114,17 +115,19 @@ def text_model(
     Args:
         pre: the adapted preprocessing layer.
         network: the classifier over token ids (`build_model`).
-        mix: the n-gram branch, or None.
+        mix: the mix of the network with the n-gram members, or None.
         class_names: the classes of the output columns, kept in the model.
 
     Returns:
         A `keras.Model` from a `[batch]` string tensor to `[batch, classes]` probabilities.
     """
     text = keras.Input(shape=(), dtype="string", name="text")
-    ids = pre(text)
+    # Always the words too: Keras cannot connect a layer called once with one output and once
+    # with two in another model (best.keras and model.keras share the preprocessor).
+    words, ids = pre(text, words=True)
     probabilities = network(ids)
     if mix is not None:
-        probabilities = mix([ids, probabilities])
+        probabilities = mix([words, ids, probabilities])
     if class_names is not None:
         probabilities = ClassNames(class_names, name="classes")(probabilities)
     return keras.Model(text, probabilities, name="sentiment_text")
@@ -140,11 +143,12 @@ def class_names_of(model: keras.Model) -> list[str]:
 
 def split_text_model(
     model: keras.Model,
-) -> tuple[TextPreprocessor, keras.Model, NgramMix | None]:
-    """The preprocessing layer, token-id network and n-gram mix (or None) of a `text_model`."""
+) -> tuple[TextPreprocessor, keras.Model, Mix | NgramMix | None]:
+    """The preprocessing layer, token-id network and mix (or None) of a `text_model`; a model
+    from before the stacked mix has the older `NgramMix`."""
     pre = next(layer for layer in model.layers if isinstance(layer, TextPreprocessor))
     network = next(layer for layer in model.layers if isinstance(layer, keras.Sequential))
-    mix = next((layer for layer in model.layers if isinstance(layer, NgramMix)), None)
+    mix = next((layer for layer in model.layers if isinstance(layer, (Mix, NgramMix))), None)
     return pre, network, mix
 
 

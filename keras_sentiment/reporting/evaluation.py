@@ -9,7 +9,7 @@ import tensorflow as tf
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
 from keras_sentiment.data.batching import eval_dataset
-from keras_sentiment.network.ngrams import NgramMix
+from keras_sentiment.network.mix import Mix, as_probabilities, log_odds
 from keras_sentiment.reporting.model_card import shorten
 
 
@@ -22,15 +22,48 @@ def predict_rows(model: keras.Model, rows: list[np.ndarray], batch_size: int = 2
 
 
 def mix_rows(
-    mix: NgramMix, rows: list[np.ndarray], probabilities: np.ndarray, batch_size: int = 512
-) -> tuple[np.ndarray, np.ndarray]:
-    """The LSTM's probabilities of rows mixed with the n-gram branch's, and the branch's own."""
-    positive = np.zeros(len(rows), np.float32)
-    if rows:
-        ds, order = eval_dataset(rows, None, batch_size)
-        positive[order] = np.concatenate([tf.sigmoid(mix.logits(ids)).numpy() for ids in ds])
-    mixed = mix.combine(tf.constant(positive), tf.constant(probabilities, tf.float32)).numpy()
-    return mixed, np.stack([1 - positive, positive], 1)
+    mix: Mix,
+    words: list[np.ndarray] | None,
+    rows: list[np.ndarray],
+    probabilities: np.ndarray,
+    others: list | None = None,
+    batch_size: int = 512,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The mix's probabilities of rows, from the LSTM's, and each part's log-odds alone.
+
+    Args:
+        mix: the mix.
+        words: the words as read, aligned with `rows` (None: the mix reads ids only).
+        rows: the texts' token ids, unpadded.
+        probabilities: the LSTM's probabilities of the rows.
+        others: members outside the mix to score alone too (those the stack dropped).
+        batch_size: texts per batch of the members' scoring.
+
+    Returns:
+        The mixed probabilities [n, 2], and the log-odds of the second class [n] by part
+        ("lstm" and each member's kind).
+    """
+    parts = {"lstm": log_odds(tf.constant(probabilities, tf.float32)).numpy()}
+    members = list(mix.members) + [m for m in others or [] if m not in mix.members]
+    logits = {member.kind: np.zeros(len(rows), np.float32) for member in members}
+    order = np.argsort([len(r) for r in rows], kind="stable")  # similar lengths pad little
+    for start in range(0, len(rows), batch_size):
+        index = order[start : start + batch_size]
+        width = max(1, *(len(rows[i]) for i in index))
+        ids = np.zeros((len(index), width), np.int32)
+        read = np.full((len(index), width), b"", dtype=object)
+        for j, i in enumerate(index):
+            ids[j, : len(rows[i])] = rows[i]
+            if words is not None:
+                read[j, : len(words[i])] = words[i]
+        read, ids = tf.constant(read, tf.string), tf.constant(ids)
+        for member in members:
+            logits[member.kind][index] = member.logits(read, ids).numpy()
+    parts.update(logits)
+    lstm = tf.constant(parts["lstm"]) if mix.lstm_coefficient else None
+    score = mix.combine(lstm, [tf.constant(logits[m.kind]) for m in mix.members])
+    mixed = as_probabilities(tf.zeros([len(rows)]) + score).numpy()
+    return mixed, parts
 
 
 def report(labels: np.ndarray, probs: np.ndarray, class_names: list[str]) -> dict:

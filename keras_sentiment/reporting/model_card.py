@@ -21,7 +21,7 @@ from keras_sentiment.records import (
     Embeddings,
     ExportRecord,
     Metrics,
-    NgramBranch,
+    MixRecord,
     Pretraining,
     RunRecord,
     Training,
@@ -69,7 +69,7 @@ def run_summary(
         splits: the data it learned from and was tested on.
         trained: the training's model, history, best epoch and precision.
         result: the test report.
-        facts: `embeddings`, `pretraining`, `ngrams` (what each did, as their stages report
+        facts: `embeddings`, `pretraining`, `mix` (what each did, as their stages report
             it; {} when off), `vocabulary_size`, `run_dir`, `resumed`, `tokens_per_epoch`,
             `wall_seconds`, `errors` (the most confident ones) and `reviews_to_explain`
             (`reviews_to_explain`'s three test reviews).
@@ -85,7 +85,7 @@ def run_summary(
         dataset=DataSizes(splits.source, len(splits.train), len(splits.val), len(splits.test)),
         embeddings=Embeddings(**facts["embeddings"]),
         pretraining=Pretraining(**facts["pretraining"]) if facts["pretraining"] else None,
-        ngrams=NgramBranch(**facts["ngrams"]) if facts["ngrams"] else None,
+        mix=MixRecord(**facts["mix"]) if facts["mix"] else None,
         parameters=trained.model.count_params(),
         training=Training(
             epochs_run=len(history),
@@ -269,6 +269,50 @@ def _card_architecture(record: RunRecord) -> str:
                 f"Test accuracy of the parts alone: LSTM {parts['lstm']:.4f}, "
                 f"NB-LR {parts['ngrams']:.4f}."
             )
+    if record.mix:
+        lines += ["", _card_mix(record.mix, (record.class_names + ["", "the second class"])[1])]
+    return "\n".join(lines)
+
+
+PART_NAMES = {"lstm": "the LSTM", "words": "word n-grams", "chars": "char n-grams"}
+
+
+def _card_mix(mix: MixRecord, positive: str) -> str:
+    """How the mix was chosen, and what each part does alone."""
+    lines = ["### The mix, and how it was chosen", ""]
+    for member in mix.members:
+        what = (
+            f"1-{member['order']}-grams of the words read"
+            if member["kind"] == "words"
+            else f"2-{member['order']}-grams of characters inside each word read"
+        )
+        lines.append(
+            f"- {PART_NAMES[member['kind']].capitalize()}: NB-LR (Wang & Manning 2012) on "
+            f"{what}, {_count(member['ngrams'])} seen in 2+ training texts, C={member['C']} "
+            "(picked on validation), then refitted on training and validation texts"
+        )
+    c = mix.coefficients
+    terms = " + ".join(f"{c[p]:.3g} x {PART_NAMES[p]}" for p in c if c[p])
+    lines += [
+        f"- The model's log-odds: {mix.bias:.3g} + {terms} (each part's log-odds of "
+        f"`{positive}`): a logistic regression on the parts' log-odds over the "
+        f"{_count(mix.validation_texts or 0)} validation texts, which none of the parts "
+        "learned from (stacking). A part with a coefficient of 0 or below adds nothing the "
+        "others do not and was dropped; where one part alone beat the stack on validation, "
+        "it answers alone.",
+    ]
+    dropped = [PART_NAMES[p] for p in c if not c[p]]
+    if dropped:
+        lines.append(f"- Left out of the mix: {', '.join(dropped)}")
+    for split, accuracy in (("Validation", mix.validation_accuracy), ("Test", mix.test_accuracy)):
+        if accuracy:
+            parts = ", ".join(
+                f"{PART_NAMES.get(p, p)} {a:.4f}" for p, a in accuracy.items() if p != "mixed"
+            )
+            mixed = accuracy.get("mixed")
+            tail = "" if mixed is None else f"; mixed {mixed:.4f}"
+            tail += " (cross-validated)" if split == "Validation" and mixed is not None else ""
+            lines.append(f"- {split} accuracy of each part alone: {parts}{tail}")
     return "\n".join(lines)
 
 
@@ -474,11 +518,18 @@ def _card_ngrams(record: RunRecord) -> str:
     if not ngrams:
         return ""
     names = record.class_names or ["negative", "positive"]
-    lines = ["## What the n-gram branch learned", ""]
-    lines.append(
-        "Its strongest n-grams each way, as vocabulary words (lemmas where lemmatized), with "
-        "their coefficient (times the NB ratio) in the branch's logit:"
-    )
+    if record.ngrams:  # a run before the stacked mix: its card as it was written
+        lines = ["## What the n-gram branch learned", ""]
+        lines.append(
+            "Its strongest n-grams each way, as vocabulary words (lemmas where lemmatized), "
+            "with their coefficient (times the NB ratio) in the branch's logit:"
+        )
+    else:
+        lines = ["## What the word n-grams learned", ""]
+        lines.append(
+            "Their strongest n-grams each way, as vocabulary words (lemmas where lemmatized), "
+            "with their coefficient (times the NB ratio) in the word n-grams' logit:"
+        )
     for key, name in (("positive", names[-1]), ("negative", names[0])):
         shown = ", ".join(f"{words.replace('<', '&lt;')} ({c:+.2f})" for words, c in ngrams[key])
         lines += ["", f"- Towards **{name}**: {shown}"]

@@ -1,27 +1,27 @@
 """Explanations: each word's share of the score, in plain TensorFlow ops the served graph runs.
 
 The score explained is the log-odds of the predicted class k under the probabilities the model
-serves, the n-gram mix included: F = log p_k - log(1 - p_k), from the logits in the log
-domain, so a confident answer stays finite. Integrated gradients (Sundararajan et al. 2017)
-run along one straight path for both branches at once:
-- the baseline: every word's embedding a zero vector at its own position (the ids' mask kept:
-  the LSTM reads as many steps) and every n-gram indicator 0 (the NB-LR logit is its bias);
-  `baseline_score` is F there;
-- the LSTM part: the gradient of F with respect to each word's embedding at the path's points,
-  averaged by the trapezoidal rule (TensorFlow's tutorial), times the embedding; the points
-  run as one batch through `ServingNetwork`'s padded path, differentiable
-  (`serving_network._differentiable_lstm`: BlockLSTMV2's registered gradient is wrong);
-- the n-gram part: the NB-LR logit is linear in the binary indicators, so n-gram j's gradient
-  is dF/dlogit * c_j (c_j: its coefficient times its NB ratio) and its attribution c_j times
-  the path's mean of dF/dlogit: its exact contribution, weighted by what the mix passes on.
-  Each present n-gram counts once, as in the model, shared equally among the words of all
-  its occurrences.
-The attributions then sum to F(text) - F(baseline) up to the trapezoid's error (completeness:
-within RELATIVE_TOLERANCE of the gap or ABSOLUTE_TOLERANCE). Max pooling's switches make the
-gradient jump along the path, so the error falls as 1/steps, not 1/steps^2, and a few texts
-need many more intervals than most (benchmarks/README.md, "explain: intervals along the
-path"). Each point costs a forward and a backward pass, so every text gets `STEPS` intervals
-first; a text past `REFINE_AT` of its bound then gets its intervals' midpoints
+serves: F = log p_k - log(1 - p_k). With the mix (two classes) that is +-s, the mix's log-odds
+of the second class, a sum of its parts' log-odds each times its coefficient
+(`network/mix.py`), so each part is explained on its own and the shares add up:
+- the n-gram members: linear in their binary n-gram features, so each n-gram's contribution is
+  exactly its coefficient; it is shared equally among the words of all its occurrences (each
+  present n-gram counts once, as in the model), times the member's coefficient in the mix;
+- the LSTM: integrated gradients (Sundararajan et al. 2017) of its part of F along a straight
+  path from the baseline, every word's embedding a zero vector at its own position (the ids'
+  mask kept: the LSTM reads as many steps), to the text: the gradient at the path's points,
+  averaged by the trapezoidal rule (TensorFlow's tutorial), times the embedding. The points run
+  as one batch through `ServingNetwork`'s padded path, differentiable
+  (`serving_network._differentiable_lstm`: BlockLSTMV2's registered gradient is wrong).
+  Without the mix (more than two classes, or no n-gram member) F is the LSTM's own log-odds,
+  computed in the log domain so a confident answer stays finite.
+`baseline_score` is F at the baseline: the zero embeddings, and no n-gram present (each
+member's logit its bias). The attributions sum to F(text) - F(baseline) up to the trapezoid's
+error (completeness: within RELATIVE_TOLERANCE of the gap or ABSOLUTE_TOLERANCE). Max pooling's
+switches make the gradient jump along the path, so the error falls as 1/steps, not 1/steps^2,
+and a few texts need many more intervals than most (benchmarks/README.md, "explain: intervals
+along the path"). Each point costs a forward and a backward pass, so every text gets `STEPS`
+intervals first; a text past `REFINE_AT` of its bound then gets its intervals' midpoints
 (trapezoid(2m) = (trapezoid(m) + midpoints(m)) / 2), again until complete or MAX_INTERVALS.
 """
 
@@ -35,8 +35,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_sentiment.config import UserError
+from keras_sentiment.network.mix import MixScoring, as_probabilities, log_odds
 from keras_sentiment.network.model import class_names_of, split_text_model
-from keras_sentiment.network.ngrams import NgramScoring
+from keras_sentiment.network.ngrams import NgramMix
 from keras_sentiment.network.serving_network import ServingNetwork
 from keras_sentiment.text.preprocessing import TextPreprocessor, tokens_and_ids
 
@@ -59,32 +61,44 @@ class Explained:
         logits_fn: embedded rows [rows, time, dim] and their lengths [rows] -> the LSTM's
             logits [rows, classes] (not called when the mix gives the LSTM no weight).
         classes: the number of classes.
-        ngrams: the n-gram branch, or None for a model without it.
+        mix: the mix with the n-gram members (two classes), or None.
     """
 
     embeddings: tf.Tensor
     logits_fn: LogitsFn
     classes: int
-    ngrams: NgramScoring | None = None
+    mix: MixScoring | None = None
+
+    @property
+    def lstm_coefficient(self) -> float:
+        """The LSTM's coefficient in the mix (1 without a mix: F is its own log-odds)."""
+        return 1.0 if self.mix is None else float(self.mix.lstm_coefficient)
 
 
 @dataclasses.dataclass(frozen=True)
-class NgramTerm:
-    """The NB-LR logit along the path: `bias` at the baseline, `bias + total` at the text.
+class MemberTerm:
+    """What the n-gram members give s, for a batch of texts: exact, no path needed.
 
     Attributes:
-        total: each text's sum of its n-grams' c_j [batch].
-        bias: the NB-LR's bias.
-        lstm_weight: the LSTM's weight in the mix.
+        score: bias + sum of c_m * logit_m at the texts [batch].
+        baseline: the same with no n-gram present (each logit its member's bias) [batch].
+        shares: each word's share of score - baseline [batch, time].
     """
 
-    total: tf.Tensor
-    bias: tf.Tensor
-    lstm_weight: float
+    score: tf.Tensor
+    baseline: tf.Tensor
+    shares: tf.Tensor
 
-    def logit(self, alphas: tf.Tensor) -> tf.Tensor:
-        """The logit [points, batch] at the path's points `alphas` [points]."""
-        return self.bias + alphas[:, None] * self.total[None]
+    @classmethod
+    def of(cls, mix: MixScoring, words: tf.Tensor, ids: tf.Tensor) -> MemberTerm:
+        """The members' term of right-padded words and ids [batch, time]."""
+        base = tf.constant(mix.bias, tf.float32)
+        shares = tf.zeros(tf.shape(ids), tf.float32)
+        for member, c in zip(mix.members, mix.coefficients):
+            base += c * tf.cast(tf.convert_to_tensor(member.bias), tf.float32)
+            shares += c * member.shares(words, ids)
+        baseline = tf.fill([tf.shape(ids)[0]], base)
+        return cls(baseline + tf.reduce_sum(shares, 1), baseline, shares)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,43 +109,6 @@ class PathPass:
     steps: int
     segments: tf.Tensor
     midpoints: tf.Tensor | bool = False
-
-
-def ngram_shares(scoring: NgramScoring, ids: tf.Tensor) -> tf.Tensor:
-    """Each word's share of the NB-LR logit less its bias: [batch, time] for right-padded ids.
-
-    Each distinct n-gram of a row counts once (binary features); its coefficient is split
-    equally among the words of all its occurrences. A row's shares sum to its logit - bias.
-    """
-    grams = scoring.grams(ids)  # [batch, width + (width - 1) + ...], one order after another
-    batch, width = tf.shape(ids)[0], tf.shape(ids)[1]
-    columns = tf.shape(grams)[1]
-    spans = [tf.maximum(width - n + 1, 0) for n in range(1, scoring.order + 1)]
-    order = tf.concat([tf.fill([s], n) for n, s in enumerate(spans, 1)], 0)  # per column
-    start = tf.concat([tf.range(s) for s in spans], 0)  # the n-gram's first word
-    index, known = scoring.find(tf.reshape(grams, [-1]))
-    rows = tf.range(tf.size(grams, out_type=tf.int64)) // tf.cast(tf.maximum(columns, 1), tf.int64)
-    _, slot, counts = tf.unique_with_counts(tf.where(known, rows * scoring.size + index, -1))
-    weight = tf.where(known, scoring.weight_of(tf.where(known, index, 0)), 0.0)
-    occurrences = tf.cast(tf.gather(counts, slot), tf.float32)
-    share = tf.reshape(weight / occurrences, [batch, columns]) / tf.cast(order, tf.float32)
-    row_start = tf.range(batch)[:, None] * width
-    words = range(scoring.order)  # the n-gram's (k + 1)-th word, where it has one
-    values = [tf.where(k < order, share, 0.0) for k in words]
-    targets = [row_start + start + tf.minimum(k, order - 1) for k in words]
-    flat = [tf.reshape(tf.stack(t, -1), [-1]) for t in (values, targets)]
-    return tf.reshape(tf.math.unsorted_segment_sum(*flat, batch * width), [batch, width])
-
-
-def _log_probs(lstm_logits: tf.Tensor | None, ngram: tf.Tensor | None, weight: float):
-    """log p of the served probabilities [rows, classes], stable where p is near 0 or 1."""
-    parts = []
-    if lstm_logits is not None:
-        parts.append(tf.nn.log_softmax(lstm_logits) + float(np.log(weight)))
-    if ngram is not None:  # the NB-LR's two classes: [1 - sigmoid, sigmoid]
-        nb = tf.stack([tf.math.log_sigmoid(-ngram), tf.math.log_sigmoid(ngram)], 1)
-        parts.append(nb + float(np.log1p(-weight)))
-    return parts[0] if len(parts) == 1 else tf.reduce_logsumexp(tf.stack(parts), 0)
 
 
 def _log_odds(log_probs: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
@@ -161,10 +138,11 @@ def integrated_gradients(
     steps: int,
     start: float | tf.Tensor = 0.0,
     stop: float | tf.Tensor = 1.0,
-    ngram: NgramTerm | None = None,
     midpoints: bool | tf.Tensor = False,
+    mix_coefficient: float | None = None,
+    offset: tf.Tensor | None = None,
 ) -> dict[str, tf.Tensor]:
-    """Integrated gradients over one segment of the straight path, both branches at once.
+    """Integrated gradients of the LSTM's part of F over one segment of the straight path.
 
     Args:
         logits_fn: as `Explained.logits_fn`.
@@ -175,70 +153,83 @@ def integrated_gradients(
         steps: intervals; the segment's steps + 1 points run as one batch.
         start: where the segment starts on the path from the baseline (0) to the text (1).
         stop: where it ends.
-        ngram: the n-gram branch's logit along the path, or None for a model without it.
         midpoints: the intervals' midpoints instead of the trapezoidal rule (see `_rule`).
+        mix_coefficient: the LSTM's coefficient in the mix, or None without a mix: F is then
+            the LSTM's own log-odds of class k.
+        offset: with the mix, what its members give s at the texts [batch], which with the
+            LSTM's part decides the predicted class and the probabilities.
 
     Returns:
-        `lstm` [batch, time] (each word's LSTM attribution over the segment), `dlogit`
-        [batch] (the integral of dF/d NB-LR logit over it), `first` and `last` (F at the
-        trapezoid's ends), `probabilities` (at its end) and `label_id` (k).
+        `lstm` [batch, time] (each word's attribution over the segment), `first` and `last`
+        (the LSTM's part of F at the trapezoid's ends), `probabilities` (at its end) and
+        `label_id` (k).
     """
     points = steps + 1
-    batch = tf.shape(x)[0]
     grid, weights = _rule(steps, midpoints)
     alphas = start + (stop - start) * grid
     xs = tf.reshape(alphas[:, None, None, None] * x[None], [-1, tf.shape(x)[1], tf.shape(x)[2]])
-    weight = 1.0 if ngram is None else ngram.lstm_weight
-    logit = None if ngram is None else ngram.logit(alphas)  # [points, batch]
     with tf.GradientTape() as tape:
         tape.watch(xs)
-        if logit is not None:
-            tape.watch(logit)
-        lstm = logits_fn(xs, tf.tile(lengths, [points])) if weight > 0 else None
-        flat_logit = None if logit is None or weight == 1 else tf.reshape(logit, [-1])
-        log_probs = tf.reshape(_log_probs(lstm, flat_logit, weight), [points, batch, -1])
-        predicted = tf.argmax(log_probs[-1], -1, output_type=tf.int32)
-        k = tf.where(k < 0, predicted, k)
-        f = _log_odds(log_probs, k)  # [points, batch]
+        logits = logits_fn(xs, tf.tile(lengths, [points]))
+        logits = tf.reshape(logits, [points, tf.shape(x)[0], -1])
+        if mix_coefficient is None:
+            log_probs = tf.nn.log_softmax(logits)
+            k = tf.where(k < 0, tf.argmax(log_probs[-1], -1, output_type=tf.int32), k)
+            f = _log_odds(log_probs, k)  # [points, batch]
+            probabilities = tf.exp(log_probs[-1])
+        else:
+            # The LSTM's log-odds as the mix reads them (floored probabilities), [points, batch]
+            z = mix_coefficient * log_odds(tf.nn.softmax(logits))
+            score = z[-1] + offset
+            k = tf.where(k < 0, tf.cast(score > 0, tf.int32), k)
+            f = tf.cast(2 * k - 1, tf.float32) * z  # F is s for the second class, -s for the first
+            probabilities = as_probabilities(score)
         total = tf.reduce_sum(f)
-    sources = [xs] + ([logit] if logit is not None else [])
-    grads = tape.gradient(total, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO)
-    path = tf.reshape(grads[0], tf.concat([[points], tf.shape(x)], 0))
+    path = tf.reshape(tape.gradient(total, xs), tf.concat([[points], tf.shape(x)], 0))
     weights *= stop - start
     return {
         "lstm": tf.reduce_sum(x * tf.tensordot(weights, path, 1), -1),
-        "dlogit": tf.tensordot(weights, grads[1], 1) if logit is not None else tf.zeros([batch]),
         "first": f[0],
         "last": f[-1],
-        "probabilities": tf.exp(log_probs[-1]),
+        "probabilities": probabilities,
         "label_id": k,
     }
 
 
-def _explain_chunk(ids: tf.Tensor, model: Explained, path: PathPass, k: tf.Tensor) -> dict:
-    """Attributions and scores of right-padded ids [batch, time] (no column all padding) over
-    one pass, its segments run from the text back to the baseline, so that the first finds
-    the predicted class where `k` is -1."""
+def _explain_chunk(
+    ids: tf.Tensor, words: tf.Tensor, model: Explained, path: PathPass, k: tf.Tensor
+) -> dict:
+    """Attributions and scores of right-padded ids and words [batch, time] (no column all
+    padding) over one pass, its segments run from the text back to the baseline, so that the
+    first finds the predicted class where `k` is -1."""
     lengths = tf.math.count_nonzero(ids, 1, dtype=tf.int32)
     real = tf.sequence_mask(lengths, tf.shape(ids)[1], tf.float32)
+    members = None if model.mix is None else MemberTerm.of(model.mix, words, ids)
+    if members is not None and not model.lstm_coefficient:  # the members alone: exact
+        k = tf.where(k < 0, tf.cast(members.score > 0, tf.int32), k)
+        sign = tf.cast(2 * k - 1, tf.float32)
+        return {
+            "attributions": sign[:, None] * members.shares * real,
+            "score": sign * members.score,
+            "baseline_score": sign * members.baseline,
+            "probabilities": as_probabilities(members.score),
+            "label_id": k,
+        }
     x = tf.gather(model.embeddings, ids) * real[:, :, None]
-    ngram = shares = None
-    if model.ngrams is not None:
-        shares = ngram_shares(model.ngrams, ids)
-        bias = tf.convert_to_tensor(model.ngrams.bias)
-        ngram = NgramTerm(tf.reduce_sum(shares, 1), bias, float(model.ngrams.lstm_weight))
+    coefficient = None if members is None else model.lstm_coefficient
+    offset = None if members is None else members.score
     cut = tf.cast(path.segments, tf.float32)
 
     def body(s, out):
         at = tf.cast(s, tf.float32)
         part = integrated_gradients(
             model.logits_fn, x, lengths, out["label_id"], path.steps,
-            start=at / cut, stop=(at + 1) / cut, ngram=ngram, midpoints=path.midpoints,
+            start=at / cut, stop=(at + 1) / cut, midpoints=path.midpoints,
+            mix_coefficient=coefficient, offset=offset,
         )  # fmt: skip
         last = tf.equal(s, path.segments - 1)
         return s - 1, {
             "lstm": out["lstm"] + part["lstm"],
-            "dlogit": out["dlogit"] + part["dlogit"],
             "score": tf.where(last, part["last"], out["score"]),
             "baseline_score": part["first"],
             "probabilities": tf.where(last, part["probabilities"], out["probabilities"]),
@@ -246,13 +237,14 @@ def _explain_chunk(ids: tf.Tensor, model: Explained, path: PathPass, k: tf.Tenso
         }
 
     n = tf.shape(ids)[0]
-    out = {"lstm": tf.zeros_like(real), "dlogit": tf.zeros([n]), "label_id": k}
-    out.update(_zero_scores(n, model.classes))
+    out = {"lstm": tf.zeros_like(real), "label_id": k, **_zero_scores(n, model.classes)}
     out = tf.while_loop(lambda s, _: s >= 0, body, (path.segments - 1, out))[1]
     attributions = out.pop("lstm") * real
-    dlogit = out.pop("dlogit")
-    if shares is not None:
-        attributions += shares * dlogit[:, None]
+    if members is not None:  # the members' exact part, signed like F
+        sign = tf.cast(2 * out["label_id"] - 1, tf.float32)
+        attributions += sign[:, None] * members.shares * real
+        out["score"] += sign * members.score
+        out["baseline_score"] += sign * members.baseline
     return {"attributions": attributions, **out}
 
 
@@ -265,8 +257,11 @@ def _zero_scores(n: tf.Tensor, classes: int) -> dict[str, tf.Tensor]:
     }
 
 
-def _in_chunks(ids: tf.Tensor, model: Explained, path: PathPass, k: tf.Tensor) -> dict:
-    """`_explain_chunk` over right-padded ids [batch, time], CHUNK_CELLS path cells at a time.
+def _in_chunks(
+    ids: tf.Tensor, words: tf.Tensor, model: Explained, path: PathPass, k: tf.Tensor
+) -> dict:
+    """`_explain_chunk` over right-padded ids and words [batch, time], CHUNK_CELLS path cells
+    at a time.
 
     Texts go longest first, so a chunk pads little; each chunk holds as many texts as fit
     (at least one), which bounds the memory of a request of any size: more segments take
@@ -281,7 +276,8 @@ def _in_chunks(ids: tf.Tensor, model: Explained, path: PathPass, k: tf.Tensor) -
         longest = tf.maximum(tf.gather(lengths, order[start]), 1)
         count = tf.clip_by_value(CHUNK_CELLS // ((path.steps + 1) * longest), 1, n - start)
         rows = order[start : start + count]
-        out = _explain_chunk(tf.gather(ids, rows)[:, :longest], model, path, tf.gather(k, rows))
+        chunk = [tf.gather(a, rows)[:, :longest] for a in (ids, words)]
+        out = _explain_chunk(*chunk, model, path, tf.gather(k, rows))
         out["attributions"] = tf.pad(out["attributions"], [[0, 0], [0, width - longest]])
         return start + count, {
             key: tf.tensor_scatter_nd_update(v, rows[:, None], out[key])
@@ -300,8 +296,11 @@ def completeness_error(out: dict) -> tf.Tensor:
     return error / tf.maximum(RELATIVE_TOLERANCE * tf.abs(gap), ABSOLUTE_TOLERANCE)
 
 
-def explain_ids(ids: tf.Tensor, model: Explained, steps: int = STEPS) -> dict[str, tf.Tensor]:
-    """Explain right-padded ids [batch, time]: the trapezoid with `steps` intervals, in chunks;
+def explain_ids(
+    ids: tf.Tensor, words: tf.Tensor, model: Explained, steps: int = STEPS
+) -> dict[str, tf.Tensor]:
+    """Explain right-padded ids and their words [batch, time]: the trapezoid with `steps`
+    intervals, in chunks;
     then, while a text's completeness error passes REFINE_AT of its bound, the midpoints of
     its intervals, which halve them (up to MAX_INTERVALS).
 
@@ -316,7 +315,7 @@ def explain_ids(ids: tf.Tensor, model: Explained, steps: int = STEPS) -> dict[st
         refining = segments > 0  # 0: the first pass, the trapezoid over the whole path
         path = PathPass(steps, tf.maximum(segments, 1), midpoints=refining)
         k = tf.gather(results["label_id"], rough)
-        again = _in_chunks(tf.gather(ids, rough), model, path, k)
+        again = _in_chunks(tf.gather(ids, rough), tf.gather(words, rough), model, path, k)
         halved = (tf.gather(results["attributions"], rough) + again["attributions"]) / 2
         again["attributions"] = tf.where(refining, halved, again["attributions"])
         updated = {
@@ -347,7 +346,7 @@ def explain_function(
     pre: TextPreprocessor,
     network: ServingNetwork,
     class_names: list[str],
-    ngrams: NgramScoring | None = None,
+    mix: MixScoring | None = None,
     steps: int = STEPS,
 ):
     """The `explain` signature: raw strings `text` -> each word's share of the score.
@@ -356,7 +355,7 @@ def explain_function(
         pre: the preprocessing layer (its tables serve as they are).
         network: the served LSTM network; its padded path is differentiated.
         class_names: the classes, in the order of the probability columns.
-        ngrams: the served n-gram branch (`serving.ServingNgrams`), or None.
+        mix: the served mix with the n-gram members (`serving.graph.ServingMix`), or None.
         steps: trapezoid intervals along the path.
 
     Returns:
@@ -379,8 +378,8 @@ def explain_function(
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")], autograph=False)
     def explain(text):
         tokens, ids = tokens_and_ids(pre, text)
-        model = Explained(network.embeddings, logits_fn, len(class_names), ngrams)
-        out = explain_ids(ids, model, steps)
+        model = Explained(network.embeddings, logits_fn, len(class_names), mix)
+        out = explain_ids(ids, tokens, model, steps)
         return _outputs(tokens, out, class_names)
 
     return explain
@@ -389,8 +388,8 @@ def explain_function(
 def keras_explain_function(model: keras.Model, steps: int = STEPS):
     """The `explain` signature's equivalent for a raw-text Keras model (`text_model`).
 
-    The same path, baseline and n-gram shares, computed through the Keras layers themselves
-    (Keras' LSTM with the ids' mask, the NB-LR's binary search) rather than the served ops.
+    The same path, baseline and members' shares, computed through the Keras layers themselves
+    (Keras' LSTM with the ids' mask, the members' binary search) rather than the served ops.
 
     Args:
         model: raw strings in, probabilities out, as `fit` makes it (`run.model`).
@@ -405,6 +404,11 @@ def keras_explain_function(model: keras.Model, steps: int = STEPS):
         array([b'neg'], dtype=object)
     """
     pre, network, mix = split_text_model(model)
+    if isinstance(mix, NgramMix):
+        raise UserError(
+            "this model mixes its parts the way models did before the stacked mix, which "
+            "explanations no longer follow; fit it again to explain it"
+        )
     class_names = class_names_of(model)
     embedding, *body, dense = network.layers
 
@@ -420,7 +424,8 @@ def keras_explain_function(model: keras.Model, steps: int = STEPS):
     def explain(text):
         tokens, ids = tokens_and_ids(pre, text)
         embeddings = tf.convert_to_tensor(embedding.embeddings)
-        out = explain_ids(ids, Explained(embeddings, logits_fn, len(class_names), mix), steps)
+        model = Explained(embeddings, logits_fn, len(class_names), mix)
+        out = explain_ids(ids, tokens, model, steps)
         return _outputs(tokens, out, class_names)
 
     return explain

@@ -2,8 +2,9 @@
 
 `serving_function` is the `serving_default` signature: raw strings in; probabilities, label,
 label id and classes out. A single review, the commonest request, takes a path of its own
-(`ids_of_one`, `ServingNetwork.one`, `ServingNgrams.logit_of_one`); batches take the ragged,
-packed path. `write_warmup` and `batching_parameters` are the files TF Serving reads beside it.
+(`token_ids` of one text, `ServingNetwork.one`, `ServingNgrams.logit_of_one`); batches take
+the ragged, packed path. `write_warmup` and `batching_parameters` are the files TF Serving
+reads beside it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sentiment.compat import NO_INLINE
-from keras_sentiment.network.ngrams import NgramMix, NgramScoring
+from keras_sentiment.network.mix import Mix, MixScoring, as_probabilities, log_odds
+from keras_sentiment.network.ngrams import CHARS, WORDS, NgramMember, NgramScoring
 from keras_sentiment.network.serving_network import ServingNetwork
-from keras_sentiment.text.preprocessing import OOV, TextPreprocessor, ids_of_one
+from keras_sentiment.text.preprocessing import OOV, TextPreprocessor, token_ids
 
 SIGNATURES = ("serving_default", "explain")  # what every export serves
 WARMUP_TEXTS = [
@@ -31,7 +33,7 @@ WARMUP_TEXTS = [
 
 
 class ServingNgrams(NgramScoring, tf.Module):
-    """The n-gram mix for the served graph: a hash table finds the n-grams, plain variables.
+    """An n-gram member for the served graph: a hash table finds the n-grams, plain variables.
 
     A binary search takes log2(keys) dependent probes per n-gram, a hash table about one
     (benchmarks/README.md, "n-grams found by binary search"). Exporting the Keras layer
@@ -40,16 +42,18 @@ class ServingNgrams(NgramScoring, tf.Module):
     whose weight is 0, so a single review's logit needs no mask.
     """
 
-    def __init__(self, mix: NgramMix):
-        super().__init__(name="serving_ngrams")
-        self.order, self.vocabulary_size = mix.order, mix.vocabulary_size
-        self.size, self.lstm_weight = mix.size, mix.lstm_weight
-        keys = tf.constant(mix.keys.numpy())
-        init = tf.lookup.KeyValueTensorInitializer(keys, tf.range(1, mix.size + 1, dtype=tf.int64))
+    def __init__(self, member: NgramMember):
+        super().__init__(name=f"serving_{member.kind}_ngrams")
+        self.kind, self.order = member.kind, member.order
+        self.vocabulary_size, self.size = member.vocabulary_size, member.size
+        keys = tf.constant(member.keys.numpy())
+        init = tf.lookup.KeyValueTensorInitializer(
+            keys, tf.range(1, member.size + 1, dtype=tf.int64)
+        )
         self.table = tf.lookup.StaticHashTable(init, default_value=0)
-        weights = np.concatenate([[0.0], mix.coefficients.numpy()]).astype(np.float32)
+        weights = np.concatenate([[0.0], member.coefficients.numpy()]).astype(np.float32)
         self.weights = tf.Variable(weights, trainable=False)  # [0, coefficients...]
-        self.bias = tf.Variable(mix.bias.numpy(), trainable=False)
+        self.bias = tf.Variable(member.bias.numpy(), trainable=False)
 
     def find(self, grams: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Each n-gram's index among the kept ones, and whether it is one of them."""
@@ -60,10 +64,31 @@ class ServingNgrams(NgramScoring, tf.Module):
         """The coefficient of each kept n-gram's index."""
         return tf.gather(self.weights, index + 1)
 
-    def logit_of_one(self, ids: tf.Tensor) -> tf.Tensor:
-        """NB-LR logit of the positive class for one review's unpadded ids [time]."""
-        found, _ = tf.unique(self.table.lookup(self.grams(ids)))  # binary features
+    def logit_of_one(self, words: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
+        """The logit of one review's unpadded words and ids [time]: a scalar."""
+        if self.kind == WORDS:  # its keys straight from the ids, no bookkeeping
+            keys = self.grams(ids)
+        else:
+            keys = self.occurrences(words[None], ids[None])[1]
+        found, _ = tf.unique(self.table.lookup(keys))  # binary features
         return tf.reduce_sum(tf.gather(self.weights, found)) + self.bias
+
+
+class ServingMix(MixScoring, tf.Module):
+    """The mix for the served graph: the members' served twins, the coefficients as constants."""
+
+    def __init__(self, mix: Mix):
+        super().__init__(name="serving_mix")
+        self.members = [ServingNgrams(member) for member in mix.members]
+        self.lstm_coefficient, self.coefficients = mix.lstm_coefficient, list(mix.coefficients)
+        self.bias = mix.bias
+        self.reads_words = any(member.kind == CHARS for member in mix.members)
+
+    def score_of_one(self, words: tf.Tensor, ids: tf.Tensor, probabilities: tf.Tensor):
+        """s of one review's unpadded words and ids, and the LSTM's probabilities [1, 2]: [1]."""
+        logits = [member.logit_of_one(words, ids) for member in self.members]
+        lstm = log_odds(probabilities) if self.lstm_coefficient else None
+        return tf.zeros([1]) + self.combine(lstm, logits)
 
 
 def known_words(ids: tf.Tensor) -> tf.Tensor:
@@ -76,7 +101,7 @@ def serving_function(
     pre: TextPreprocessor,
     network: ServingNetwork,
     class_names: list[str],
-    mix: ServingNgrams | None = None,
+    mix: ServingMix | None = None,
 ):
     """The `serving_default` function: raw strings `text` -> probabilities, label, label_id,
     classes and known_words (how many words read are in the vocabulary), all graph ops.
@@ -85,17 +110,23 @@ def serving_function(
         pre: the preprocessing layer (its tables serve as they are).
         network: the served LSTM network.
         class_names: the classes, in the order of the probability columns.
-        mix: the served n-gram branch, or None.
+        mix: the served mix with the n-gram members, or None.
 
     Returns:
         A `tf.function` with one input, `text` (`tf.string`, `[None]`).
     """
+    # A mix that gives the LSTM no weight answers without running it.
+    lstm = mix is None or bool(mix.lstm_coefficient)
+    words = mix is not None and mix.reads_words
 
     def one(text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        ids = ids_of_one(pre, text[0])
-        probabilities = network.one(ids)
+        if words:
+            read, ids = token_ids(pre, text[0], words=True)
+        else:
+            read, ids = None, token_ids(pre, text[0])
+        probabilities = network.one(ids) if lstm else None
         if mix is not None:
-            probabilities = mix.combine(tf.sigmoid(mix.logit_of_one(ids))[None], probabilities)
+            probabilities = as_probabilities(mix.score_of_one(read, ids, probabilities))
         return probabilities, known_words(ids[None])
 
     # The batch path as a function call the graph keeps (not inlined): for a single review
@@ -106,10 +137,10 @@ def serving_function(
         experimental_attributes=NO_INLINE,
     )
     def batch(text: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        ids = pre(text)
-        probabilities = network(ids)
+        read, ids = token_ids(pre, text, words=True) if words else (None, token_ids(pre, text))
+        probabilities = network(ids) if lstm else None
         if mix is not None:
-            probabilities = mix.mixed(ids, probabilities)
+            probabilities = mix.mixed(read, ids, probabilities)
         return probabilities, known_words(ids)
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])

@@ -23,8 +23,9 @@ import tensorflow as tf
 from keras_sentiment.config import UserError, spelled
 from keras_sentiment.data.splits import load_test
 from keras_sentiment.files import kill_point, write_atomic
+from keras_sentiment.network.mix import Mix
 from keras_sentiment.network.model import load_run_model
-from keras_sentiment.network.ngrams import NgramMix
+from keras_sentiment.network.ngrams import WORDS, NgramMix
 from keras_sentiment.network.serving_network import ServingNetwork
 from keras_sentiment.records import (
     ExportRecord,
@@ -39,7 +40,7 @@ from keras_sentiment.reporting.model_card import card_explanations, model_card, 
 from keras_sentiment.serving.explanation import explain_function
 from keras_sentiment.serving.graph import (
     WARMUP_TEXTS,
-    ServingNgrams,
+    ServingMix,
     batching_parameters,
     serving_function,
     write_warmup,
@@ -54,7 +55,7 @@ def export_saved_model(
     base_dir: str | Path,
     record: RunRecord,
     version: int | None = None,
-    mix: NgramMix | None = None,
+    mix: Mix | None = None,
 ) -> Path:
     """Write `base_dir/VERSION/` (default: the next free); a server never sees it half-written.
 
@@ -104,17 +105,23 @@ def _write_graph(
     pre: TextPreprocessor,
     model: keras.Model,
     class_names: list[str],
-    mix: NgramMix | None,
+    mix: Mix | None,
 ):
-    """The SavedModel itself: the served network and n-grams, and their signatures.
+    """The SavedModel itself: the served network and mix, and their signatures.
 
     Returns the `explain` function it exported, for the model card's explanations.
     """
+    if isinstance(mix, NgramMix):
+        raise UserError(
+            "this run's model mixes its parts the way models did before the stacked mix, "
+            "which the served graph no longer runs: its existing SavedModels still serve; fit "
+            "it again to export it with this version"
+        )
     network = ServingNetwork(model)  # the served graph: no cuDNN, no XLA, no Keras loop
     archive = keras.export.ExportArchive()
     archive.track(pre)
     archive.track(network)
-    ngrams = ServingNgrams(mix) if mix is not None else None
+    ngrams = ServingMix(mix) if mix is not None else None
     if ngrams is not None:
         archive.track(ngrams)
     # Each endpoint from its Python function and input signature: a tf.function endpoint is
@@ -129,7 +136,7 @@ def _write_graph(
     return explain
 
 
-def explanations(explain, reviews: list[dict], mix: NgramMix | None, vocabulary: list[str]):
+def explanations(explain, reviews: list[dict], mix: Mix | None, vocabulary: list[str]):
     """What the model card shows of explanations, computed by the exported `explain` signature:
     the n-gram branch's strongest n-grams and the three test reviews `reviews_to_explain`
     picked, explained (see `model_card.strongest_ngrams` and `model_card.card_explanations`).
@@ -138,8 +145,11 @@ def explanations(explain, reviews: list[dict], mix: NgramMix | None, vocabulary:
         `ngrams` (absent without the branch) and `reviews` (absent without reviews).
     """
     found: dict = {}
-    if mix is not None:
-        found["ngrams"] = strongest_ngrams(mix.keys.numpy(), mix.coefficients.numpy(), vocabulary)
+    member = next((m for m in mix.members if m.kind == WORDS), None) if mix else None
+    if member is not None:  # a char n-gram is kept as its fingerprint only: not shown
+        found["ngrams"] = strongest_ngrams(
+            member.keys.numpy(), member.coefficients.numpy(), vocabulary
+        )
     if reviews:
         texts = [r["text"].encode("utf-8", "surrogatepass") for r in reviews]
         out = {k: v.numpy() for k, v in explain(tf.constant(texts)).items()}

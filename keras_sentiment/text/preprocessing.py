@@ -125,8 +125,9 @@ class TextPreprocessor(keras.layers.Layer):
         )
         self.table = tf.lookup.StaticHashTable(init, default_value=OOV)
 
-    def call(self, texts):
-        return token_ids(self, texts)
+    def call(self, texts, words=False):
+        """Right-padded ids [batch, time]; with `words`, the words as read and their ids."""
+        return token_ids(self, texts, words=words)
 
     @property
     def vocabulary(self) -> list[str]:
@@ -241,15 +242,26 @@ def adapt_preprocessor(cfg: Config, train_texts: np.ndarray) -> TextPreprocessor
     return pre
 
 
-def vectorize(pre: TextPreprocessor, texts: np.ndarray, batch_size: int = 512) -> list[np.ndarray]:
-    """Token ids of every text, unpadded, computed once in parallel batches."""
+def vectorize(pre: TextPreprocessor, texts: np.ndarray, batch_size: int = 512, words: bool = False):
+    """Token ids of every text, unpadded, computed once in parallel batches.
+
+    Returns:
+        A list of int32 id arrays; with `words`, also the words as read (arrays of UTF-8
+        bytes, aligned with the ids): `(words, ids)`.
+    """
     ds = tf.data.Dataset.from_tensor_slices(texts.astype(bytes)).batch(batch_size)
-    ds = ds.map(pre, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    rows = []
-    for batch in ds.as_numpy_iterator():
+
+    def read(texts: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:  # (words or a placeholder, ids)
+        return token_ids(pre, texts, words=True) if words else (tf.zeros([0]), pre(texts))
+
+    ds = ds.map(read, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    rows, found = [], []
+    for tokens, batch in ds.as_numpy_iterator():
         lengths = np.count_nonzero(batch, axis=1)
         rows.extend(row[:n] for row, n in zip(batch, lengths))
-    return rows
+        if words:
+            found.extend(row[:n] for row, n in zip(tokens, lengths))
+    return (found, rows) if words else rows
 
 
 def load_stopwords() -> set[str]:

@@ -269,7 +269,7 @@ def interrupted(run_dir: Path) -> str:
     if state["best_weights"] and (run_dir / "best.keras").is_file():
         best = (
             f" and the best model so far ({run_dir / 'best.keras'}), the LSTM of epoch "
-            f"{state['best_epoch']} alone (raw text in, no n-gram branch yet; predict and load "
+            f"{state['best_epoch']} alone (raw text in, no mix yet; predict and load "
             "take it)"
         )
     if state.get("finished"):
