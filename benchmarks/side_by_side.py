@@ -143,6 +143,7 @@ def package() -> dict:
         "load_run_model": ("network.model", "training.runs", "runs"),
         "compile_model": ("training.train", "training"),
         "NgramMix": ("network.ngrams", "ngrams"),
+        "Mix": ("network.mix",),  # the stacked mix (runs before it have NgramMix)
         "export_saved_model": ("serving.saved_model", "saved_model"),
         "version_files": ("serving.saved_model", "saved_model"),
         "read_summary": ("records",),  # typed records: the export writes its files itself
@@ -159,11 +160,15 @@ def package() -> dict:
 
 
 def export(run_dir: str, output_dir: str, lstm_weight: float | None) -> None:
-    """Export a run with the checkout on PYTHONPATH, its n-gram mix's LSTM weight changed to
-    `lstm_weight` (a quick fit's mix often gives the LSTM 0, so explain would skip it)."""
+    """Export a run with the checkout on PYTHONPATH, its mix's LSTM weight (the stacked mix: its
+    coefficient) changed to `lstm_weight` (a quick fit's mix may give the LSTM 0, so explain
+    and serving would skip it). A run is exported by the checkout that fitted it."""
     ks = package()
     pre, network, mix = ks["load_run_model"](Path(run_dir))
-    if lstm_weight is not None:
+    if lstm_weight is not None and "Mix" in ks and isinstance(mix, ks["Mix"]):
+        # The stacked mix: the LSTM's coefficient on its log-odds.
+        mix = ks["Mix"](mix.members, lstm_weight, mix.coefficients, mix.bias)
+    elif lstm_weight is not None:
         weighted = ks["NgramMix"](mix.order, mix.vocabulary_size, mix.size, lstm_weight)
         for mine, theirs in zip(weighted.weights, mix.weights):
             mine.assign(theirs)
