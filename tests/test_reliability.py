@@ -123,7 +123,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path, straight, reviews
     assert summary(tmp_path, "killed")["training"]["resumed"]
 
 
-# Named points of `fit` (keras_sentiment.runs.kill_point), in the order a run reaches them,
+# Named points of `fit` (keras_sentiment.files.kill_point), in the order a run reaches them,
 # each with what the next command says. One run is killed at every point of a chain in turn,
 # each rerun resuming from what the last kill left and getting one step further; `@N` counts
 # within one process.

@@ -1,6 +1,6 @@
 """`score`: files of reviews through RunInference on Beam's local runner.
 
-The row readers (`review_files`) need no Beam; the pipeline tests skip, saying why, where
+The row readers (`data/readers.py`) need no Beam; the pipeline tests skip, saying why, where
 apache-beam is not installed (it comes with the `test` and `beam` extras).
 """
 
@@ -165,8 +165,9 @@ def test_user_errors_before_any_pipeline(tiny_run, tmp_path):
 
 
 def stub_model(path: Path, explain: bool = True) -> Path:
-    """A SavedModel with `serving_default` and an `explain` signature as `explanation.py` specifies
-    them (tokens padded with "", one attribution per token), scoring by text length."""
+    """A SavedModel with `serving_default` and an `explain` signature as
+    `serving/explanation.py` specifies them (tokens padded with "", one attribution per token),
+    scoring by text length."""
     import tensorflow as tf
 
     class Stub(tf.Module):
