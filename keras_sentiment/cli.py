@@ -54,7 +54,7 @@ def _check_fit_paths(cfg) -> None:
         if not Path(cfg.embeddings).exists():
             raise UserError(
                 f"{cfg.embeddings}: embeddings file not found (or use --embeddings "
-                f"{FIELDS['embeddings'].default} / none)"
+                f"{FIELDS['embeddings'].default} or --embeddings none)"  # as text/embeddings.py
             )
 
 

