@@ -200,7 +200,7 @@ def stub_model(path: Path, explain: bool = True) -> Path:
 
 @pytest.mark.slow
 @needs_beam
-def test_explain_and_parquet_output(tiny_run, tmp_path, capsys):
+def test_explain_and_parquet_output(tiny_run, tiny_predictor, tmp_path, capsys):
     import pyarrow.parquet as pq
 
     from keras_sentiment.scoring.beam import score_files
@@ -227,6 +227,8 @@ def test_explain_and_parquet_output(tiny_run, tmp_path, capsys):
     assert sorted(r["id"] for r in table) == ["a", "b"]
     assert set(table[0]["probabilities"]) == {"neg", "pos"}
     assert all(r["words"] and len(r["words"]) == len(r["attributions"]) for r in table)
+    known = tiny_predictor(["so very good", "bad"])["known_words"].tolist()  # as in JSONL rows
+    assert [r["known_words"] for r in sorted(table, key=lambda r: r["id"])] == known
 
 
 @pytest.mark.slow
