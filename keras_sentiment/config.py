@@ -41,11 +41,17 @@ def spelled(key: str, value: str | None = None) -> str:
     `--lstm-units` on the command line, `Config(lstm_units=...)` from Python.
 
     Example:
-        >>> spelled("embeddings", "none"), spelled("text_column")
-        ("Config(embeddings='none')", 'Config(text_column=...)')
+        >>> spelled("embeddings", "none"), spelled("text_column"), spelled("lemmatize", False)
+        ("Config(embeddings='none')", 'Config(text_column=...)', 'Config(lemmatize=False)')
+        >>> with command_line():
+        ...     spelled("embeddings", "none"), spelled("lemmatize", False)
+        ('--embeddings none', '--no-lemmatize')
     """
     if on_command_line():
-        return "--" + key.replace("_", "-") + ("" if value is None else f" {value}")
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            return flag if value else "--no-" + flag[2:]
+        return flag + ("" if value is None else f" {value}")
     return f"Config({key}={'...' if value is None else repr(value)})"
 
 

@@ -343,9 +343,23 @@ def test_no_wordnet_data(tmp_path, toy_csv):
     done = run_cli(*fit_args(cfg), env=env)  # lemmatizes: a default
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "nltk.download('wordnet')" in done.stderr and "NLTK_DATA" in done.stderr
+    assert "(or pass --no-lemmatize)" in done.stderr
     # The run folder opened after the data loaded; nothing was trained, so it is gone, and said.
     assert "removed: nothing was trained" in done.stdout
     assert not list((tmp_path / "r").rglob("*"))
+
+
+def test_no_wordnet_from_python_names_the_config_field(monkeypatch):
+    from nltk.stem import WordNetLemmatizer
+
+    from keras_sentiment.text.preprocessing import wordnet_lemmatizer
+
+    def missing(self, word, pos="n"):
+        raise LookupError("Resource wordnet not found.")
+
+    monkeypatch.setattr(WordNetLemmatizer, "lemmatize", missing)
+    with pytest.raises(UserError, match=r"NLTK_DATA .*\(or pass Config\(lemmatize=False\)\)$"):
+        wordnet_lemmatizer()
 
 
 def test_no_glove_package(monkeypatch):
