@@ -328,7 +328,8 @@ def _export(cfg, pre, model, mix, class_names, record: RunRecord, run_dir) -> Pa
 def _finish(path: Path, run_dir: Path, plots: list[Path], record: RunRecord) -> None:
     """The closing lines: what was written, the score, and how to use the model."""
     print(f"\nwrote: {path}  (SavedModel for TF Serving; metadata in {path / 'assets.extra'})")
-    print(f"wrote: {run_dir}  (config, history.csv, report.json, MODEL_CARD.md, model.keras, logs)")
+    kept = "config, preprocessor, history, report, summary, MODEL_CARD.md, model.keras, best.keras"
+    print(f"wrote: {run_dir}  ({kept}, logs)")
     print(f"wrote: {', '.join(p.name for p in plots)} in {run_dir}")
     print(
         f"test accuracy {record.metrics.accuracy:.4f}, macro F1 "

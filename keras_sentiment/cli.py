@@ -1,8 +1,9 @@
 """The command line: parse the flags, call the Python API, print the answers.
 
 `fit` and `export` fill a `Config` from flags and a TOML file; every command is one call of
-`keras_sentiment.pipeline` (or `listing` for `runs`, which starts no TensorFlow). A user error
-is one line on stderr and exit code 2; Ctrl-C says what is kept, exit code 130.
+`keras_sentiment.api` (or `serving.listing` for `runs`, which starts no TensorFlow). A user error
+is one line on stderr and exit code 2; Ctrl-C says what is kept, exit code 130; output piped
+into a reader that stops early (`runs | head -1`) ends quietly.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import difflib
 import glob
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -52,7 +54,7 @@ def _check_fit_paths(cfg) -> None:
         if not Path(cfg.embeddings).exists():
             raise UserError(
                 f"{cfg.embeddings}: embeddings file not found (or use --embeddings "
-                f"{FIELDS['embeddings'].default} / none)"
+                f"{FIELDS['embeddings'].default} or --embeddings none)"  # as text/embeddings.py
             )
 
 
@@ -350,6 +352,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with command_line():
             COMMANDS[args.command](args)
+        sys.stdout.flush()  # here, so a closed pipe is caught below rather than at exit
+    except BrokenPipeError:
+        return _reader_gone()
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -358,6 +363,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{said}", file=sys.stderr)
         return 130
     return 0
+
+
+def _reader_gone() -> int:
+    """The reader of stdout stopped (`| head`): no traceback, as a shell tool would end.
+
+    Python's recipe (the `signal` module's docs, "Note on SIGPIPE"): stdout goes to devnull, so
+    the interpreter's last flush at exit finds nothing to write to the closed pipe.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 141  # 128 + SIGPIPE, what a shell reports for a tool the signal ended
 
 
 def _near_flags(command: argparse.ArgumentParser, extra: list[str]) -> str:

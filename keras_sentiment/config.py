@@ -36,10 +36,23 @@ def on_command_line() -> bool:
     return _ON_THE_COMMAND_LINE[0]
 
 
-def spelled(key: str) -> str:
-    """A config key as the user sets it where they are, for messages: `--lstm-units` on the
-    command line, `Config(lstm_units=...)` from Python."""
-    return "--" + key.replace("_", "-") if on_command_line() else f"Config({key}=...)"
+def spelled(key: str, value: str | None = None) -> str:
+    """A config key, and a value if given, as the user sets it where they are, for messages:
+    `--lstm-units` on the command line, `Config(lstm_units=...)` from Python.
+
+    Example:
+        >>> spelled("embeddings", "none"), spelled("text_column"), spelled("lemmatize", False)
+        ("Config(embeddings='none')", 'Config(text_column=...)', 'Config(lemmatize=False)')
+        >>> with command_line():
+        ...     spelled("embeddings", "none"), spelled("lemmatize", False)
+        ('--embeddings none', '--no-lemmatize')
+    """
+    if on_command_line():
+        flag = "--" + key.replace("_", "-")
+        if isinstance(value, bool):
+            return flag if value else "--no-" + flag[2:]
+        return flag + ("" if value is None else f" {value}")
+    return f"Config({key}={'...' if value is None else repr(value)})"
 
 
 @contextmanager

@@ -3,12 +3,13 @@
 import io
 import json
 import re
+from subprocess import PIPE
 
 import pytest
 
 from keras_sentiment.cli import main
 
-from .helpers import run_cli, run_python, synthetic_reviews, write_csv
+from .helpers import run_cli, run_python, start_cli, synthetic_reviews, write_csv
 
 FLAGS = {
     "fit": ["--max-train", "--epochs", "--text-column", "--precision", "--config"],
@@ -128,6 +129,15 @@ def test_runs_lists_and_compares_without_tensorflow(tiny_run, tmp_path):
     assert missing.returncode == 2 and "no exported run 'nope'" in missing.stderr
 
 
+def test_output_into_a_closed_pipe_ends_quietly(tmp_path):
+    """`runs | head -1`: the reader is gone before the listing is written; no traceback."""
+    listing = start_cli("runs", "--output-dir", tmp_path, "--runs-dir", tmp_path, stderr=PIPE)
+    listing.stdout.close()  # before the child writes: its first write meets a closed pipe
+    err = listing.stderr.read().decode()
+    assert listing.wait(timeout=60) == 141, err  # 128 + SIGPIPE, as a shell tool ends
+    assert err == ""
+
+
 def test_a_near_flag_is_suggested_under_the_commands_own_usage(capsys):
     for argv, near in (
         (["fit", "--epoch", "1"], "--epochs"),
@@ -181,7 +191,8 @@ def test_missing_paths_are_said_before_tensorflow_starts(tiny_run):
         "error: no.csv: no such file or folder",
         "error: no.jsonl: no such file or folder",
         "error: unlabeled: no/texts: no such file or folder",
-        "error: no.txt: embeddings file not found (or use --embeddings glove-6b-50d / none)",
+        "error: no.txt: embeddings file not found "
+        "(or use --embeddings glove-6b-50d or --embeddings none)",
         "error: no/model: no such model folder",
         "error: no/*.jsonl: no file matches",
     ]

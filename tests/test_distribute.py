@@ -111,5 +111,5 @@ def test_mirrored_on_two_logical_cpus(tmp_path, single, reviews):
 
 def test_multi_worker_without_tf_config(monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    with pytest.raises(UserError, match="TF_CONFIG"):
+    with pytest.raises(UserError, match=r"^Config\(strategy='multi-worker'\) needs .*TF_CONFIG"):
         make_strategy("multi-worker")

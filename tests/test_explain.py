@@ -66,7 +66,7 @@ def test_explain_signature_answers_completely_on_reviews_and_hostile_texts(serve
     signature = served._loaded.signatures["explain"]
     assert set(signature.structured_outputs) == {
         "tokens", "attributions", "score", "baseline_score", "label", "label_id",
-        "probabilities", "classes",
+        "probabilities", "classes", "known_words",
     }  # fmt: skip
     texts = [t.encode() for t in synthetic_reviews(40, seed=5)[0]] + HOSTILE_BYTES
     out = {k: v.numpy() for k, v in signature(text=tf.constant(texts)).items()}
@@ -78,6 +78,8 @@ def test_explain_signature_answers_completely_on_reviews_and_hostile_texts(serve
     plain = served(texts)
     np.testing.assert_allclose(out["probabilities"], plain["probabilities"], atol=1e-5)
     assert out["label"].astype(str).tolist() == plain["label"].tolist()
+    assert out["known_words"].tolist() == plain["known_words"].tolist()
+    assert served.explain(texts)["known_words"].tolist() == plain["known_words"].tolist()
     # The score is the predicted class's log-odds under the served probabilities.
     p = out["probabilities"].max(1).astype(np.float64)
     np.testing.assert_allclose(out["score"], np.log(p / (1 - p)), rtol=1e-3, atol=1e-3)
@@ -158,6 +160,8 @@ def test_the_exported_explanation_equals_the_keras_models(served, keras_model):
     for key in ("attributions", "score", "baseline_score", "probabilities"):
         np.testing.assert_allclose(ours[key], theirs[key], rtol=0, atol=1e-4, err_msg=key)
     assert ours["label"].tolist() == theirs["label"].tolist()
+    assert ours["known_words"].tolist() == theirs["known_words"].tolist()
+    assert ours["known_words"][-3] == 0 and ours["known_words"][-1] > 0  # "": nothing read
 
 
 @pytest.fixture(scope="module")

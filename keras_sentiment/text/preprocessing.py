@@ -13,7 +13,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_sentiment.config import Config, UserError
+from keras_sentiment.config import Config, UserError, spelled
 
 PAD, OOV = 0, 1
 # Markers that cannot survive standardization, so they never collide with a real token.
@@ -289,7 +289,8 @@ def wordnet_lemmatizer():
     except LookupError:
         raise UserError(
             "NLTK WordNet not found: run python -c \"import nltk; nltk.download('wordnet')\" "
-            "or set NLTK_DATA to a folder holding corpora/wordnet (or pass --no-lemmatize)"
+            "or set NLTK_DATA to a folder holding corpora/wordnet (or pass "
+            f"{spelled('lemmatize', False)})"
         ) from None
     return lemmatizer
 

@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_sentiment.compat import build_for_multi_worker, use_train_step
-from keras_sentiment.config import Config, UserError
+from keras_sentiment.config import Config, UserError, spelled
 from keras_sentiment.data.batching import eval_dataset, train_dataset
 from keras_sentiment.network.compiled_lstm import gradient_dtype
 from keras_sentiment.training.runs import RunState
@@ -30,7 +30,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """TensorFlow's own distribution: one device, mirrored devices, or workers from TF_CONFIG."""
     if name == "multi-worker":
         if "TF_CONFIG" not in os.environ:
-            raise UserError("--strategy multi-worker needs the TF_CONFIG environment variable")
+            said = spelled("strategy", "multi-worker")
+            raise UserError(f"{said} needs the TF_CONFIG environment variable")
         # Created before any other TensorFlow op, as TensorFlow requires.
         return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
