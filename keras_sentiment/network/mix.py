@@ -235,7 +235,7 @@ def fit_mix(
         low = 1 if found["kind"] == WORDS else 2
         print(
             f"mix: {found['ngrams']:,} {found['kind'][:-1]} {low}-{found['order']}-grams in 2+ "
-            f"training texts, NB-LR C={found['C']} ({found['seconds']:.1f}s)",
+            f"labeled texts, NB-LR C={found['C']} ({found['seconds']:.1f}s)",
             flush=True,
         )
     accuracy = ", ".join(f"{name} {a:.4f}" for name, a in info["validation_accuracy"].items())

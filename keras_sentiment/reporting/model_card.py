@@ -288,8 +288,8 @@ def _card_mix(mix: MixRecord, positive: str) -> str:
         )
         lines.append(
             f"- {PART_NAMES[member['kind']].capitalize()}: NB-LR (Wang & Manning 2012) on "
-            f"{what}, {_count(member['ngrams'])} seen in 2+ training texts, C={member['C']} "
-            "(picked on validation), then refitted on training and validation texts"
+            f"{what}: C={member['C']} picked on validation, then refitted on the training and "
+            f"validation texts, keeping the {_count(member['ngrams'])} n-grams seen in 2+ of them"
         )
     c = mix.coefficients
     terms = " + ".join(f"{c[p]:.3g} x {PART_NAMES[p]}" for p in c if c[p])
