@@ -647,7 +647,7 @@ def serving_settings(
         },
     }
     mix, old = predictor.metadata.mix, predictor.metadata.ngrams
-    kept = [m["kind"] for m in mix.members if mix.coefficients.get(m["kind"])] if mix else []
+    kept = [m.kind for m in mix.members if mix.coefficients.get(m.kind)] if mix else []
     branch = f", stacked with NB-LR on {' and '.join(kept)} n-grams" if kept else ""
     branch = f", plus the 1-{old.order}-gram NB-LR branch" if old else branch
     brief = f"{origin}{branch}; raw strings through signatures['serving_default'], arrival order"

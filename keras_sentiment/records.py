@@ -95,12 +95,23 @@ class NgramBranch:
 
 
 @dataclass
+class MixMember:
+    """One n-gram model of the mix, as `network.ngrams.fit_member` fitted it."""
+
+    kind: str = ""  # "words" or "chars"
+    order: int = 0  # the longest n-gram
+    ngrams: int = 0  # kept: seen in 2+ of the texts it was refitted on
+    C: float | None = None  # picked on validation
+    validation_accuracy: float | None = None  # alone, fitted on train
+    seconds: float | None = None
+
+
+@dataclass
 class MixRecord:
     """How the mix was chosen: the LSTM and the n-gram members stacked on their log-odds
     (`network/mix.py`; absent when the mix is off)."""
 
-    # What each member fitted: kind ("words", "chars"), order, ngrams kept, C, seconds.
-    members: list[dict[str, Any]] = field(default_factory=list)
+    members: list[MixMember] = field(default_factory=list)
     coefficients: dict[str, float] = field(default_factory=dict)  # by part; 0: dropped
     bias: float | None = None
     validation_texts: int | None = None  # the texts the stack was fitted on
@@ -208,10 +219,13 @@ def _from_dict(cls: type, data: Any):
         if f.name not in data:
             continue
         value, kind = data[f.name], _record_type(hints[f.name])
+        item = _list_item_type(hints[f.name])
         if kind is not None:
             # A section recorded as {} or null is off (pretraining, n-grams) or empty.
             optional = _allows_none(hints[f.name])
             value = None if optional and not value else _from_dict(kind, value)
+        elif item is not None:
+            value = [_from_dict(item, v) for v in value] if isinstance(value, list) else []
         values[f.name] = value
     return cls(**values)
 
@@ -224,6 +238,8 @@ def _to_dict(record) -> dict[str, Any]:
         value = getattr(record, f.name)
         if dataclasses.is_dataclass(value):
             out[f.name] = _to_dict(value)
+        elif _list_item_type(typing.get_type_hints(type(record))[f.name]):
+            out[f.name] = [_to_dict(v) for v in value]
         elif value is not None:
             out[f.name] = value
         elif _record_type(typing.get_type_hints(type(record))[f.name]):
@@ -235,6 +251,12 @@ def _record_type(hint) -> type | None:
     # The record class inside `X` or `X | None`, else None.
     kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     return next((k for k in kinds if dataclasses.is_dataclass(k)), None)
+
+
+def _list_item_type(hint) -> type | None:
+    # The record class X of `list[X]`, else None.
+    args = typing.get_args(hint) if typing.get_origin(hint) is list else ()
+    return args[0] if args and dataclasses.is_dataclass(args[0]) else None
 
 
 def _allows_none(hint) -> bool:

@@ -22,6 +22,7 @@ from .helpers import (
     run_config,
     synthetic_reviews,
     tiny_config,
+    with_lstm,
     write_csv,
 )
 
@@ -62,13 +63,12 @@ def tiny_run(tmp_path_factory, tiny_data) -> dict:
 def tiny_with_lstm(tiny_run, tmp_path_factory) -> Path:
     """The tiny run exported again with the LSTM's coefficient in its mix at 0.5 (the stack may
     drop the tiny LSTM, and then the served graph skips it): a SavedModel with every path."""
-    from keras_sentiment.network.mix import Mix
     from keras_sentiment.network.model import load_run_model
     from keras_sentiment.records import read_summary
     from keras_sentiment.serving.saved_model import export_saved_model
 
     pre, network, mix = load_run_model(tiny_run["run_dir"])
-    half = Mix(mix.members, 0.5, mix.coefficients, mix.bias)
+    half = with_lstm(mix, 0.5)
     record = read_summary(tiny_run["run_dir"])
     base = tmp_path_factory.mktemp("tiny_with_lstm")
     return export_saved_model(pre, network, record.class_names, base, record, mix=half)

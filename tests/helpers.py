@@ -91,6 +91,14 @@ def model_config(**overrides):
     return Config(**{"lstm_units": 8, "embeddings": "none", "embedding_dim": 8, **overrides})
 
 
+def with_lstm(mix, coefficient: float):
+    """The same stacked mix with the LSTM's coefficient set (a tiny or quick fit's stack may
+    give the LSTM 0, and then the served graph and explain skip it)."""
+    from keras_sentiment.network.mix import Mix
+
+    return Mix(mix.members, coefficient, mix.coefficients, mix.bias)
+
+
 def fit_args(cfg) -> list[str]:
     """The `fit` command line of a config: a flag for each setting off its default."""
     from keras_sentiment.config import FIELDS

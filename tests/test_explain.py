@@ -35,6 +35,7 @@ from .helpers import (
     run_cli,
     run_python,
     synthetic_reviews,
+    with_lstm,
 )
 from .tf_serving_stub import StubServer
 
@@ -178,11 +179,6 @@ def mixed(keras_model):
         "served": served,
         "model": text_model(pre, network, half, names),
     }
-
-
-def with_lstm(mix: Mix, coefficient: float) -> Mix:
-    """The same mix with the LSTM's coefficient set."""
-    return Mix(mix.members, coefficient, mix.coefficients, mix.bias)
 
 
 def test_with_the_lstm_in_the_mix_served_and_keras_agree(mixed):

@@ -11,6 +11,8 @@ from keras_sentiment.config import Config
 from keras_sentiment.records import (
     SCHEMA,
     ExportRecord,
+    MixMember,
+    MixRecord,
     NgramBranch,
     RunRecord,
     config_json,
@@ -90,6 +92,18 @@ def test_records_round_trip_and_read_leniently(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "summary.json").write_text("{not json")
     assert read_summary(tmp_path / "bad") is None and read_summary(tmp_path / "none") is None
+
+
+def test_the_mix_and_its_members_are_written_and_read_typed(tmp_path):
+    member = MixMember(kind="chars", order=5, ngrams=47020, C=0.1, validation_accuracy=0.78)
+    mix = MixRecord(members=[member], coefficients={"lstm": 0.4, "chars": 0.4}, bias=0.1)
+    write_summary(tmp_path, RunRecord(name="x", mix=mix))
+    written = old_json(tmp_path / "summary.json")["mix"]["members"]
+    assert written == [{"kind": "chars", "order": 5, "ngrams": 47020, "C": 0.1,
+                        "validation_accuracy": 0.78}]  # fmt: skip
+    read = read_summary(tmp_path).mix
+    assert read == mix and isinstance(read.members[0], MixMember)
+    assert RunRecord.from_dict({"mix": {"members": "garbled"}}).mix.members == []
 
 
 def test_recorded_classes_reads_old_and_new_records(tmp_path):

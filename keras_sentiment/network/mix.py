@@ -56,11 +56,6 @@ class MixScoring:
             score += self.lstm_coefficient * lstm
         return score
 
-    def member_score(self, words: tf.Tensor, ids: tf.Tensor) -> tf.Tensor:
-        """bias + sum of c_m * logit_m: the part of s the LSTM does not give, [batch]."""
-        logits = [member.logits(words, ids) for member in self.members]
-        return tf.zeros([tf.shape(ids)[0]]) + self.combine(None, logits)
-
     def score(self, words: tf.Tensor, ids: tf.Tensor, probabilities: tf.Tensor | None):
         """s, the mix's log-odds of the second class, [batch] (the LSTM's probabilities may be
         None where its coefficient is 0)."""

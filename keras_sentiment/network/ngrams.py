@@ -138,6 +138,15 @@ class NgramScoring:
         return index, tf.gather(kept, index) == keys
 
 
+def _add_tables(layer: keras.layers.Layer, size: int) -> None:
+    """A member layer's kept n-grams (sorted keys), their coefficients and the bias: weights,
+    not config, so the n-grams (hundreds of thousands on IMDB) stay out of JSON."""
+    layer.keys = layer.add_weight((size,), "zeros", dtype="int64", trainable=False, name="keys")
+    layer.coefficients = layer.add_weight((size,), "zeros", trainable=False, name="coefficients")
+    layer.bias = layer.add_weight((), "zeros", trainable=False, name="bias")
+    layer.built = True
+
+
 @keras.saving.register_keras_serializable(package="keras_sentiment")
 class NgramMember(NgramScoring, keras.layers.Layer):
     """[words, ids] -> the NB-LR logit of the second class [batch], for one kind of n-gram."""
@@ -146,11 +155,7 @@ class NgramMember(NgramScoring, keras.layers.Layer):
         super().__init__(**{"dtype": "float32", **kwargs})
         self.kind, self.order = kind, order
         self.vocabulary_size, self.size = vocabulary_size, size
-        # Weights, not config: the sorted n-grams (one per kept n-gram) stay out of JSON.
-        self.keys = self.add_weight((size,), "zeros", dtype="int64", trainable=False, name="keys")
-        self.coefficients = self.add_weight((size,), "zeros", trainable=False, name="coefficients")
-        self.bias = self.add_weight((), "zeros", trainable=False, name="bias")
-        self.built = True
+        _add_tables(self, size)
 
     def call(self, inputs):
         words, ids = inputs
@@ -168,12 +173,6 @@ class NgramMember(NgramScoring, keras.layers.Layer):
             "size": self.size,
         }
 
-    @property
-    def label(self) -> str:
-        """How people call it: "word 1-3-grams", "char 2-5-grams"."""
-        low = 1 if self.kind == WORDS else 2
-        return f"{self.kind[:-1]} {low}-{self.order}-grams"
-
 
 @keras.saving.register_keras_serializable(package="keras_sentiment")
 class NgramMix(NgramScoring, keras.layers.Layer):
@@ -188,10 +187,7 @@ class NgramMix(NgramScoring, keras.layers.Layer):
         super().__init__(**{"dtype": "float32", **kwargs})
         self.order, self.vocabulary_size = order, vocabulary_size
         self.size, self.lstm_weight = size, lstm_weight
-        self.keys = self.add_weight((size,), "zeros", dtype="int64", trainable=False, name="keys")
-        self.coefficients = self.add_weight((size,), "zeros", trainable=False, name="coefficients")
-        self.bias = self.add_weight((), "zeros", trainable=False, name="bias")
-        self.built = True
+        _add_tables(self, size)
 
     def call(self, inputs):
         ids, probabilities = inputs

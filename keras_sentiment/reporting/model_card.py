@@ -21,6 +21,7 @@ from keras_sentiment.records import (
     Embeddings,
     ExportRecord,
     Metrics,
+    MixMember,
     MixRecord,
     Pretraining,
     RunRecord,
@@ -85,7 +86,7 @@ def run_summary(
         dataset=DataSizes(splits.source, len(splits.train), len(splits.val), len(splits.test)),
         embeddings=Embeddings(**facts["embeddings"]),
         pretraining=Pretraining(**facts["pretraining"]) if facts["pretraining"] else None,
-        mix=MixRecord(**facts["mix"]) if facts["mix"] else None,
+        mix=_mix_record(facts["mix"]) if facts["mix"] else None,
         parameters=trained.model.count_params(),
         training=Training(
             epochs_run=len(history),
@@ -104,6 +105,11 @@ def run_summary(
         config=cfg.to_dict(),
         versions=library_versions(),
     )
+
+
+def _mix_record(facts: dict) -> MixRecord:
+    """The mix's record from what `fit_mix` and the test report said of it."""
+    return MixRecord(**{**facts, "members": [MixMember(**m) for m in facts["members"]]})
 
 
 def library_versions() -> dict[str, str]:
@@ -282,14 +288,14 @@ def _card_mix(mix: MixRecord, positive: str) -> str:
     lines = ["### The mix, and how it was chosen", ""]
     for member in mix.members:
         what = (
-            f"1-{member['order']}-grams of the words read"
-            if member["kind"] == "words"
-            else f"2-{member['order']}-grams of characters inside each word read"
+            f"1-{member.order}-grams of the words read"
+            if member.kind == "words"
+            else f"2-{member.order}-grams of characters inside each word read"
         )
         lines.append(
-            f"- {PART_NAMES[member['kind']].capitalize()}: NB-LR (Wang & Manning 2012) on "
-            f"{what}: C={member['C']} picked on validation, then refitted on the training and "
-            f"validation texts, keeping the {_count(member['ngrams'])} n-grams seen in 2+ of them"
+            f"- {PART_NAMES[member.kind].capitalize()}: NB-LR (Wang & Manning 2012) on "
+            f"{what}: C={member.C} picked on validation, then refitted on the training and "
+            f"validation texts, keeping the {_count(member.ngrams)} n-grams seen in 2+ of them"
         )
     c = mix.coefficients
     terms = " + ".join(f"{c[p]:.3g} x {PART_NAMES[p]}" for p in c if c[p])
