@@ -109,6 +109,10 @@ def test_a_member_scores_as_its_reference(tiny, members, kind):
     # One text alone is the same as padded among longer ones.
     alone = [member.logits(*padded([words[i]], [rows[i]])).numpy()[0] for i in batch[:5]]
     np.testing.assert_allclose(alone, got[:5], rtol=0, atol=1e-5)
+    if kind == CHARS:  # a word's edges are n-grams too (a space each side, as char_wb)
+        edges = sorted({f" {w.decode()[:2]}" for i in range(400) for w in words[i]})
+        fingerprints = tf.strings.to_hash_bucket_fast(edges, 2**63 - 1).numpy()
+        assert np.isin(fingerprints, member.keys.numpy()).any()
     # Each word's share: the rows' shares sum to the logit less the bias, exactly.
     shares = member.shares(read, ids).numpy()
     np.testing.assert_allclose(shares.sum(1), got - member.bias.numpy(), atol=1e-4)
@@ -137,6 +141,9 @@ def test_the_stack_keeps_what_helps_and_never_loses_to_a_part():
     assert stack["mixed"] >= max(stack["parts"].values())
     # A part that only adds noise is dropped (refitted without it), or kept near 0.
     assert c["chars"] == 0 or abs(c["chars"]) < 0.2 * c["words"]
+    # A part that would count backwards (a negative coefficient) is dropped, the rest refitted.
+    backwards = fit_stack({"lstm": weak, "words": strong, "chars": -weak}, labels, seed=0)
+    assert backwards["coefficients"]["chars"] == 0 and backwards["coefficients"]["lstm"] > 0
     # Where one part alone beats the stack (cross-validated), it answers alone: its
     # coefficient 1, bias 0. On 30 texts the stack leans on a confident part that is wrong
     # 30% of the time; a timid part that is always right wins.
